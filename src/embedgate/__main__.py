@@ -1,0 +1,3 @@
+from embedgate.cli import main
+
+main()

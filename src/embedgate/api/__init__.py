@@ -1,0 +1,1 @@
+"""HTTP routes. Routes stay thin: they parse, call one service, and render."""

@@ -1,0 +1,81 @@
+"""POST /v1/embeddings: the OpenAI contract, plus `instruction`."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import numpy as np
+import orjson
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from pydantic import ValidationError
+
+from embedgate.api.deps import EmbeddingsDep
+from embedgate.api.schemas import EmbeddingRequest, EmbeddingResponse
+from embedgate.backends.base import Vectors
+from embedgate.errors import from_validation_errors, invalid_json
+from embedgate.services.embeddings import EmbeddingJob, EmbeddingResult
+
+router = APIRouter(prefix="/v1", tags=["embeddings"])
+
+
+def encode_vectors(vectors: Vectors, encoding_format: str) -> list[Any]:
+    """base64 of little-endian float32, or floats that parse back to the same float32 bits.
+
+    Floats are written as the float64 value of each float32 (e.g. 0.10000000149011612, not
+    0.1), so a client parsing JSON gets bit-identical numbers to the base64 path.
+    """
+    if encoding_format == "base64":
+        little = vectors.astype("<f4", copy=False)
+        return [base64.b64encode(row.tobytes()).decode("ascii") for row in little]
+    return list(vectors.astype(np.float64))
+
+
+def render(result: EmbeddingResult, encoding_format: str) -> bytes:
+    encoded = encode_vectors(result.vectors, encoding_format)
+    body = {
+        "object": "list",
+        "data": [
+            {"object": "embedding", "index": i, "embedding": emb} for i, emb in enumerate(encoded)
+        ],
+        "model": result.model,
+        "usage": {"prompt_tokens": result.prompt_tokens, "total_tokens": result.prompt_tokens},
+    }
+    return orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+async def parse_request(request: Request) -> EmbeddingRequest:
+    """JSON whatever the Content-Type says (curl -d sends form-encoded), parsed by orjson,
+    which also refuses NaN, invalid UTF-8 and pathological nesting."""
+    try:
+        data = orjson.loads(await request.body())
+    except orjson.JSONDecodeError:
+        raise invalid_json() from None
+    try:
+        return EmbeddingRequest.model_validate(data)
+    except ValidationError as exc:
+        raise from_validation_errors(exc.errors()) from None
+
+
+REQUEST_SCHEMA = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": EmbeddingRequest.model_json_schema()}},
+    }
+}
+
+
+@router.post("/embeddings", response_model=EmbeddingResponse, openapi_extra=REQUEST_SCHEMA)
+async def create_embeddings(request: Request, service: EmbeddingsDep) -> Response:
+    body = await parse_request(request)
+    texts = body.input if body.input and isinstance(body.input[0], str) else None
+    job = EmbeddingJob(
+        model=body.model,
+        texts=texts,
+        token_ids=None if texts is not None else body.input,  # type: ignore[arg-type]
+        dimensions=body.dimensions,
+        instruction=body.instruction,
+    )
+    result = await service.embed(job)
+    return Response(render(result, body.encoding_format), media_type="application/json")

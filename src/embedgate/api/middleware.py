@@ -1,0 +1,65 @@
+"""Request ids, Prometheus series and one access-log line per request (pure ASGI).
+
+The access log names method, route, status, latency and request id: never bodies, query
+strings or headers, so no input text or key can reach the logs.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from embedgate.services.metrics import Metrics
+
+access_log = logging.getLogger("embedgate.access")
+
+
+def route_label(scope: Scope) -> str:
+    route = scope.get("route")
+    return str(getattr(route, "path", "unmatched"))
+
+
+class ObservabilityMiddleware:
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = f"req_{uuid.uuid4().hex}"
+        state: dict[str, Any] = scope.setdefault("state", {})
+        state["request_id"] = request_id
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = list(message.get("headers", []))
+                headers.append((b"x-request-id", request_id.encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            self._record(scope, state, status, time.perf_counter() - started, request_id)
+
+    def _record(
+        self, scope: Scope, state: dict[str, Any], status: int, elapsed: float, request_id: str
+    ) -> None:
+        route = route_label(scope)
+        self.metrics.requests.labels(route, str(status)).inc()
+        self.metrics.latency.labels(route).observe(elapsed)
+        if status >= 400:
+            self.metrics.errors.labels(str(state.get("error_code") or status)).inc()
+        access_log.info(
+            "%s %s %d %.1fms %s", scope["method"], route, status, elapsed * 1000, request_id
+        )

@@ -1,0 +1,32 @@
+"""GET /v1/models and /v1/models/{model}: OpenAI list shape, plus embedding facts."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from embedgate.api.deps import RegistryDep
+from embedgate.api.schemas import ModelList, ModelObject
+from embedgate.services.registry import ServedModel
+
+router = APIRouter(prefix="/v1", tags=["models"])
+
+
+def describe(model: ServedModel) -> ModelObject:
+    return ModelObject(
+        id=model.name,
+        created=model.created,
+        dimensions=model.dimensions,
+        max_tokens=model.max_tokens,
+        aliases=list(model.spec.aliases),
+        instructions=model.supports_instructions,
+    )
+
+
+@router.get("/models")
+async def list_models(registry: RegistryDep) -> ModelList:
+    return ModelList(data=[describe(model) for model in registry.all()])
+
+
+@router.get("/models/{model:path}")
+async def get_model(model: str, registry: RegistryDep) -> ModelObject:
+    return describe(registry.resolve(model))

@@ -1,0 +1,43 @@
+"""``create_app(settings)`` builds the whole server; nothing heavy happens at import time."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from embedgate import __version__
+from embedgate.api import embeddings, models, system
+from embedgate.api.middleware import ObservabilityMiddleware
+from embedgate.config import Settings
+from embedgate.errors import install_error_handlers
+from embedgate.runtime import Runtime
+from embedgate.services.metrics import Metrics
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        runtime = await Runtime.start(settings, metrics)
+        app.state.runtime = runtime
+        try:
+            yield
+        finally:
+            await runtime.aclose()
+
+    app = FastAPI(
+        title="embedgate",
+        version=__version__,
+        summary="Many tenants, one embedding model, an OpenAI-compatible API.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.add_middleware(ObservabilityMiddleware, metrics=metrics)
+    app.include_router(system.router)
+    app.include_router(embeddings.router)
+    app.include_router(models.router)
+    return app

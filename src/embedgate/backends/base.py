@@ -1,0 +1,65 @@
+"""The model backend interface: tokenize up front, embed a batch, report health."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+Vectors = npt.NDArray[np.float32]
+
+
+@dataclass(frozen=True, slots=True)
+class ModelInput:
+    """One input ready for a model: prompt-formatted text and/or its token ids."""
+
+    text: str | None
+    token_ids: Sequence[int] | None
+    n_tokens: int  # exact when token_ids is set, an estimate otherwise
+
+
+@dataclass(frozen=True, slots=True)
+class Embedded:
+    """Unit-length float32 vectors, one row per input, and the tokens they cost."""
+
+    vectors: Vectors
+    prompt_tokens: int
+
+
+@dataclass(frozen=True, slots=True)
+class BackendInfo:
+    dimensions: int
+    max_tokens: int
+    family: str  # "qwen3" or "generic"
+    vocab_size: int | None  # None when token ids cannot be checked locally
+
+
+class Backend(Protocol):
+    """A model engine. ``coalesce`` says whether the batch scheduler may merge requests."""
+
+    coalesce: bool
+
+    @property
+    def info(self) -> BackendInfo: ...
+
+    async def start(self) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+    def can_tokenize(self) -> bool: ...
+
+    async def tokenize(self, texts: Sequence[str], truncate_to: int | None) -> list[list[int]]: ...
+
+    async def embed(self, inputs: Sequence[ModelInput]) -> Embedded: ...
+
+    def health(self) -> dict[str, Any]: ...
+
+
+def l2_normalize(vectors: npt.NDArray[Any]) -> Vectors:
+    matrix = np.asarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    out: Vectors = np.divide(matrix, norms, out=np.zeros_like(matrix), where=norms > 0)
+    return out

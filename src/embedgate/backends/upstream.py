@@ -1,0 +1,203 @@
+"""Forward to OpenAI-compatible servers (SGLang, vLLM, TEI, Infinity, Ollama, embedgate).
+
+embedgate formats prompts and truncates dimensions itself, so the upstream only ever sees
+plain inputs and is asked for full-size float vectors: every backend gives the same answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import itertools
+import logging
+import os
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import httpx
+import numpy as np
+
+from embedgate.backends.base import BackendInfo, Embedded, ModelInput, Vectors, l2_normalize
+from embedgate.backends.tokenizing import TokenizerRunner
+from embedgate.config import ModelSpec
+from embedgate.errors import EmbedgateError
+from embedgate.keyfiles import read_secret_file
+
+log = logging.getLogger("embedgate.backends.upstream")
+
+RETRYABLE_STATUS = frozenset({429, 502, 503, 504})
+DOWN_FOR_SECONDS = 5.0
+
+
+class _Retry(Exception):
+    """This upstream failed in a way another one may not."""
+
+
+class UpstreamBackend:
+    """A pool of base URLs: round-robin over healthy ones, fail over on connect errors."""
+
+    coalesce = False
+
+    def __init__(
+        self, name: str, spec: ModelSpec, *, transport: httpx.AsyncBaseTransport | None = None
+    ) -> None:
+        self.name = name
+        self._spec = spec
+        self._urls = [url.rstrip("/") for url in spec.base_urls]
+        self._down_until = dict.fromkeys(self._urls, 0.0)
+        self._turn = itertools.count()
+        self._transport = transport
+        self._client: httpx.AsyncClient | None = None
+        self._tokenizer: TokenizerRunner | None = None
+        self._info = BackendInfo(
+            dimensions=spec.dimensions or 0,
+            max_tokens=spec.max_tokens or 8192,
+            family="qwen3" if spec.family == "qwen3" else "generic",
+            vocab_size=None,
+        )
+
+    @property
+    def info(self) -> BackendInfo:
+        return self._info
+
+    async def start(self) -> None:
+        headers = {"User-Agent": "embedgate"}
+        key = self._api_key()
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        self._client = httpx.AsyncClient(
+            headers=headers,
+            timeout=httpx.Timeout(self._spec.timeout, connect=min(5.0, self._spec.timeout)),
+            limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
+            transport=self._transport,
+        )
+        if self._spec.tokenizer:
+            from transformers import AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(self._spec.tokenizer)
+            self._tokenizer = TokenizerRunner(tokenizer, self.name)
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+        if self._tokenizer is not None:
+            self._tokenizer.close()
+
+    def can_tokenize(self) -> bool:
+        return self._tokenizer is not None
+
+    async def tokenize(self, texts: Sequence[str], truncate_to: int | None) -> list[list[int]]:
+        assert self._tokenizer is not None, "no tokenizer configured"
+        return await self._tokenizer(texts, truncate_to)
+
+    async def embed(self, inputs: Sequence[ModelInput]) -> Embedded:
+        size = self._spec.max_batch_size
+        chunks = [inputs[i : i + size] for i in range(0, len(inputs), size)]
+        parts = await asyncio.gather(*(self._embed_chunk(chunk) for chunk in chunks))
+        vectors = np.concatenate([part.vectors for part in parts])
+        return Embedded(vectors, sum(part.prompt_tokens for part in parts))
+
+    def health(self) -> dict[str, Any]:
+        now = time.monotonic()
+        up = {url: self._down_until[url] <= now for url in self._urls}
+        return {"backend": "openai", "ready": any(up.values()), "upstreams": up}
+
+    def _api_key(self) -> str | None:
+        if self._spec.api_key_env:
+            return os.environ.get(self._spec.api_key_env) or None
+        if self._spec.api_key_file:
+            return read_secret_file(self._spec.api_key_file)
+        return None
+
+    def _order(self) -> list[str]:
+        """Healthy URLs first, starting at the next one in turn; downed ones as a last resort."""
+        start = next(self._turn) % len(self._urls)
+        rotated = self._urls[start:] + self._urls[:start]
+        now = time.monotonic()
+        return sorted(rotated, key=lambda url: self._down_until[url] > now)
+
+    async def _embed_chunk(self, chunk: Sequence[ModelInput]) -> Embedded:
+        payload = {
+            "model": self._spec.upstream_model or self.name,
+            "input": [_wire_input(item) for item in chunk],
+            "encoding_format": "base64",
+        }
+        attempts = self._order()[: 1 + self._spec.max_retries]
+        failure = "no upstream tried"
+        for url in attempts:
+            try:
+                body = await self._post(url, payload)
+            except _Retry as exc:
+                failure = str(exc)
+                continue
+            return self._parse(body, len(chunk), chunk)
+        raise EmbedgateError(
+            502, f"All upstream servers failed ({failure}).", code="upstream_error"
+        )
+
+    async def _post(self, url: str, payload: dict[str, Any]) -> Any:
+        assert self._client is not None, "backend not started"
+        try:
+            response = await self._client.post(f"{url}/embeddings", json=payload)
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError) as exc:
+            self._down_until[url] = time.monotonic() + DOWN_FOR_SECONDS
+            log.warning("upstream %s unreachable: %s", url, type(exc).__name__)
+            raise _Retry(f"{url}: {type(exc).__name__}") from exc
+        except httpx.TimeoutException as exc:
+            raise EmbedgateError(
+                504, f"The upstream server did not answer within {self._spec.timeout:g}s.",
+                code="upstream_timeout",
+            ) from exc  # fmt: skip
+        if response.status_code in RETRYABLE_STATUS:
+            log.warning("upstream %s answered %d", url, response.status_code)
+            raise _Retry(f"{url}: HTTP {response.status_code}")
+        if response.status_code >= 400:
+            raise _client_error(response)
+        return response.json()
+
+    def _parse(self, body: Any, expected: int, chunk: Sequence[ModelInput]) -> Embedded:
+        try:
+            rows = sorted(body["data"], key=lambda row: row["index"])
+            vectors = np.stack([_decode(row["embedding"]) for row in rows])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise EmbedgateError(
+                502, "The upstream server sent a malformed embeddings response.",
+                code="upstream_error",
+            ) from exc  # fmt: skip
+        if vectors.shape != (expected, self._info.dimensions):
+            raise EmbedgateError(
+                502,
+                f"The upstream server returned vectors of shape {vectors.shape}, expected "
+                f"({expected}, {self._info.dimensions}); check `dimensions` in the model config.",
+                code="upstream_error",
+            )
+        usage = body.get("usage") or {}
+        tokens = usage.get("prompt_tokens")
+        if not isinstance(tokens, int):
+            tokens = sum(item.n_tokens for item in chunk)
+        return Embedded(l2_normalize(vectors), tokens)
+
+
+def _wire_input(item: ModelInput) -> str | list[int]:
+    return list(item.token_ids) if item.text is None and item.token_ids else item.text or ""
+
+
+def _decode(embedding: Any) -> Vectors:
+    if isinstance(embedding, str):
+        return np.frombuffer(base64.b64decode(embedding), dtype="<f4").astype(np.float32)
+    return np.asarray(embedding, dtype=np.float32)
+
+
+def _client_error(response: httpx.Response) -> EmbedgateError:
+    if response.status_code in (401, 403):
+        return EmbedgateError(
+            502, "The upstream server refused embedgate's credentials; check the upstream key.",
+            code="upstream_auth_error",
+        )  # fmt: skip
+    try:
+        message = str(response.json()["error"]["message"])[:500]
+    except (ValueError, KeyError, TypeError):
+        message = f"HTTP {response.status_code}"
+    return EmbedgateError(400, f"The upstream server rejected the input: {message}",
+                          param="input", code="upstream_rejected")  # fmt: skip

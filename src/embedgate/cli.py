@@ -1,0 +1,97 @@
+"""The ``embedgate`` command. Every setting is a flag whose help names its env var."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import types
+import typing
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+from pydantic import ValidationError
+from pydantic.fields import FieldInfo
+
+from embedgate import __version__
+from embedgate.config import NOT_ON_COMMAND_LINE, Settings
+from embedgate.keyfiles import SecretFileError, ensure_data_dir, load_admin_key
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def _click_type(annotation: Any) -> Any:
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType) and len(args) == 1:
+        return _click_type(args[0])
+    if typing.get_origin(annotation) is typing.Literal:
+        return click.Choice([str(a) for a in args])
+    if annotation is Path:
+        return click.Path(path_type=Path)
+    return {int: click.INT, float: click.FLOAT, bool: click.BOOL}.get(annotation, click.STRING)
+
+
+def _option(name: str, field: FieldInfo) -> Callable[[Any], Any]:
+    flag = "--" + name.replace("_", "-")
+    default = field.get_default(call_default_factory=True)
+    decls = [f"{flag}/--no-{flag[2:]}"] if field.annotation is bool else [flag]
+    return click.option(
+        *decls,
+        name,
+        type=None if field.annotation is bool else _click_type(field.annotation),
+        default=None,
+        envvar=f"EMBEDGATE_{name.upper()}",
+        show_envvar=True,
+        show_default=str(default) if default is not None else False,
+        help=field.description,
+    )
+
+
+def settings_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    for name, field in reversed(Settings.model_fields.items()):
+        if name not in NOT_ON_COMMAND_LINE:
+            command = _option(name, field)(command)
+    return command
+
+
+def load_settings(flags: dict[str, Any]) -> Settings:
+    """CLI flags on top of env and the config file; a clear message instead of a traceback."""
+    try:
+        return Settings(**{k: v for k, v in flags.items() if v is not None})
+    except (ValidationError, ValueError) as exc:
+        raise click.ClickException(f"invalid configuration:\n{exc}") from exc
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="embedgate")
+def main() -> None:
+    """embedgate: many tenants, one embedding model, an OpenAI-compatible API."""
+
+
+@main.command()
+@settings_options
+def serve(**flags: Any) -> None:
+    """Run the server (default http://127.0.0.1:8000, embedded model, ./embedgate-data).
+
+    Secrets are never flags: set EMBEDGATE_ADMIN_KEY or EMBEDGATE_ADMIN_KEY_FILE.
+    """
+    settings = load_settings(flags)
+    logging.basicConfig(level=settings.log_level.upper(), format=LOG_FORMAT, stream=sys.stderr)
+    try:  # fail before loading models, with one clear line
+        ensure_data_dir(settings.data_dir)
+        load_admin_key(settings)
+    except (SecretFileError, OSError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    import uvicorn
+
+    from embedgate.app import create_app
+
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        server_header=False,
+    )

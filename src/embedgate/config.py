@@ -1,0 +1,196 @@
+"""One ``Settings`` object: defaults < YAML config file < ``EMBEDGATE_*`` env < CLI flags."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+DEFAULT_MODEL = "all-minilm-l6-v2"
+BUNDLED_MINILM = "bundled:all-minilm-l6-v2"
+QWEN3_QUERY_TEMPLATE = "Instruct: {instruction}\nQuery:{text}"
+QWEN3_DEFAULT_INSTRUCTION = (
+    "Given a web search query, retrieve relevant passages that answer the query"
+)
+
+
+class ModelSpec(BaseModel):
+    """One entry of the model registry: a public model name and how to serve it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    backend: Literal["local", "openai"] = Field(
+        description="`local`: sentence-transformers in process; `openai`: an upstream server."
+    )
+    path: str | None = Field(
+        default=None,
+        description="local: a model directory, a Hugging Face id (from the local cache), "
+        "or `bundled:all-minilm-l6-v2`.",
+    )
+    family: Literal["auto", "generic", "qwen3"] = Field(
+        default="auto",
+        description="`qwen3` applies Qwen3-Embedding rules (query instruction, last-token "
+        "pooling, left padding); `auto` detects Qwen3 from the model config.",
+    )
+    dimensions: int | None = Field(
+        default=None, description="Native output dimensions (local: read from the model)."
+    )
+    min_dimensions: int = Field(default=32, description="Smallest `dimensions` a client may ask.")
+    max_tokens: int | None = Field(
+        default=None, description="Longest input in tokens (local: the model's max_seq_length)."
+    )
+    instructions: bool | None = Field(
+        default=None, description="Whether `instruction` is accepted (default: Qwen3 only)."
+    )
+    default_instruction: str | None = Field(
+        default=None, description="Task used for queries when a request names none."
+    )
+    query_template: str | None = Field(
+        default=None, description="How an instruction wraps a query: `{instruction}`, `{text}`."
+    )
+    aliases: list[str] = Field(default_factory=list, description="Other names for this model.")
+    device: str | None = Field(default=None, description="local: overrides the global device.")
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
+        default="auto", description="local: auto = float32 on CPU, bfloat16/float16 on CUDA."
+    )
+    # upstream (backend: openai)
+    base_urls: list[str] = Field(
+        default_factory=list, description="openai: base URLs ending in /v1, tried in order."
+    )
+    upstream_model: str | None = Field(
+        default=None, description="openai: model name the upstream expects (default: public)."
+    )
+    api_key_env: str | None = Field(
+        default=None, description="openai: environment variable holding the upstream key."
+    )
+    api_key_file: Path | None = Field(
+        default=None, description="openai: file holding the upstream key."
+    )
+    timeout: float = Field(default=30.0, description="openai: seconds per upstream attempt.")
+    max_retries: int = Field(default=2, description="openai: extra attempts on connect errors.")
+    max_batch_size: int = Field(
+        default=256, description="openai: most inputs sent upstream in one request."
+    )
+    tokenizer: str | None = Field(
+        default=None,
+        description="openai: local tokenizer path for exact token counts before forwarding.",
+    )
+
+    @model_validator(mode="after")
+    def _check_backend_fields(self) -> ModelSpec:
+        if self.backend == "local" and not self.path:
+            raise ValueError("a local model needs `path`")
+        if self.backend == "openai":
+            if not self.base_urls:
+                raise ValueError("an openai upstream model needs `base_urls`")
+            if self.dimensions is None:
+                raise ValueError("an openai upstream model needs `dimensions`")
+        return self
+
+
+def default_models() -> dict[str, ModelSpec]:
+    return {DEFAULT_MODEL: ModelSpec(backend="local", path=BUNDLED_MINILM)}
+
+
+class Settings(BaseSettings):
+    """Every setting of embedgate. Each field's description is its documentation."""
+
+    model_config = SettingsConfigDict(env_prefix="EMBEDGATE_", extra="forbid")
+
+    host: str = Field(default="127.0.0.1", description="Address to listen on.")
+    port: int = Field(default=8000, ge=1, le=65535, description="Port to listen on.")
+    data_dir: Path = Field(
+        default=Path("embedgate-data"), description="Directory for state, keys and indexes."
+    )
+    config: Path | None = Field(
+        default=None, description="YAML file with `models`, `plans` and any other setting."
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        default="info", description="Log level."
+    )
+    default_model: str = Field(
+        default=DEFAULT_MODEL, description="Model used when a request names none."
+    )
+    device: str = Field(
+        default="auto", description="Device for local models: auto (cuda if present), cpu, cuda."
+    )
+    torch_threads: int | None = Field(
+        default=None, ge=1, description="CPU threads for inference (default: torch's choice)."
+    )
+    max_batch_size: int = Field(
+        default=64, ge=1, description="Most inputs in one model batch (1 disables batching)."
+    )
+    max_batch_tokens: int = Field(
+        default=16384, ge=1, description="Most padded tokens in one model batch."
+    )
+    batch_wait_ms: float = Field(
+        default=2.0, ge=0, description="How long an idle model waits for a batch to fill."
+    )
+    max_queue_inputs: int = Field(
+        default=8192, ge=1, description="Inputs waiting per model before 503 `overloaded`."
+    )
+    request_timeout: float = Field(
+        default=60.0, gt=0, description="Seconds before a request gives up with 504."
+    )
+    max_inputs_per_request: int = Field(
+        default=2048, ge=1, le=2048, description="Most inputs in one embeddings request."
+    )
+    truncate_inputs: bool = Field(
+        default=False, description="Truncate too-long inputs instead of answering 400."
+    )
+    warmup: bool = Field(default=True, description="Run one batch through each model at start.")
+    admin_key: SecretStr | None = Field(
+        default=None, description="Admin key (env only; never a command-line flag)."
+    )
+    admin_key_file: Path | None = Field(
+        default=None, description="File holding the admin key; must not be group/other readable."
+    )
+    models: dict[str, ModelSpec] = Field(
+        default_factory=default_models, description="Model registry (config file only)."
+    )
+    plans: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="Plan policy defaults (config file only)."
+    )
+
+    @model_validator(mode="after")
+    def _check_default_model(self) -> Settings:
+        known = set(self.models) | {a for spec in self.models.values() for a in spec.aliases}
+        if self.default_model not in known:
+            raise ValueError(f"default_model {self.default_model!r} is not in `models`")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_path = _config_path(init_settings)
+        if config_path is not None:
+            if not config_path.is_file():
+                raise ValueError(f"config file not found: {config_path}")
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=config_path))
+        return tuple(sources)
+
+
+def _config_path(init_settings: PydanticBaseSettingsSource) -> Path | None:
+    """The config file comes from the CLI (init kwargs) or ``EMBEDGATE_CONFIG``."""
+    explicit = init_settings().get("config")
+    value = explicit if explicit is not None else os.environ.get("EMBEDGATE_CONFIG")
+    return Path(value) if value else None
+
+
+# Fields that only the config file or the environment may set: structured, or secret.
+NOT_ON_COMMAND_LINE = frozenset({"models", "plans", "admin_key", "config"})

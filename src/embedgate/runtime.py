@@ -1,0 +1,43 @@
+"""The heavy, long-lived resources of one app, built and torn down by its lifespan."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from embedgate.config import Settings
+from embedgate.keyfiles import ensure_data_dir, load_admin_key
+from embedgate.services.embeddings import EmbeddingService
+from embedgate.services.metrics import Metrics
+from embedgate.services.registry import ModelRegistry
+
+log = logging.getLogger("embedgate")
+
+
+@dataclass(frozen=True, slots=True)
+class Runtime:
+    settings: Settings
+    metrics: Metrics
+    registry: ModelRegistry
+    embeddings: EmbeddingService
+    admin_key: str
+
+    @classmethod
+    async def start(cls, settings: Settings, metrics: Metrics) -> Runtime:
+        if settings.torch_threads is not None:
+            import torch
+
+            torch.set_num_threads(settings.torch_threads)
+        ensure_data_dir(settings.data_dir)
+        admin_key = load_admin_key(settings)
+        registry = ModelRegistry(settings, metrics)
+        try:
+            await registry.start()
+        except BaseException:
+            await registry.aclose()
+            raise
+        embeddings = EmbeddingService(registry, settings, metrics)
+        return cls(settings, metrics, registry, embeddings, admin_key)
+
+    async def aclose(self) -> None:
+        await self.registry.aclose()

@@ -1,0 +1,216 @@
+"""Dynamic batching: one scheduler per model owns its queue and feeds the backend.
+
+Concurrent requests are coalesced: an idle model waits at most ``wait_s`` for a batch to
+fill, a busy model takes whatever queued up meanwhile. Each window of queued inputs is
+sorted by length and cut into batches under a padded-token budget, so short inputs are
+not padded to long ones. The queue is bounded: past ``max_queue`` inputs, 503.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from embedgate.backends.base import Backend, Embedded, ModelInput, Vectors
+from embedgate.errors import EmbedgateError, overloaded
+from embedgate.services.metrics import Metrics
+
+log = logging.getLogger("embedgate.batching")
+
+WINDOW_BATCHES = 4
+
+
+class Scheduler(Protocol):
+    @property
+    def queue_depth(self) -> int: ...
+
+    async def start(self) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+    async def submit(self, inputs: Sequence[ModelInput]) -> Embedded: ...
+
+
+@dataclass(eq=False, slots=True)
+class _Item:
+    input: ModelInput
+    future: asyncio.Future[Vectors]
+    enqueued: float = field(default_factory=time.monotonic)
+
+
+def plan_batches(items: Sequence[_Item], max_size: int, max_tokens: int) -> list[list[_Item]]:
+    """Sort by length; cut where the batch would exceed ``max_size`` or, padded, ``max_tokens``."""
+    batches: list[list[_Item]] = []
+    current: list[_Item] = []
+    for item in sorted(items, key=lambda it: it.input.n_tokens):
+        padded = (len(current) + 1) * item.input.n_tokens
+        if current and (len(current) >= max_size or padded > max_tokens):
+            batches.append(current)
+            current = []
+        current.append(item)
+    if current:
+        batches.append(current)
+    return batches
+
+
+class BatchScheduler:
+    def __init__(
+        self,
+        name: str,
+        backend: Backend,
+        metrics: Metrics,
+        *,
+        max_batch_size: int,
+        max_batch_tokens: int,
+        wait_s: float,
+        max_queue: int,
+    ) -> None:
+        self._name = name
+        self._backend = backend
+        self._metrics = metrics
+        self._max_size = max_batch_size
+        self._max_tokens = max_batch_tokens
+        self._wait_s = wait_s
+        self._max_queue = max_queue
+        self._pending: deque[_Item] = deque()
+        self._live = 0
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def queue_depth(self) -> int:
+        return self._live
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"batcher-{self._name}")
+
+    async def aclose(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        for item in self._pending:
+            if not item.future.done():
+                item.future.set_exception(EmbedgateError(503, "The server is shutting down."))
+
+    async def submit(self, inputs: Sequence[ModelInput]) -> Embedded:
+        if self._live + len(inputs) > self._max_queue:
+            raise overloaded(1.0)
+        loop = asyncio.get_running_loop()
+        items = [_Item(inp, loop.create_future()) for inp in inputs]
+        for item in items:
+            item.future.add_done_callback(self._on_done)
+        self._live += len(items)
+        self._pending.extend(items)
+        self._wakeup.set()
+        try:
+            rows = await asyncio.gather(*(item.future for item in items))
+        except BaseException:
+            for item in items:
+                item.future.cancel()
+            raise
+        return Embedded(np.stack(rows), sum(inp.n_tokens for inp in inputs))
+
+    def _on_done(self, _: asyncio.Future[Vectors]) -> None:
+        self._live -= 1
+
+    async def _run(self) -> None:
+        while True:
+            await self._wait_for_work()
+            window = self._take_window()
+            for batch in plan_batches(window, self._max_size, self._max_tokens):
+                await self._execute(batch)
+
+    async def _wait_for_work(self) -> None:
+        while not self._pending:
+            self._wakeup.clear()
+            await self._wakeup.wait()
+        deadline = self._pending[0].enqueued + self._wait_s
+        while not self._batch_full():
+            delay = deadline - time.monotonic()
+            if delay <= 0:
+                return
+            self._wakeup.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await self._wakeup.wait()
+
+    def _batch_full(self) -> bool:
+        if len(self._pending) >= self._max_size:
+            return True
+        longest = max(item.input.n_tokens for item in self._pending)
+        return longest * len(self._pending) >= self._max_tokens
+
+    def _take_window(self) -> list[_Item]:
+        window: list[_Item] = []
+        while self._pending and len(window) < self._max_size * WINDOW_BATCHES:
+            item = self._pending.popleft()
+            if not item.future.done():
+                window.append(item)
+        return window
+
+    async def _execute(self, batch: list[_Item]) -> None:
+        live = [item for item in batch if not item.future.done()]
+        if not live:
+            return
+        started = time.perf_counter()
+        try:
+            result = await self._backend.embed([item.input for item in live])
+        except Exception as exc:
+            error = exc if isinstance(exc, EmbedgateError) else _inference_failed(exc)
+            for item in live:
+                if not item.future.done():
+                    item.future.set_exception(error)
+            return
+        self._metrics.inference.labels(self._name).observe(time.perf_counter() - started)
+        self._metrics.batch_size.labels(self._name).observe(len(live))
+        for item, row in zip(live, result.vectors, strict=True):
+            if not item.future.done():
+                item.future.set_result(row)
+
+
+class PassthroughScheduler:
+    """For backends that batch on their own (upstream engines): bound the load, no merging."""
+
+    def __init__(self, name: str, backend: Backend, metrics: Metrics, *, max_queue: int) -> None:
+        self._name = name
+        self._backend = backend
+        self._metrics = metrics
+        self._max_queue = max_queue
+        self._live = 0
+
+    @property
+    def queue_depth(self) -> int:
+        return self._live
+
+    async def start(self) -> None:
+        return None
+
+    async def aclose(self) -> None:
+        return None
+
+    async def submit(self, inputs: Sequence[ModelInput]) -> Embedded:
+        if self._live + len(inputs) > self._max_queue:
+            raise overloaded(1.0)
+        self._live += len(inputs)
+        started = time.perf_counter()
+        try:
+            result = await self._backend.embed(inputs)
+        finally:
+            self._live -= len(inputs)
+        self._metrics.inference.labels(self._name).observe(time.perf_counter() - started)
+        self._metrics.batch_size.labels(self._name).observe(len(inputs))
+        return result
+
+
+def _inference_failed(exc: Exception) -> EmbedgateError:
+    log.error("inference failed: %s", type(exc).__name__, exc_info=exc)
+    return EmbedgateError(500, "The model failed to embed this batch.", code="inference_error")

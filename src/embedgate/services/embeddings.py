@@ -1,0 +1,152 @@
+"""Turn an embeddings request into model inputs, run them, and shape the vectors."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from embedgate.backends.base import ModelInput, Vectors, l2_normalize
+from embedgate.config import Settings
+from embedgate.errors import EmbedgateError, invalid_request
+from embedgate.services.metrics import Metrics
+from embedgate.services.registry import ModelRegistry, ServedModel
+
+
+@dataclass(frozen=True, slots=True)
+class EmbeddingJob:
+    """What to embed: exactly one of ``texts`` and ``token_ids`` is set."""
+
+    model: str | None
+    texts: Sequence[str] | None = None
+    token_ids: Sequence[Sequence[int]] | None = None
+    dimensions: int | None = None
+    instruction: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EmbeddingResult:
+    model: str
+    vectors: Vectors
+    prompt_tokens: int
+
+
+def truncate_and_normalize(vectors: Vectors, dimensions: int | None) -> Vectors:
+    """Matryoshka-style `dimensions`: keep the prefix, then re-normalise to unit length."""
+    if dimensions is None or dimensions >= vectors.shape[1]:
+        return vectors
+    return l2_normalize(np.ascontiguousarray(vectors[:, :dimensions]))
+
+
+def estimate_tokens(text: str) -> int:
+    """For upstreams without a local tokenizer: about four UTF-8 bytes per token."""
+    return max(1, len(text.encode("utf-8")) // 4)
+
+
+class EmbeddingService:
+    def __init__(self, registry: ModelRegistry, settings: Settings, metrics: Metrics) -> None:
+        self._registry = registry
+        self._settings = settings
+        self._metrics = metrics
+
+    async def embed(self, job: EmbeddingJob) -> EmbeddingResult:
+        model = self._registry.resolve(job.model)
+        self._check_dimensions(job.dimensions, model)
+        inputs = await self._prepare(job, model)
+        timeout = self._settings.request_timeout
+        try:
+            async with asyncio.timeout(timeout):
+                embedded = await model.scheduler.submit(inputs)
+        except TimeoutError:
+            raise EmbedgateError(
+                504, f"The request did not complete within {timeout:g}s. The server is busy; "
+                "retry later or send fewer inputs per request.", code="timeout",
+            ) from None  # fmt: skip
+        self._metrics.tokens.labels(model.name).inc(embedded.prompt_tokens)
+        self._metrics.inputs.labels(model.name).inc(len(inputs))
+        vectors = truncate_and_normalize(embedded.vectors, job.dimensions)
+        return EmbeddingResult(model.name, vectors, embedded.prompt_tokens)
+
+    def _check_dimensions(self, dimensions: int | None, model: ServedModel) -> None:
+        low, high = model.spec.min_dimensions, model.dimensions
+        if dimensions is not None and not low <= dimensions <= high:
+            raise invalid_request(
+                f"`dimensions` must be between {low} and {high} for model `{model.name}`, "
+                f"got {dimensions}.",
+                "dimensions",
+            )
+
+    async def _prepare(self, job: EmbeddingJob, model: ServedModel) -> list[ModelInput]:
+        count = len(job.texts if job.texts is not None else job.token_ids or ())
+        limit = self._settings.max_inputs_per_request
+        if count > limit:
+            raise invalid_request(
+                f"Too many inputs: {count}. At most {limit} inputs per request.", "input"
+            )
+        truncate_to = model.max_tokens if self._settings.truncate_inputs else None
+        if job.token_ids is not None:
+            inputs = self._from_token_ids(job, model, truncate_to)
+        else:
+            inputs = await self._from_texts(job, model, truncate_to)
+        self._check_lengths(inputs, model)
+        return inputs
+
+    def _from_token_ids(
+        self, job: EmbeddingJob, model: ServedModel, truncate_to: int | None
+    ) -> list[ModelInput]:
+        if job.instruction is not None:
+            raise invalid_request(
+                "`instruction` applies to text input only; send text instead of token ids.",
+                "instruction",
+            )
+        vocab = model.info.vocab_size
+        inputs = []
+        for index, ids in enumerate(job.token_ids or ()):
+            if vocab is not None and any(not 0 <= tok < vocab for tok in ids):
+                raise invalid_request(
+                    f"input[{index}] has token ids outside the vocabulary of `{model.name}` "
+                    f"(0..{vocab - 1}).",
+                    "input",
+                )
+            kept = list(ids[:truncate_to] if truncate_to is not None else ids)
+            inputs.append(ModelInput(None, kept, len(kept)))
+        return inputs
+
+    async def _from_texts(
+        self, job: EmbeddingJob, model: ServedModel, truncate_to: int | None
+    ) -> list[ModelInput]:
+        texts = self._apply_instruction(list(job.texts or ()), job.instruction, model)
+        if not model.backend.can_tokenize():
+            return [ModelInput(text, None, estimate_tokens(text)) for text in texts]
+        id_lists = await model.backend.tokenize(texts, truncate_to)
+        return [ModelInput(t, ids, len(ids)) for t, ids in zip(texts, id_lists, strict=True)]
+
+    def _apply_instruction(
+        self, texts: list[str], instruction: str | None, model: ServedModel
+    ) -> list[str]:
+        if instruction is None:
+            return texts
+        if not model.supports_instructions:
+            raise invalid_request(
+                f"The model `{model.name}` does not support instructions; remove `instruction`.",
+                "instruction",
+                code="instruction_not_supported",
+            )
+        if not instruction.strip():
+            raise invalid_request("`instruction` must not be empty.", "instruction")
+        template = model.query_template
+        return [template.format(instruction=instruction, text=text) for text in texts]
+
+    def _check_lengths(self, inputs: Sequence[ModelInput], model: ServedModel) -> None:
+        limit = model.max_tokens
+        for index, item in enumerate(inputs):
+            if item.token_ids is not None and item.n_tokens > limit:
+                raise invalid_request(
+                    f"input[{index}] is {item.n_tokens} tokens long; model `{model.name}` "
+                    f"accepts at most {limit}. Shorten the input, or ask the operator to "
+                    "enable truncation (EMBEDGATE_TRUNCATE_INPUTS).",
+                    "input",
+                    code="context_length_exceeded",
+                )

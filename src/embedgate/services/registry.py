@@ -1,0 +1,109 @@
+"""The model registry: public names and aliases -> a started backend and its scheduler."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from embedgate.backends import create_backend
+from embedgate.backends.base import Backend, BackendInfo
+from embedgate.config import QWEN3_DEFAULT_INSTRUCTION, QWEN3_QUERY_TEMPLATE, ModelSpec, Settings
+from embedgate.errors import EmbedgateError
+from embedgate.services.batching import BatchScheduler, PassthroughScheduler, Scheduler
+from embedgate.services.metrics import Metrics
+
+log = logging.getLogger("embedgate.registry")
+
+
+@dataclass(frozen=True, slots=True)
+class ServedModel:
+    name: str
+    spec: ModelSpec
+    backend: Backend
+    scheduler: Scheduler
+    created: int
+
+    @property
+    def info(self) -> BackendInfo:
+        return self.backend.info
+
+    @property
+    def dimensions(self) -> int:
+        return self.spec.dimensions or self.info.dimensions
+
+    @property
+    def max_tokens(self) -> int:
+        return self.spec.max_tokens or self.info.max_tokens
+
+    @property
+    def supports_instructions(self) -> bool:
+        if self.spec.instructions is not None:
+            return self.spec.instructions
+        return self.info.family == "qwen3" or self.spec.query_template is not None
+
+    @property
+    def query_template(self) -> str:
+        return self.spec.query_template or QWEN3_QUERY_TEMPLATE
+
+    @property
+    def default_instruction(self) -> str | None:
+        if self.spec.default_instruction is not None:
+            return self.spec.default_instruction
+        return QWEN3_DEFAULT_INSTRUCTION if self.info.family == "qwen3" else None
+
+
+class ModelRegistry:
+    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+        self._settings = settings
+        self._metrics = metrics
+        self._models: dict[str, ServedModel] = {}
+        self._names: dict[str, str] = {}
+        metrics.watch_queues(self.queue_depths)
+
+    async def start(self) -> None:
+        for name, spec in self._settings.models.items():
+            served = self._build(name, spec)
+            await served.backend.start()
+            await served.scheduler.start()
+            self._models[name] = served
+            for alias in [name, *spec.aliases]:
+                self._names[alias] = name
+            log.info("model %s ready (%d dims)", name, served.dimensions)
+
+    async def aclose(self) -> None:
+        for served in self._models.values():
+            await served.scheduler.aclose()
+            await served.backend.aclose()
+
+    def resolve(self, name: str | None) -> ServedModel:
+        key = self._settings.default_model if name is None else name
+        canonical = self._names.get(key)
+        if canonical is None:
+            raise EmbedgateError(
+                404, f"The model `{key}` does not exist or you do not have access to it.",
+                param="model", code="model_not_found",
+            )  # fmt: skip
+        return self._models[canonical]
+
+    def all(self) -> list[ServedModel]:
+        return list(self._models.values())
+
+    def queue_depths(self) -> dict[str, int]:
+        return {name: served.scheduler.queue_depth for name, served in self._models.items()}
+
+    def _build(self, name: str, spec: ModelSpec) -> ServedModel:
+        backend = create_backend(name, spec, self._settings)
+        s = self._settings
+        scheduler: Scheduler
+        if backend.coalesce:
+            scheduler = BatchScheduler(
+                name, backend, self._metrics,
+                max_batch_size=s.max_batch_size, max_batch_tokens=s.max_batch_tokens,
+                wait_s=s.batch_wait_ms / 1000, max_queue=s.max_queue_inputs,
+            )  # fmt: skip
+        else:
+            scheduler = PassthroughScheduler(
+                name, backend, self._metrics, max_queue=s.max_queue_inputs
+            )
+        return ServedModel(name, spec, backend, scheduler, int(time.time()))
