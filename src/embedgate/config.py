@@ -193,4 +193,4 @@ def _config_path(init_settings: PydanticBaseSettingsSource) -> Path | None:
 
 
 # Fields that only the config file or the environment may set: structured, or secret.
-NOT_ON_COMMAND_LINE = frozenset({"models", "plans", "admin_key", "config"})
+NOT_ON_COMMAND_LINE = frozenset({"models", "plans", "admin_key"})

