@@ -78,6 +78,25 @@ def test_config_file_defines_models_and_aliases(tmp_path: Path) -> None:
         ({"models": {"m": {"backend": "openai"}}, "default_model": "m"}, "base_urls"),
         ({"default_model": "missing"}, "not in `models`"),
         ({"port": 70000}, "port"),
+        ({"admin_key": "admin_in_a_shared_file"}, "cannot be set in the config file"),
+        ({"max_queue_inputs": 100}, "max_queue_inputs must be at least"),
+        (
+            {
+                "models": {
+                    "a": {"backend": "local", "path": "x", "aliases": ["b"]},
+                    "b": {"backend": "local", "path": "y"},
+                },
+                "default_model": "a",
+            },
+            "used twice: b",
+        ),
+        (
+            {
+                "models": {"a": {"backend": "local", "path": "x", "dimensions": 64}},
+                "default_model": "a",
+            },
+            "reads `dimensions` from the model",
+        ),
     ],
 )
 def test_bad_configuration_is_a_clear_error(

@@ -41,7 +41,7 @@ class ModelSpec(BaseModel):
         "pooling, left padding); `auto` detects Qwen3 from the model config.",
     )
     dimensions: int | None = Field(
-        default=None, description="Native output dimensions (local: read from the model)."
+        default=None, description="openai: the upstream's native output dimensions."
     )
     min_dimensions: int = Field(default=32, description="Smallest `dimensions` a client may ask.")
     max_tokens: int | None = Field(
@@ -75,7 +75,12 @@ class ModelSpec(BaseModel):
         default=None, description="openai: file holding the upstream key."
     )
     timeout: float = Field(default=30.0, description="openai: seconds per upstream attempt.")
-    max_retries: int = Field(default=2, description="openai: extra attempts on connect errors.")
+    max_retries: int = Field(
+        default=2,
+        ge=0,
+        description="openai: extra attempts, on the next URL, after a connect error or "
+        "HTTP 429/502/503/504.",
+    )
     max_batch_size: int = Field(
         default=256, description="openai: most inputs sent upstream in one request."
     )
@@ -88,6 +93,8 @@ class ModelSpec(BaseModel):
     def _check_backend_fields(self) -> ModelSpec:
         if self.backend == "local" and not self.path:
             raise ValueError("a local model needs `path`")
+        if self.backend == "local" and self.dimensions is not None:
+            raise ValueError("a local model reads `dimensions` from the model; remove it")
         if self.backend == "openai":
             if not self.base_urls:
                 raise ValueError("an openai upstream model needs `base_urls`")
@@ -148,23 +155,35 @@ class Settings(BaseSettings):
     )
     warmup: bool = Field(default=True, description="Run one batch through each model at start.")
     admin_key: SecretStr | None = Field(
-        default=None, description="Admin key (env only; never a command-line flag)."
+        default=None,
+        description="Admin key: environment only (never a flag, never the config file).",
     )
     admin_key_file: Path | None = Field(
-        default=None, description="File holding the admin key; must not be group/other readable."
+        default=None,
+        description="File holding the admin key; refused if group or others have any access.",
     )
     models: dict[str, ModelSpec] = Field(
-        default_factory=default_models, description="Model registry (config file only)."
+        default_factory=default_models,
+        description="Model registry (config file, or JSON in the environment variable).",
     )
     plans: dict[str, dict[str, Any]] = Field(
-        default_factory=dict, description="Plan policy defaults (config file only)."
+        default_factory=dict,
+        description="Plan policy defaults (config file, or JSON in the environment variable).",
     )
 
     @model_validator(mode="after")
-    def _check_default_model(self) -> Settings:
-        known = set(self.models) | {a for spec in self.models.values() for a in spec.aliases}
-        if self.default_model not in known:
+    def _check_consistency(self) -> Settings:
+        names = [name for model, spec in self.models.items() for name in (model, *spec.aliases)]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"model names or aliases used twice: {', '.join(duplicates)}")
+        if self.default_model not in names:
             raise ValueError(f"default_model {self.default_model!r} is not in `models`")
+        if self.max_queue_inputs < self.max_inputs_per_request:
+            raise ValueError(
+                "max_queue_inputs must be at least max_inputs_per_request, or the largest "
+                "requests could never be queued"
+            )
         return self
 
     @classmethod
@@ -181,8 +200,21 @@ class Settings(BaseSettings):
         if config_path is not None:
             if not config_path.is_file():
                 raise ValueError(f"config file not found: {config_path}")
-            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=config_path))
+            sources.append(_ConfigFile(settings_cls, yaml_file=config_path))
         return tuple(sources)
+
+
+class _ConfigFile(YamlConfigSettingsSource):
+    """The YAML file; config files get copied and shared, so no secret may live there."""
+
+    def __call__(self) -> dict[str, Any]:
+        values = super().__call__()
+        if "admin_key" in values:
+            raise ValueError(
+                "admin_key cannot be set in the config file; use EMBEDGATE_ADMIN_KEY or "
+                "EMBEDGATE_ADMIN_KEY_FILE"
+            )
+        return values
 
 
 def _config_path(init_settings: PydanticBaseSettingsSource) -> Path | None:

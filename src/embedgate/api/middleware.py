@@ -13,9 +13,11 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from embedgate.errors import EmbedgateError
 from embedgate.services.metrics import Metrics
 
 access_log = logging.getLogger("embedgate.access")
+log = logging.getLogger("embedgate.errors")
 
 
 def route_label(scope: Scope) -> str:
@@ -36,7 +38,7 @@ class ObservabilityMiddleware:
         state: dict[str, Any] = scope.setdefault("state", {})
         state["request_id"] = request_id
         started = time.perf_counter()
-        status = 500
+        status = 0
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
@@ -49,8 +51,16 @@ class ObservabilityMiddleware:
 
         try:
             await self.app(scope, receive, send_with_id)
+        except Exception as exc:
+            # A bug, not bad input: log the traceback (never the body), answer in the envelope.
+            log.error("unhandled error on %s %s", scope["method"], route_label(scope), exc_info=exc)
+            if status:
+                raise
+            state["error_code"] = "internal_error"
+            error = EmbedgateError(500, "Internal server error.", code="internal_error")
+            await error.response()(scope, receive, send_with_id)
         finally:
-            self._record(scope, state, status, time.perf_counter() - started, request_id)
+            self._record(scope, state, status or 500, time.perf_counter() - started, request_id)
 
     def _record(
         self, scope: Scope, state: dict[str, Any], status: int, elapsed: float, request_id: str

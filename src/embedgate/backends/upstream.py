@@ -105,7 +105,13 @@ class UpstreamBackend:
 
     def _api_key(self) -> str | None:
         if self._spec.api_key_env:
-            return os.environ.get(self._spec.api_key_env) or None
+            value = os.environ.get(self._spec.api_key_env, "").strip()
+            if not value:
+                raise ValueError(
+                    f"model {self.name}: api_key_env names {self._spec.api_key_env}, "
+                    "which is not set"
+                )
+            return value
         if self._spec.api_key_file:
             return read_secret_file(self._spec.api_key_file)
         return None
@@ -120,10 +126,11 @@ class UpstreamBackend:
     async def _embed_chunk(self, chunk: Sequence[ModelInput]) -> Embedded:
         payload = {
             "model": self._spec.upstream_model or self.name,
-            "input": [_wire_input(item) for item in chunk],
+            "input": _wire_inputs(chunk),
             "encoding_format": "base64",
         }
-        attempts = self._order()[: 1 + self._spec.max_retries]
+        order = self._order()
+        attempts = [order[i % len(order)] for i in range(1 + self._spec.max_retries)]
         failure = "no upstream tried"
         for url in attempts:
             try:
@@ -152,6 +159,11 @@ class UpstreamBackend:
         if response.status_code in RETRYABLE_STATUS:
             log.warning("upstream %s answered %d", url, response.status_code)
             raise _Retry(f"{url}: HTTP {response.status_code}")
+        if response.status_code >= 500:
+            raise EmbedgateError(
+                502, f"The upstream server failed (HTTP {response.status_code}).",
+                code="upstream_error",
+            )  # fmt: skip
         if response.status_code >= 400:
             raise _client_error(response)
         try:
@@ -172,15 +184,24 @@ class UpstreamBackend:
                 f"({expected}, {self._info.dimensions}); check `dimensions` in the model config.",
                 code="upstream_error",
             )
-        usage = body.get("usage") or {}
-        tokens = usage.get("prompt_tokens")
-        if not isinstance(tokens, int):
-            tokens = sum(item.n_tokens for item in chunk)
-        return Embedded(l2_normalize(vectors), tokens)
+        return Embedded(l2_normalize(vectors), _prompt_tokens(body, chunk))
 
 
-def _wire_input(item: ModelInput) -> str | list[int]:
-    return list(item.token_ids) if item.text is None and item.token_ids else item.text or ""
+def _wire_inputs(chunk: Sequence[ModelInput]) -> list[str] | list[list[int]]:
+    """Texts, unless one input must travel as token ids (sent as such, or truncated): then
+    all do, as OpenAI's API takes no mix. Text is only missing where ids exist for all."""
+    if all(item.text is not None for item in chunk):
+        return [item.text or "" for item in chunk]
+    return [list(item.token_ids or ()) for item in chunk]
+
+
+def _prompt_tokens(body: Any, chunk: Sequence[ModelInput]) -> int:
+    """Our own exact count when a local tokenizer made one, else what the upstream says."""
+    if all(item.token_ids is not None for item in chunk):
+        return sum(item.n_tokens for item in chunk)
+    usage = body.get("usage") if isinstance(body, dict) else None
+    tokens = usage.get("prompt_tokens") if isinstance(usage, dict) else None
+    return tokens if isinstance(tokens, int) else sum(item.n_tokens for item in chunk)
 
 
 def _decode(embedding: Any) -> Vectors:

@@ -99,7 +99,9 @@ class BatchScheduler:
                 await self._task
         for item in self._pending:
             if not item.future.done():
-                item.future.set_exception(EmbedgateError(503, "The server is shutting down."))
+                item.future.set_exception(
+                    EmbedgateError(503, "The server is shutting down.", code="shutting_down")
+                )
 
     async def submit(self, inputs: Sequence[ModelInput]) -> Embedded:
         if self._live + len(inputs) > self._max_queue:

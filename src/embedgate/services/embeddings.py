@@ -121,7 +121,12 @@ class EmbeddingService:
         if not model.backend.can_tokenize():
             return [ModelInput(text, None, estimate_tokens(text)) for text in texts]
         id_lists = await model.backend.tokenize(texts, truncate_to)
-        return [ModelInput(t, ids, len(ids)) for t, ids in zip(texts, id_lists, strict=True)]
+        return [
+            # A text cut to the limit travels as its token ids: what is embedded is what
+            # was counted, on every backend.
+            ModelInput(None if len(ids) == truncate_to else text, ids, len(ids))
+            for text, ids in zip(texts, id_lists, strict=True)
+        ]
 
     def _apply_instruction(
         self, texts: list[str], instruction: str | None, model: ServedModel
