@@ -34,6 +34,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         summary="Many tenants, one embedding model, an OpenAI-compatible API.",
         lifespan=lifespan,
+        # Metrics are embedgate's own Prometheus series; FastAPI's built-in OpenTelemetry
+        # hooks would only add a per-request provider check on the hot path.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     install_error_handlers(app)
     app.add_middleware(ObservabilityMiddleware, metrics=metrics)

@@ -123,6 +123,7 @@ async def test_instruction_rules(app_factory: Any, tiny_qwen3_dir: Path) -> None
     (model,) = (await app.http.get("/v1/models")).json()["data"]
     assert model["instructions"] is True
     assert model["dimensions"] == 64
+    assert model["max_tokens"] == 512  # the model's own limit
 
 
 async def test_qwen3_rules_can_be_forced_on_a_generic_folder(

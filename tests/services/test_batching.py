@@ -11,7 +11,7 @@ import pytest
 
 from embedgate.backends.base import BackendInfo, Embedded, ModelInput
 from embedgate.errors import EmbedgateError
-from embedgate.services.batching import BatchScheduler, PassthroughScheduler
+from embedgate.services.batching import BatchScheduler, PassthroughScheduler, _Item, select_batch
 from embedgate.services.metrics import Metrics
 
 pytestmark = pytest.mark.anyio
@@ -99,7 +99,26 @@ async def test_a_full_batch_does_not_wait() -> None:
     assert result.vectors.shape == (4, 4)
 
 
-async def test_window_is_sorted_by_length_and_cut_by_padded_tokens() -> None:
+async def test_select_batch_groups_by_length_around_the_oldest() -> None:
+    loop = asyncio.get_running_loop()
+    lengths = [10, 2, 11, 30, 9, 3, 12, 2]
+    items = [_Item(item(i, n), loop.create_future()) for i, n in enumerate(lengths)]
+    batch, rest = select_batch(items, max_size=8, max_tokens=40)
+    # The oldest (10 tokens) and its nearest lengths: 11 and 9 give 3 x 11 = 33 padded
+    # tokens; adding 12 (4 x 12) or 3 (4 x 11) would pass the budget of 40.
+    assert [b.input.n_tokens for b in batch] == [10, 11, 9]
+    assert [r.input.n_tokens for r in rest] == [2, 30, 3, 12, 2]  # still in arrival order
+    batch, rest = select_batch(rest, max_size=8, max_tokens=40)
+    assert [b.input.n_tokens for b in batch] == [2, 3, 2]  # 12 would make 4 x 12 = 48
+    # rest is [30, 12]: padding 12 to 30 would make 30 % of the batch padding (> 25 %).
+    alone, rest = select_batch(rest, max_size=8, max_tokens=1000)
+    assert [b.input.n_tokens for b in alone] == [30]
+    equal = [_Item(item(i, 7), loop.create_future()) for i in range(5)]
+    capped, left = select_batch(equal, max_size=2, max_tokens=1000)
+    assert (len(capped), len(left)) == (2, 3)
+
+
+async def test_queued_inputs_are_batched_with_their_neighbours_in_length() -> None:
     backend = RecordingBackend()
     backend.gate = asyncio.Event()
     sched = scheduler(backend, max_batch_size=8, max_batch_tokens=40, wait_s=0)
@@ -113,8 +132,9 @@ async def test_window_is_sorted_by_length_and_cut_by_padded_tokens() -> None:
     result = await pending
     await blocker
     await sched.aclose()
-    # Sorted ascending; a batch closes before its padded size would pass 40 tokens.
-    assert backend.batches[1:] == [[2, 2, 3, 10], [10], [30]]
+    # The oldest (30) cannot share 40 padded tokens; the 2s take the 3 but not a 10 (mostly
+    # padding), and the two 10s go together.
+    assert backend.batches[1:] == [[30], [2, 3, 2], [10, 10]]
     assert [row[0] for row in result.vectors] == list(range(6))  # original order restored
 
 

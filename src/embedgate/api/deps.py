@@ -1,4 +1,8 @@
-"""Typed dependency aliases for routes."""
+"""Typed dependency aliases for routes.
+
+Every dependency is `async def`: FastAPI runs plain `def` dependencies in its threadpool,
+which on the hot path costs a thread hop per request and GIL contention with inference.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +19,7 @@ from embedgate.services.registry import ModelRegistry
 INVALID_KEY = "Invalid API key"
 
 
-def get_runtime(request: Request) -> Runtime:
+async def get_runtime(request: Request) -> Runtime:
     runtime: Runtime = request.app.state.runtime
     return runtime
 
@@ -23,12 +27,12 @@ def get_runtime(request: Request) -> Runtime:
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 
-def get_embeddings(runtime: RuntimeDep) -> EmbeddingService:
-    return runtime.embeddings
+async def get_embeddings(request: Request) -> EmbeddingService:
+    return (await get_runtime(request)).embeddings  # one dependency level on the hot path
 
 
-def get_registry(runtime: RuntimeDep) -> ModelRegistry:
-    return runtime.registry
+async def get_registry(request: Request) -> ModelRegistry:
+    return (await get_runtime(request)).registry
 
 
 EmbeddingsDep = Annotated[EmbeddingService, Depends(get_embeddings)]
@@ -41,7 +45,7 @@ def bearer_token(request: Request) -> str | None:
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
-def require_admin(request: Request, runtime: RuntimeDep) -> None:
+async def require_admin(request: Request, runtime: RuntimeDep) -> None:
     token = bearer_token(request) or ""
     if not hmac.compare_digest(token.encode(), runtime.admin_key.encode()):
         raise EmbedgateError(401, INVALID_KEY, code="invalid_api_key")

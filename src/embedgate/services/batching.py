@@ -1,9 +1,11 @@
 """Dynamic batching: one scheduler per model owns its queue and feeds the backend.
 
 Concurrent requests are coalesced: an idle model waits at most ``wait_s`` for a batch to
-fill, a busy model takes whatever queued up meanwhile. Each window of queued inputs is
-sorted by length and cut into batches under a padded-token budget, so short inputs are
-not padded to long ones. The queue is bounded: past ``max_queue`` inputs, 503.
+fill, a busy model takes whatever queued up meanwhile. Each batch is the oldest queued
+input plus the queued inputs closest to it in length, under a padded-token budget: inputs
+are not padded to much longer ones, and the rest wait in a pool that new arrivals join, so
+later batches match as well. The oldest input always goes next, so nothing starves. The
+queue is bounded: past ``max_queue`` inputs, 503.
 """
 
 from __future__ import annotations
@@ -25,7 +27,10 @@ from embedgate.services.metrics import Metrics
 
 log = logging.getLogger("embedgate.batching")
 
-WINDOW_BATCHES = 4
+CANDIDATE_BATCHES = 4  # a batch is chosen among the oldest max_batch_size * this inputs
+# Padding is compute spent on nothing (CPU time, or GPU time at load): an input joins a batch
+# only while at most this share of the padded batch is padding.
+MAX_PADDING = 0.25
 
 
 class Scheduler(Protocol):
@@ -46,19 +51,33 @@ class _Item:
     enqueued: float = field(default_factory=time.monotonic)
 
 
-def plan_batches(items: Sequence[_Item], max_size: int, max_tokens: int) -> list[list[_Item]]:
-    """Sort by length; cut where the batch would exceed ``max_size`` or, padded, ``max_tokens``."""
-    batches: list[list[_Item]] = []
-    current: list[_Item] = []
-    for item in sorted(items, key=lambda it: it.input.n_tokens):
-        padded = (len(current) + 1) * item.input.n_tokens
-        if current and (len(current) >= max_size or padded > max_tokens):
-            batches.append(current)
-            current = []
-        current.append(item)
-    if current:
-        batches.append(current)
-    return batches
+def select_batch(
+    candidates: Sequence[_Item], max_size: int, max_tokens: int
+) -> tuple[list[_Item], list[_Item]]:
+    """The first (oldest) candidate and those closest to it in length, while the batch stays
+    within ``max_size`` inputs and, padded to its longest input, within ``max_tokens`` tokens
+    of which at most ``MAX_PADDING`` are padding.
+
+    Returns the batch and the candidates left over, in their original order."""
+    anchor = candidates[0].input.n_tokens
+    by_distance = sorted(
+        range(1, len(candidates)),
+        key=lambda i: (abs(candidates[i].input.n_tokens - anchor), i),
+    )
+    chosen = {0}
+    longest = real = anchor
+    for index in by_distance:
+        if len(chosen) >= max_size:
+            break
+        n_tokens = candidates[index].input.n_tokens
+        padded = max(longest, n_tokens) * (len(chosen) + 1)
+        if padded <= max_tokens and real + n_tokens >= (1 - MAX_PADDING) * padded:
+            chosen.add(index)
+            longest = max(longest, n_tokens)
+            real += n_tokens
+    batch = [candidates[i] for i in sorted(chosen)]
+    rest = [item for i, item in enumerate(candidates) if i not in chosen]
+    return batch, rest
 
 
 class BatchScheduler:
@@ -127,8 +146,8 @@ class BatchScheduler:
     async def _run(self) -> None:
         while True:
             await self._wait_for_work()
-            window = self._take_window()
-            for batch in plan_batches(window, self._max_size, self._max_tokens):
+            batch = self._next_batch()
+            if batch:
                 await self._execute(batch)
 
     async def _wait_for_work(self) -> None:
@@ -151,30 +170,31 @@ class BatchScheduler:
         longest = max(item.input.n_tokens for item in self._pending)
         return longest * len(self._pending) >= self._max_tokens
 
-    def _take_window(self) -> list[_Item]:
-        window: list[_Item] = []
-        while self._pending and len(window) < self._max_size * WINDOW_BATCHES:
+    def _next_batch(self) -> list[_Item]:
+        candidates: list[_Item] = []
+        while self._pending and len(candidates) < self._max_size * CANDIDATE_BATCHES:
             item = self._pending.popleft()
-            if not item.future.done():
-                window.append(item)
-        return window
+            if not item.future.done():  # skip inputs whose request was cancelled
+                candidates.append(item)
+        if not candidates:
+            return []
+        batch, rest = select_batch(candidates, self._max_size, self._max_tokens)
+        self._pending.extendleft(reversed(rest))
+        return batch
 
     async def _execute(self, batch: list[_Item]) -> None:
-        live = [item for item in batch if not item.future.done()]
-        if not live:
-            return
         started = time.perf_counter()
         try:
-            result = await self._backend.embed([item.input for item in live])
+            result = await self._backend.embed([item.input for item in batch])
         except Exception as exc:
             error = exc if isinstance(exc, EmbedgateError) else _inference_failed(exc)
-            for item in live:
+            for item in batch:
                 if not item.future.done():
                     item.future.set_exception(error)
             return
         self._metrics.inference.labels(self._name).observe(time.perf_counter() - started)
-        self._metrics.batch_size.labels(self._name).observe(len(live))
-        for item, row in zip(live, result.vectors, strict=True):
+        self._metrics.batch_size.labels(self._name).observe(len(batch))
+        for item, row in zip(batch, result.vectors, strict=True):
             if not item.future.done():
                 item.future.set_result(row)
 
