@@ -135,8 +135,11 @@ class Settings(BaseSettings):
     max_batch_size: int = Field(
         default=64, ge=1, description="Most inputs in one model batch (1 disables batching)."
     )
-    max_batch_tokens: int = Field(
-        default=16384, ge=1, description="Most padded tokens in one model batch."
+    max_batch_tokens: int | None = Field(
+        default=None,
+        ge=1,
+        description="Most padded tokens in one model batch (default: 1024 on CPU, where "
+        "bigger batches only add padding, 16384 on GPU).",
     )
     batch_wait_ms: float = Field(
         default=2.0, ge=0, description="How long an idle model waits for a batch to fill."

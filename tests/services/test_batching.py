@@ -32,7 +32,9 @@ class RecordingBackend:
 
     @property
     def info(self) -> BackendInfo:
-        return BackendInfo(dimensions=4, max_tokens=512, family="generic", vocab_size=None)
+        return BackendInfo(
+            dimensions=4, max_tokens=512, family="generic", vocab_size=None, device="cpu"
+        )
 
     async def embed(self, inputs: Sequence[ModelInput]) -> Embedded:
         self.batches.append([item.n_tokens for item in inputs])

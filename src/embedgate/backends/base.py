@@ -35,6 +35,7 @@ class BackendInfo:
     max_tokens: int
     family: str  # "qwen3" or "generic"
     vocab_size: int | None  # None when token ids cannot be checked locally
+    device: str  # "cpu", "cuda", "cuda:1", ... or "upstream"
 
 
 class Backend(Protocol):

@@ -129,6 +129,7 @@ class LocalBackend:
             max_tokens=self._spec.max_tokens or _default_max_tokens(model, family),
             family=family,
             vocab_size=int(model[0].model.get_input_embeddings().num_embeddings),
+            device=self._device,
         )
         log.info(
             "loaded model %s (%s, %d dims) on %s/%s; torch threads %d",

@@ -55,6 +55,7 @@ class UpstreamBackend:
             max_tokens=spec.max_tokens or 8192,
             family="qwen3" if spec.family == "qwen3" else "generic",
             vocab_size=None,
+            device="upstream",
         )
 
     @property

