@@ -9,7 +9,7 @@ from fastapi import FastAPI
 
 from embedgate import __version__
 from embedgate.api import embeddings, models, system
-from embedgate.api.middleware import ObservabilityMiddleware
+from embedgate.api.middleware import BodyLimitMiddleware, ObservabilityMiddleware
 from embedgate.config import Settings
 from embedgate.errors import install_error_handlers
 from embedgate.runtime import Runtime
@@ -39,7 +39,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     install_error_handlers(app)
-    app.add_middleware(ObservabilityMiddleware, metrics=metrics)
+    app.add_middleware(BodyLimitMiddleware, limit=settings.max_request_bytes)
+    app.add_middleware(ObservabilityMiddleware, metrics=metrics)  # outermost
     app.include_router(system.router)
     app.include_router(embeddings.router)
     app.include_router(models.router)

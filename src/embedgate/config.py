@@ -153,6 +153,11 @@ class Settings(BaseSettings):
     max_inputs_per_request: int = Field(
         default=2048, ge=1, le=2048, description="Most inputs in one embeddings request."
     )
+    max_request_bytes: int = Field(
+        default=64 * 1024 * 1024,
+        ge=1024,
+        description="Largest request body in bytes; larger bodies get 413.",
+    )
     truncate_inputs: bool = Field(
         default=False, description="Truncate too-long inputs instead of answering 400."
     )

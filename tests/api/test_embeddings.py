@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -245,3 +246,20 @@ async def test_full_queue_gives_503_with_retry_after(app_factory: Any) -> None:
     assert_error(refused, 503, None, "overloaded")
     assert refused.headers["retry-after"] == "1"
     assert refused.headers["retry-after-ms"] == "1000"
+
+
+async def test_oversized_body_is_413(app_factory: Any) -> None:
+    app = await app_factory(max_request_bytes=4096, warmup=False)
+    response = await app.http.post("/v1/embeddings", json={"input": ["x" * 100] * 100})
+    assert_error(response, 413, None, "request_too_large")
+
+    async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: the stream is counted
+        yield b'{"input": ["'
+        for _ in range(100):
+            yield b"x" * 100
+        yield b'"]}'
+
+    streamed = await app.http.post("/v1/embeddings", content=chunks())
+    assert_error(streamed, 413, None, "request_too_large")
+    ok = await app.http.post("/v1/embeddings", json={"input": ["x" * 100] * 10})
+    assert ok.status_code == 200

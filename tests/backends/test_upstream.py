@@ -101,10 +101,13 @@ async def test_failover_when_one_upstream_is_down(
 
 
 async def test_all_upstreams_down_is_a_clear_502(app_factory: Any) -> None:
-    app = await front(app_factory, remote=remote([dead_url(), dead_url()], "m", 384))
+    urls = [dead_url(), dead_url()]
+    app = await front(app_factory, remote=remote(urls, "m", 384))
     response = await app.http.post("/v1/embeddings", json={"input": "hello"})
     assert response.status_code == 502
     assert response.json()["error"]["code"] == "upstream_error"
+    assert "connection refused" in response.json()["error"]["message"]
+    assert not any(url.split("//")[1].split("/")[0] in response.text for url in urls)
     health = await app.http.get("/health")
     assert health.status_code == 503
     assert health.json()["status"] == "unavailable"
@@ -232,6 +235,20 @@ async def test_retryable_status_fails_over_to_the_next_url() -> None:
     for _ in range(2):
         await run_backend(handler)
     assert "b" in hosts
+    assert hosts.count("b") == 2
+
+
+async def test_a_connection_lost_mid_request_is_retried_elsewhere() -> None:
+    hosts: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        hosts.append(request.url.host)
+        if request.url.host == "a":
+            raise httpx.ReadError("connection reset by peer", request=request)
+        return httpx.Response(200, json=reply())
+
+    for _ in range(2):
+        assert (await run_backend(handler)).vectors.shape == (1, 4)
     assert hosts.count("b") == 2
 
 

@@ -223,3 +223,18 @@ async def test_passthrough_bounds_the_inputs_in_flight() -> None:
     backend.gate.set()
     assert (await first).vectors.shape == (2, 4)
     assert sched.queue_depth == 0
+
+
+async def test_shutdown_answers_queued_and_running_requests() -> None:
+    backend = RecordingBackend()
+    backend.gate = asyncio.Event()  # never released: the first batch is stuck in the model
+    sched = scheduler(backend, max_batch_size=1, wait_s=0)
+    await sched.start()
+    running = asyncio.create_task(sched.submit([item(1)]))
+    queued = asyncio.create_task(sched.submit([item(2)]))
+    await asyncio.sleep(0.01)
+    await sched.aclose()
+    for task in (running, queued):
+        with pytest.raises(EmbedgateError) as error:
+            await asyncio.wait_for(task, timeout=1)
+        assert (error.value.status, error.value.code) == (503, "shutting_down")

@@ -73,3 +73,40 @@ class ObservabilityMiddleware:
         access_log.info(
             "%s %s %d %.1fms %s", scope["method"], route, status, elapsed * 1000, request_id
         )
+
+
+class BodyLimitMiddleware:
+    """Bodies over ``limit`` bytes get 413: at once when Content-Length says so, else as soon
+    as the streamed body passes the limit (the error surfaces where the route reads it)."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    def error(self) -> EmbedgateError:
+        return EmbedgateError(
+            413,
+            f"The request body is larger than this server accepts ({self.limit} bytes).",
+            code="request_too_large",
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.limit:
+            scope.setdefault("state", {})["error_code"] = "request_too_large"
+            await self.error().response()(scope, receive, send)
+            return
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.limit:
+                raise self.error()
+            return message
+
+        await self.app(scope, limited_receive, send)

@@ -31,7 +31,8 @@ DOWN_FOR_SECONDS = 5.0
 
 
 class _Retry(Exception):
-    """This upstream failed in a way another one may not."""
+    """This upstream failed in a way another one may not. The message names no URL: it
+    reaches clients, and the upstream topology is the operator's business (it is logged)."""
 
 
 class UpstreamBackend:
@@ -141,25 +142,30 @@ class UpstreamBackend:
                 continue
             return self._parse(body, len(chunk), chunk)
         raise EmbedgateError(
-            502, f"All upstream servers failed ({failure}).", code="upstream_error"
+            502,
+            f"The upstream servers failed {len(attempts)} attempt(s); last: {failure}.",
+            code="upstream_error",
         )
 
     async def _post(self, url: str, payload: dict[str, Any]) -> Any:
         assert self._client is not None, "backend not started"
         try:
             response = await self._client.post(f"{url}/embeddings", json=payload)
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError) as exc:
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
             self._down_until[url] = time.monotonic() + DOWN_FOR_SECONDS
             log.warning("upstream %s unreachable: %s", url, type(exc).__name__)
-            raise _Retry(f"{url}: {type(exc).__name__}") from exc
+            raise _Retry("connection refused or timed out") from exc
         except httpx.TimeoutException as exc:
             raise EmbedgateError(
                 504, f"The upstream server did not answer within {self._spec.timeout:g}s.",
                 code="upstream_timeout",
             ) from exc  # fmt: skip
+        except httpx.TransportError as exc:  # reset or closed mid-request: safe to resend
+            log.warning("upstream %s failed: %s", url, type(exc).__name__)
+            raise _Retry("connection lost") from exc
         if response.status_code in RETRYABLE_STATUS:
             log.warning("upstream %s answered %d", url, response.status_code)
-            raise _Retry(f"{url}: HTTP {response.status_code}")
+            raise _Retry(f"HTTP {response.status_code}")
         if response.status_code >= 500:
             raise EmbedgateError(
                 502, f"The upstream server failed (HTTP {response.status_code}).",

@@ -15,7 +15,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -116,11 +116,7 @@ class BatchScheduler:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        for item in self._pending:
-            if not item.future.done():
-                item.future.set_exception(
-                    EmbedgateError(503, "The server is shutting down.", code="shutting_down")
-                )
+        _fail(self._pending, _shutting_down())
 
     async def submit(self, inputs: Sequence[ModelInput]) -> Embedded:
         if self._live + len(inputs) > self._max_queue:
@@ -186,11 +182,11 @@ class BatchScheduler:
         started = time.perf_counter()
         try:
             result = await self._backend.embed([item.input for item in batch])
+        except asyncio.CancelledError:  # shutdown while this batch ran: answer, don't hang
+            _fail(batch, _shutting_down())
+            raise
         except Exception as exc:
-            error = exc if isinstance(exc, EmbedgateError) else _inference_failed(exc)
-            for item in batch:
-                if not item.future.done():
-                    item.future.set_exception(error)
+            _fail(batch, exc if isinstance(exc, EmbedgateError) else _inference_failed(exc))
             return
         self._metrics.inference.labels(self._name).observe(time.perf_counter() - started)
         self._metrics.batch_size.labels(self._name).observe(len(batch))
@@ -231,6 +227,16 @@ class PassthroughScheduler:
         self._metrics.inference.labels(self._name).observe(time.perf_counter() - started)
         self._metrics.batch_size.labels(self._name).observe(len(inputs))
         return result
+
+
+def _fail(items: Iterable[_Item], error: EmbedgateError) -> None:
+    for item in items:
+        if not item.future.done():
+            item.future.set_exception(error)
+
+
+def _shutting_down() -> EmbedgateError:
+    return EmbedgateError(503, "The server is shutting down.", code="shutting_down")
 
 
 def _inference_failed(exc: Exception) -> EmbedgateError:
