@@ -94,7 +94,7 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = dict(scope["headers"]).get(b"content-length", b"")
+        declared = next((v for k, v in scope["headers"] if k == b"content-length"), b"")
         if declared.isdigit() and int(declared) > self.limit:
             scope.setdefault("state", {})["error_code"] = "request_too_large"
             await self.error().response()(scope, receive, send)
