@@ -162,6 +162,11 @@ class Settings(BaseSettings):
         default=False, description="Truncate too-long inputs instead of answering 400."
     )
     warmup: bool = Field(default=True, description="Run one batch through each model at start.")
+    database_url: SecretStr | None = Field(
+        default=None,
+        description="PostgreSQL URL for tenants, keys and the audit log (default: SQLite "
+        "in the data dir). Environment only: it may hold a password.",
+    )
     admin_key: SecretStr | None = Field(
         default=None,
         description="Admin key: environment only (never a flag, never the config file).",
@@ -233,4 +238,4 @@ def _config_path(init_settings: PydanticBaseSettingsSource) -> Path | None:
 
 
 # Fields that only the config file or the environment may set: structured, or secret.
-NOT_ON_COMMAND_LINE = frozenset({"models", "plans", "admin_key"})
+NOT_ON_COMMAND_LINE = frozenset({"models", "plans", "admin_key", "database_url"})

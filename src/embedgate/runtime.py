@@ -10,6 +10,8 @@ from embedgate.keyfiles import ensure_data_dir, load_admin_key
 from embedgate.services.embeddings import EmbeddingService
 from embedgate.services.metrics import Metrics
 from embedgate.services.registry import ModelRegistry
+from embedgate.storage.base import StateStore
+from embedgate.storage.sql import SqlStateStore
 
 log = logging.getLogger("embedgate")
 
@@ -20,6 +22,7 @@ class Runtime:
     metrics: Metrics
     registry: ModelRegistry
     embeddings: EmbeddingService
+    store: StateStore
     admin_key: str
 
     @classmethod
@@ -30,14 +33,18 @@ class Runtime:
             torch.set_num_threads(settings.torch_threads)
         ensure_data_dir(settings.data_dir)
         admin_key = load_admin_key(settings)
+        url = settings.database_url.get_secret_value() if settings.database_url else None
+        store = await SqlStateStore.open(url, settings.data_dir)
         registry = ModelRegistry(settings, metrics)
         try:
             await registry.start()
         except BaseException:
             await registry.aclose()
+            await store.aclose()
             raise
         embeddings = EmbeddingService(registry, settings, metrics)
-        return cls(settings, metrics, registry, embeddings, admin_key)
+        return cls(settings, metrics, registry, embeddings, store, admin_key)
 
     async def aclose(self) -> None:
         await self.registry.aclose()
+        await self.store.aclose()

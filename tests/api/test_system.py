@@ -24,6 +24,7 @@ async def test_health_reports_readiness_and_device(client: httpx.AsyncClient) ->
     assert model["dimensions"] == 384
     assert model["queue_depth"] == 0
     assert "gpu_memory" not in model  # only on CUDA
+    assert body["database"] == {"backend": "sqlite", "ready": True}
 
 
 async def test_metrics_need_the_admin_key(client: httpx.AsyncClient) -> None:
@@ -73,3 +74,18 @@ async def test_a_bug_is_a_500_envelope_with_request_id(
     assert response.headers["x-request-id"].startswith("req_")
     metrics = await app.http.get("/metrics", headers={"Authorization": f"Bearer {ADMIN_KEY}"})
     assert 'embedgate_errors_total{code="internal_error"} 1.0' in metrics.text
+
+
+async def test_health_is_503_when_the_database_is_down(
+    app_factory: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = await app_factory(warmup=False)
+
+    async def down() -> None:
+        raise OSError("connection refused")
+
+    monkeypatch.setattr(app.app.state.runtime.store, "ping", down)
+    response = await app.http.get("/health")
+    assert response.status_code == 503
+    assert response.json()["status"] == "unavailable"
+    assert response.json()["database"] == {"backend": "sqlite", "ready": False}

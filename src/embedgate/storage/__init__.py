@@ -1,0 +1,1 @@
+"""State stores: tenants, keys (digests only) and the audit log, behind one Protocol."""

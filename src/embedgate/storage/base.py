@@ -1,0 +1,59 @@
+"""The state store interface. Every call names its tenant explicitly."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any, Protocol
+
+from embedgate.storage.records import ApiKey, AuditEvent, Tenant, TenantStatus
+
+
+class StateStore(Protocol):
+    backend: str  # "sqlite" or "postgresql"
+
+    async def ping(self) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+    async def create_tenant(self, tenant: Tenant) -> None: ...
+
+    async def get_tenant(self, tenant_id: str) -> Tenant | None: ...
+
+    async def list_tenants(self, *, after: str | None = None, limit: int = 100) -> list[Tenant]: ...
+
+    async def update_tenant(
+        self,
+        tenant_id: str,
+        now: datetime,
+        *,
+        name: str | None = None,
+        plan: str | None = None,
+        status: TenantStatus | None = None,
+        policy: Mapping[str, Any] | None = None,
+    ) -> Tenant | None: ...
+
+    async def delete_tenant(self, tenant_id: str) -> bool: ...
+
+    async def add_key(self, key: ApiKey, digest: str) -> None: ...
+
+    async def key_by_digest(self, digest: str) -> ApiKey | None: ...
+
+    async def list_keys(self, tenant_id: str) -> list[ApiKey]: ...
+
+    async def get_key(self, tenant_id: str, key_id: str) -> ApiKey | None: ...
+
+    async def revoke_key(self, tenant_id: str, key_id: str, at: datetime) -> bool: ...
+
+    async def touch_keys(self, last_used: Mapping[str, datetime]) -> None: ...
+
+    async def append_audit(self, event: AuditEvent) -> None: ...
+
+    async def list_audit(
+        self,
+        *,
+        tenant_id: str | None = None,
+        event: str | None = None,
+        before_id: int | None = None,
+        limit: int = 100,
+    ) -> list[AuditEvent]: ...

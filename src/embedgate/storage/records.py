@@ -1,0 +1,54 @@
+"""The records a state store keeps. Keys are kept as digests only: no field holds a secret."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+TenantStatus = Literal["active", "suspended"]
+
+
+@dataclass(frozen=True, slots=True)
+class Tenant:
+    id: str
+    name: str
+    plan: str
+    status: TenantStatus
+    policy: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    id: str
+    tenant_id: str
+    name: str
+    prefix: str  # shown in listings and logs, never enough to authenticate
+    scopes: tuple[str, ...]
+    created_at: datetime
+    expires_at: datetime | None = None
+    last_used_at: datetime | None = None
+    revoked_at: datetime | None = None
+
+    def usable(self, now: datetime) -> bool:
+        if self.revoked_at is not None and self.revoked_at <= now:
+            return False
+        return self.expires_at is None or now < self.expires_at
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEvent:
+    event: str
+    actor: str  # "admin", "tenant:<id>" or "system"
+    at: datetime
+    tenant_id: str | None = None
+    key_prefix: str | None = None
+    client_ip: str | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+    id: int | None = None  # assigned by the store
+
+
+class Conflict(Exception):
+    """The record already exists."""

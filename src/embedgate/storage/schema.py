@@ -1,0 +1,89 @@
+"""Tables of the state store. Migrations in ``migrations/`` create exactly these."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    TypeDecorator,
+)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes on every database (SQLite would hand back naive ones)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the state store")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+metadata = MetaData()
+
+tenants = Table(
+    "tenants",
+    metadata,
+    Column("id", String(63), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("plan", String(63), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("policy", JSON, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("tenant_id", String(63), ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("prefix", String(100), nullable=False),
+    Column("digest", String(64), nullable=False, unique=True),  # HMAC-SHA256, hex
+    Column("scopes", JSON, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime),
+    Column("last_used_at", UTCDateTime),
+    Column("revoked_at", UTCDateTime),
+    Index("ix_api_keys_tenant", "tenant_id"),
+)
+
+# Append-only. No foreign key: the record of a deleted tenant's deletion must survive it.
+audit_events = Table(
+    "audit_events",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("at", UTCDateTime, nullable=False),
+    Column("event", String(63), nullable=False),
+    Column("actor", String(100), nullable=False),
+    Column("tenant_id", String(63)),
+    Column("key_prefix", String(100)),
+    Column("client_ip", String(64)),
+    Column("detail", JSON, nullable=False),
+    Index("ix_audit_tenant_id", "tenant_id", "id"),
+    Index("ix_audit_event_id", "event", "id"),
+)

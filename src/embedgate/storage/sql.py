@@ -1,0 +1,203 @@
+"""The state store on SQLAlchemy: SQLite in the data dir by default, PostgreSQL when
+``EMBEDGATE_DATABASE_URL`` is set. One implementation; the dialects differ only in setup."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Row, bindparam, delete, event, insert, select, text, update
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from embedgate.storage.migrate import upgrade
+from embedgate.storage.records import ApiKey, AuditEvent, Conflict, Tenant, TenantStatus
+from embedgate.storage.schema import api_keys, audit_events, tenants
+
+ASYNC_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+psycopg"}
+
+
+def async_url(database_url: str | None, data_dir: Path) -> URL:
+    """The configured URL with an async driver, or the embedded SQLite file."""
+    if not database_url:
+        return make_url(f"sqlite+aiosqlite:///{data_dir.resolve() / 'embedgate.db'}")
+    url = make_url(database_url)
+    backend = url.get_backend_name()
+    if backend not in ASYNC_DRIVERS:
+        raise ValueError(f"unsupported database {backend!r}: use postgresql:// or sqlite://")
+    return url.set(drivername=ASYNC_DRIVERS[backend])
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _: Any) -> None:
+    # WAL lets readers run beside the writer; FULL sync: a 2xx is on disk; busy_timeout
+    # waits for the writer instead of failing; foreign keys enable ON DELETE CASCADE.
+    cursor = dbapi_connection.cursor()
+    for pragma in ("journal_mode=WAL", "synchronous=FULL", "busy_timeout=5000",
+                   "foreign_keys=ON"):  # fmt: skip
+        cursor.execute(f"PRAGMA {pragma}")
+    cursor.close()
+
+
+class SqlStateStore:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self.backend = engine.dialect.name
+
+    @classmethod
+    async def open(cls, database_url: str | None, data_dir: Path) -> SqlStateStore:
+        engine = create_async_engine(async_url(database_url, data_dir), pool_pre_ping=True)
+        if engine.dialect.name == "sqlite":
+            event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        async with engine.begin() as connection:
+            await connection.run_sync(upgrade)
+        return cls(engine)
+
+    async def ping(self) -> None:
+        async with self._engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+
+    async def aclose(self) -> None:
+        await self._engine.dispose()
+
+    # tenants
+
+    async def create_tenant(self, tenant: Tenant) -> None:
+        values = {f: getattr(tenant, f) for f in Tenant.__slots__}
+        try:
+            async with self._engine.begin() as connection:
+                await connection.execute(insert(tenants).values(values))
+        except IntegrityError as exc:
+            raise Conflict(f"tenant {tenant.id} already exists") from exc
+
+    async def get_tenant(self, tenant_id: str) -> Tenant | None:
+        async with self._engine.connect() as connection:
+            result = await connection.execute(select(tenants).where(tenants.c.id == tenant_id))
+            row = result.first()
+        return _tenant(row) if row else None
+
+    async def list_tenants(self, *, after: str | None = None, limit: int = 100) -> list[Tenant]:
+        query = select(tenants).order_by(tenants.c.id).limit(limit)
+        if after is not None:
+            query = query.where(tenants.c.id > after)
+        async with self._engine.connect() as connection:
+            return [_tenant(row) for row in await connection.execute(query)]
+
+    async def update_tenant(
+        self,
+        tenant_id: str,
+        now: datetime,
+        *,
+        name: str | None = None,
+        plan: str | None = None,
+        status: TenantStatus | None = None,
+        policy: Mapping[str, Any] | None = None,
+    ) -> Tenant | None:
+        changes = {"name": name, "plan": plan, "status": status,
+                   "policy": dict(policy) if policy is not None else None}  # fmt: skip
+        values = {k: v for k, v in changes.items() if v is not None} | {"updated_at": now}
+        async with self._engine.begin() as connection:
+            await connection.execute(
+                update(tenants).where(tenants.c.id == tenant_id).values(values)
+            )
+        return await self.get_tenant(tenant_id)
+
+    async def delete_tenant(self, tenant_id: str) -> bool:
+        async with self._engine.begin() as connection:
+            await connection.execute(delete(api_keys).where(api_keys.c.tenant_id == tenant_id))
+            result = await connection.execute(delete(tenants).where(tenants.c.id == tenant_id))
+        return bool(result.rowcount)
+
+    # keys
+
+    async def add_key(self, key: ApiKey, digest: str) -> None:
+        values = {f: getattr(key, f) for f in ApiKey.__slots__} | {
+            "digest": digest, "scopes": list(key.scopes)
+        }  # fmt: skip
+        try:
+            async with self._engine.begin() as connection:
+                await connection.execute(insert(api_keys).values(values))
+        except IntegrityError as exc:
+            raise Conflict("key could not be stored (unknown tenant or duplicate)") from exc
+
+    async def key_by_digest(self, digest: str) -> ApiKey | None:
+        async with self._engine.connect() as connection:
+            result = await connection.execute(select(api_keys).where(api_keys.c.digest == digest))
+            row = result.first()
+        return _key(row) if row else None
+
+    async def list_keys(self, tenant_id: str) -> list[ApiKey]:
+        query = (
+            select(api_keys)
+            .where(api_keys.c.tenant_id == tenant_id)
+            .order_by(api_keys.c.created_at, api_keys.c.id)
+        )
+        async with self._engine.connect() as connection:
+            return [_key(row) for row in await connection.execute(query)]
+
+    async def get_key(self, tenant_id: str, key_id: str) -> ApiKey | None:
+        query = select(api_keys).where(api_keys.c.tenant_id == tenant_id, api_keys.c.id == key_id)
+        async with self._engine.connect() as connection:
+            row = (await connection.execute(query)).first()
+        return _key(row) if row else None
+
+    async def revoke_key(self, tenant_id: str, key_id: str, at: datetime) -> bool:
+        """Revoke at ``at`` (now, or later for a rotation's grace period)."""
+        query = (
+            update(api_keys)
+            .where(api_keys.c.tenant_id == tenant_id, api_keys.c.id == key_id)
+            .values(revoked_at=at)
+        )
+        async with self._engine.begin() as connection:
+            result = await connection.execute(query)
+        return bool(result.rowcount)
+
+    async def touch_keys(self, last_used: Mapping[str, datetime]) -> None:
+        if not last_used:
+            return
+        query = (
+            update(api_keys)
+            .where(api_keys.c.id == bindparam("key_id"))
+            .values(last_used_at=bindparam("used"))
+        )
+        rows = [{"key_id": key_id, "used": at} for key_id, at in last_used.items()]
+        async with self._engine.begin() as connection:
+            await connection.execute(query, rows)
+
+    # audit
+
+    async def append_audit(self, event: AuditEvent) -> None:
+        values = {f: getattr(event, f) for f in AuditEvent.__slots__ if f != "id"}
+        async with self._engine.begin() as connection:
+            await connection.execute(insert(audit_events).values(values))
+
+    async def list_audit(
+        self,
+        *,
+        tenant_id: str | None = None,
+        event: str | None = None,
+        before_id: int | None = None,
+        limit: int = 100,
+    ) -> list[AuditEvent]:
+        query = select(audit_events).order_by(audit_events.c.id.desc()).limit(limit)
+        if tenant_id is not None:
+            query = query.where(audit_events.c.tenant_id == tenant_id)
+        if event is not None:
+            query = query.where(audit_events.c.event == event)
+        if before_id is not None:
+            query = query.where(audit_events.c.id < before_id)
+        async with self._engine.connect() as connection:
+            return [AuditEvent(**row._asdict()) for row in await connection.execute(query)]
+
+
+def _tenant(row: Row[Any]) -> Tenant:
+    return Tenant(**row._asdict())
+
+
+def _key(row: Row[Any]) -> ApiKey:
+    values = row._asdict()
+    values.pop("digest")
+    values["scopes"] = tuple(values["scopes"])
+    return ApiKey(**values)

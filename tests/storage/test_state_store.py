@@ -1,0 +1,163 @@
+"""The state store contract, on SQLite and PostgreSQL alike."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from embedgate.storage.records import ApiKey, AuditEvent, Conflict, Tenant
+from embedgate.storage.sql import SqlStateStore
+
+pytestmark = pytest.mark.anyio
+
+NOW = datetime(2026, 11, 21, 12, 0, 0, 123456, tzinfo=UTC)
+
+
+def tenant(tenant_id: str, **overrides: object) -> Tenant:
+    values: dict[str, object] = {
+        "id": tenant_id, "name": f"Tenant {tenant_id}", "plan": "free", "status": "active",
+        "policy": {}, "created_at": NOW, "updated_at": NOW, **overrides,
+    }  # fmt: skip
+    return Tenant(**values)  # type: ignore[arg-type]
+
+
+def key(key_id: str, tenant_id: str, **overrides: object) -> ApiKey:
+    values: dict[str, object] = {
+        "id": key_id, "tenant_id": tenant_id, "name": "ci", "prefix": f"tenant_{tenant_id}_ab",
+        "scopes": ("embeddings",), "created_at": NOW, **overrides,
+    }  # fmt: skip
+    return ApiKey(**values)  # type: ignore[arg-type]
+
+
+async def test_migrations_are_idempotent(store: SqlStateStore, database_url: str | None,
+                                         tmp_path: Path) -> None:  # fmt: skip
+    await store.create_tenant(tenant("1001"))
+    again = await SqlStateStore.open(database_url, tmp_path)
+    assert (await again.get_tenant("1001")) == tenant("1001")
+    await again.aclose()
+
+
+async def test_tenant_lifecycle(store: SqlStateStore) -> None:
+    policy = {"rpm": 600, "allowed_models": ["all-minilm-l6-v2"], "名前": "中文"}
+    await store.create_tenant(tenant("acme", policy=policy))
+    assert await store.get_tenant("acme") == tenant("acme", policy=policy)
+    with pytest.raises(Conflict):
+        await store.create_tenant(tenant("acme"))
+    later = NOW + timedelta(minutes=5)
+    updated = await store.update_tenant("acme", later, plan="premium", status="suspended")
+    assert updated == tenant("acme", policy=policy, plan="premium", status="suspended",
+                             updated_at=later)  # fmt: skip
+    assert await store.update_tenant("missing", later, plan="x") is None
+    assert await store.delete_tenant("acme") is True
+    assert await store.get_tenant("acme") is None
+    assert await store.delete_tenant("acme") is False
+
+
+async def test_tenants_are_listed_in_pages(store: SqlStateStore) -> None:
+    for tenant_id in ["b", "a", "1001", "c"]:
+        await store.create_tenant(tenant(tenant_id))
+    first = await store.list_tenants(limit=2)
+    assert [t.id for t in first] == ["1001", "a"]
+    rest = await store.list_tenants(after=first[-1].id, limit=10)
+    assert [t.id for t in rest] == ["b", "c"]
+
+
+async def test_keys_are_found_by_digest_and_scoped_to_their_tenant(store: SqlStateStore) -> None:
+    await store.create_tenant(tenant("a"))
+    await store.create_tenant(tenant("b"))
+    await store.add_key(key("key_a1", "a", expires_at=NOW + timedelta(days=1)), "d" * 64)
+    await store.add_key(key("key_b1", "b"), "e" * 64)
+    found = await store.key_by_digest("d" * 64)
+    assert found == key("key_a1", "a", expires_at=NOW + timedelta(days=1))
+    assert await store.key_by_digest("f" * 64) is None
+    assert await store.get_key("b", "key_a1") is None  # another tenant's key id
+    assert [k.id for k in await store.list_keys("a")] == ["key_a1"]
+    with pytest.raises(Conflict):
+        await store.add_key(key("key_a2", "a"), "d" * 64)  # digests are unique
+    with pytest.raises(Conflict):
+        await store.add_key(key("key_x", "no-such-tenant"), "0" * 64)  # foreign key holds
+
+
+async def test_revocation_now_and_after_a_grace_period(store: SqlStateStore) -> None:
+    await store.create_tenant(tenant("a"))
+    await store.add_key(key("key_1", "a"), "1" * 64)
+    await store.add_key(key("key_2", "a"), "2" * 64)
+    assert await store.revoke_key("a", "key_1", NOW) is True
+    assert await store.revoke_key("b", "key_2", NOW) is False  # not b's key
+    await store.revoke_key("a", "key_2", NOW + timedelta(seconds=60))
+    revoked = await store.key_by_digest("1" * 64)
+    graced = await store.key_by_digest("2" * 64)
+    assert revoked is not None
+    assert graced is not None
+    assert not revoked.usable(NOW)
+    assert graced.usable(NOW + timedelta(seconds=59))
+    assert not graced.usable(NOW + timedelta(seconds=60))
+
+
+async def test_last_used_is_recorded_in_batches(store: SqlStateStore) -> None:
+    await store.create_tenant(tenant("a"))
+    await store.add_key(key("key_1", "a"), "1" * 64)
+    await store.add_key(key("key_2", "a"), "2" * 64)
+    used = NOW + timedelta(hours=1)
+    await store.touch_keys({"key_1": used, "key_2": used})
+    assert [k.last_used_at for k in await store.list_keys("a")] == [used, used]
+
+
+async def test_deleting_a_tenant_erases_its_keys_but_not_the_audit_trail(
+    store: SqlStateStore,
+) -> None:
+    await store.create_tenant(tenant("a"))
+    await store.add_key(key("key_1", "a"), "1" * 64)
+    await store.append_audit(AuditEvent("tenant.deleted", "admin", NOW, tenant_id="a"))
+    await store.delete_tenant("a")
+    assert await store.key_by_digest("1" * 64) is None
+    assert [e.event for e in await store.list_audit(tenant_id="a")] == ["tenant.deleted"]
+
+
+async def test_audit_log_filters_and_pages_newest_first(store: SqlStateStore) -> None:
+    events = [
+        AuditEvent("key.created", "admin", NOW, tenant_id="a", key_prefix="tenant_a_x"),
+        AuditEvent("auth.failed", "system", NOW, key_prefix="tenant_9_y", client_ip="10.0.0.7"),
+        AuditEvent("key.revoked", "admin", NOW, tenant_id="a", detail={"key_id": "key_1"}),
+        AuditEvent("auth.failed", "system", NOW, client_ip="::1"),
+    ]
+    for audit in events:
+        await store.append_audit(audit)
+    newest = await store.list_audit(limit=2)
+    assert [e.event for e in newest] == ["auth.failed", "key.revoked"]
+    assert newest[1].detail == {"key_id": "key_1"}
+    older = await store.list_audit(before_id=newest[-1].id, limit=10)
+    assert [e.event for e in older] == ["auth.failed", "key.created"]
+    assert [e.client_ip for e in await store.list_audit(event="auth.failed")] == ["::1", "10.0.0.7"]
+    assert len(await store.list_audit(tenant_id="a")) == 2
+
+
+async def test_the_embedded_database_lives_in_the_data_dir(tmp_path: Path) -> None:
+    store = await SqlStateStore.open(None, tmp_path)
+    assert store.backend == "sqlite"
+    await store.ping()
+    await store.aclose()
+    assert (tmp_path / "embedgate.db").is_file()
+
+
+def test_unsupported_database_is_refused(tmp_path: Path) -> None:
+    from embedgate.storage.sql import async_url
+
+    with pytest.raises(ValueError, match="unsupported database"):
+        async_url("mysql://root@127.0.0.1/test", tmp_path)
+    assert async_url("postgresql://u@h/db", tmp_path).drivername == "postgresql+psycopg"
+
+
+async def test_migrations_create_exactly_the_declared_schema(store: SqlStateStore) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from embedgate.storage.schema import metadata
+
+    def diff(connection: object) -> list[object]:
+        return list(compare_metadata(MigrationContext.configure(connection), metadata))
+
+    async with store._engine.connect() as connection:
+        assert await connection.run_sync(diff) == []
