@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import types
 import typing
@@ -16,7 +17,12 @@ from pydantic.fields import FieldInfo
 
 from embedgate import __version__
 from embedgate.config import NOT_ON_COMMAND_LINE, Settings
-from embedgate.keyfiles import SecretFileError, ensure_data_dir, load_admin_key
+from embedgate.keyfiles import (
+    SecretFileError,
+    ensure_data_dir,
+    load_admin_key,
+    load_server_secret,
+)
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -78,9 +84,11 @@ def serve(**flags: Any) -> None:
     """
     settings = load_settings(flags)
     logging.basicConfig(level=settings.log_level.upper(), format=LOG_FORMAT, stream=sys.stderr)
+    os.umask(0o077)  # everything the server writes (database, indexes, keys) is private
     try:  # fail before loading models, with one clear line
         ensure_data_dir(settings.data_dir)
         load_admin_key(settings)
+        load_server_secret(settings)
     except (SecretFileError, OSError) as exc:
         raise click.ClickException(str(exc)) from exc
     import uvicorn

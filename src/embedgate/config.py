@@ -167,6 +167,15 @@ class Settings(BaseSettings):
         description="PostgreSQL URL for tenants, keys and the audit log (default: SQLite "
         "in the data dir). Environment only: it may hold a password.",
     )
+    secret_key: SecretStr | None = Field(
+        default=None,
+        description="Server secret under which API keys are hashed (HMAC-SHA256). "
+        "Environment only; default: generated into <data_dir>/secret.key.",
+    )
+    secret_key_file: Path | None = Field(
+        default=None,
+        description="File holding the server secret; refused if group or others have access.",
+    )
     admin_key: SecretStr | None = Field(
         default=None,
         description="Admin key: environment only (never a flag, never the config file).",
@@ -222,11 +231,12 @@ class _ConfigFile(YamlConfigSettingsSource):
 
     def __call__(self) -> dict[str, Any]:
         values = super().__call__()
-        if "admin_key" in values:
-            raise ValueError(
-                "admin_key cannot be set in the config file; use EMBEDGATE_ADMIN_KEY or "
-                "EMBEDGATE_ADMIN_KEY_FILE"
-            )
+        for secret in ("admin_key", "secret_key", "database_url"):
+            if secret in values:
+                name = f"EMBEDGATE_{secret.upper()}"
+                raise ValueError(
+                    f"{secret} cannot be set in the config file; use the environment ({name})"
+                )
         return values
 
 
@@ -238,4 +248,4 @@ def _config_path(init_settings: PydanticBaseSettingsSource) -> Path | None:
 
 
 # Fields that only the config file or the environment may set: structured, or secret.
-NOT_ON_COMMAND_LINE = frozenset({"models", "plans", "admin_key", "database_url"})
+NOT_ON_COMMAND_LINE = frozenset({"models", "plans", "admin_key", "database_url", "secret_key"})

@@ -107,9 +107,12 @@ def from_validation_errors(errors: Sequence[Any]) -> EmbedgateError:
     first = errors[0] if errors else {"loc": (), "msg": "Invalid request"}
     if first.get("type") == "json_invalid":
         return invalid_json()
-    if first.get("type") in ("model_type", "model_attributes_type") and not first.get("loc"):
-        return invalid_request("The request body must be a JSON object.", None)
     param = _param_from_loc(first.get("loc", ()))
+    if first.get("type") in ("model_type", "model_attributes_type") and param is None:
+        return invalid_request(
+            "The request body must be a JSON object, sent with Content-Type: application/json.",
+            None,
+        )
     message = str(first.get("msg", "Invalid request")).removeprefix("Value error, ")
     if first.get("type") == "missing":
         message = f"Missing required parameter: '{param}'."

@@ -9,6 +9,8 @@ import stat
 import string
 from pathlib import Path
 
+from pydantic import SecretStr
+
 from embedgate.config import Settings
 
 log = logging.getLogger("embedgate.keys")
@@ -50,18 +52,37 @@ def ensure_data_dir(path: Path) -> None:
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
 
 
-def load_admin_key(settings: Settings) -> str:
-    """The admin key: env, then key file, then ``<data_dir>/admin.key`` (created if absent)."""
-    if settings.admin_key is not None:
-        value = settings.admin_key.get_secret_value().strip()
+def _load(env: SecretStr | None, file: Path | None, name: str, path: Path, fresh: str) -> str:
+    """From the environment, else its file, else ``path`` (created 0600 if absent)."""
+    if env is not None:
+        value = env.get_secret_value().strip()
         if not value:
-            raise SecretFileError("EMBEDGATE_ADMIN_KEY is set but empty")
+            raise SecretFileError(f"EMBEDGATE_{name.upper()} is set but empty")
         return value
-    if settings.admin_key_file is not None:
-        return read_secret_file(settings.admin_key_file)
-    path = settings.data_dir / "admin.key"
+    if file is not None:
+        return read_secret_file(file)
     if path.exists():
         return read_secret_file(path)
-    write_new_secret(path, "admin_" + random_base62(43))
-    log.warning("generated a new admin key in %s (mode 0600)", path.resolve())
+    write_new_secret(path, fresh)
+    log.warning("generated a new %s in %s (mode 0600)", name.replace("_", " "), path.resolve())
     return read_secret_file(path)
+
+
+def load_admin_key(settings: Settings) -> str:
+    """The admin key: env, then key file, then ``<data_dir>/admin.key`` (created if absent)."""
+    return _load(settings.admin_key, settings.admin_key_file, "admin_key",
+                 settings.data_dir / "admin.key", "admin_" + random_base62(43))  # fmt: skip
+
+
+def load_server_secret(settings: Settings) -> bytes:
+    """The HMAC secret for API keys. Replicas sharing a database must share it, so with
+    ``database_url`` set it is never generated per machine."""
+    configured = settings.secret_key is not None or settings.secret_key_file is not None
+    if settings.database_url is not None and not configured:
+        raise SecretFileError(
+            "with EMBEDGATE_DATABASE_URL set, set EMBEDGATE_SECRET_KEY or "
+            "EMBEDGATE_SECRET_KEY_FILE too: every replica must hash keys alike"
+        )
+    value = _load(settings.secret_key, settings.secret_key_file, "secret_key",
+                  settings.data_dir / "secret.key", random_base62(64))  # fmt: skip
+    return value.encode("utf-8")

@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass
 
 from embedgate.config import Settings
-from embedgate.keyfiles import ensure_data_dir, load_admin_key
+from embedgate.keyfiles import ensure_data_dir, load_admin_key, load_server_secret
+from embedgate.services.audit import AuditLog
 from embedgate.services.embeddings import EmbeddingService
+from embedgate.services.keys import KeyService, utcnow
 from embedgate.services.metrics import Metrics
 from embedgate.services.registry import ModelRegistry
+from embedgate.services.tenants import TenantService
 from embedgate.storage.base import StateStore
 from embedgate.storage.sql import SqlStateStore
 
 log = logging.getLogger("embedgate")
+
+USAGE_FLUSH_SECONDS = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,7 +30,11 @@ class Runtime:
     registry: ModelRegistry
     embeddings: EmbeddingService
     store: StateStore
+    audit: AuditLog
+    tenants: TenantService
+    keys: KeyService
     admin_key: str
+    background: asyncio.Task[None]
 
     @classmethod
     async def start(cls, settings: Settings, metrics: Metrics) -> Runtime:
@@ -33,6 +44,7 @@ class Runtime:
             torch.set_num_threads(settings.torch_threads)
         ensure_data_dir(settings.data_dir)
         admin_key = load_admin_key(settings)
+        server_secret = load_server_secret(settings)
         url = settings.database_url.get_secret_value() if settings.database_url else None
         store = await SqlStateStore.open(url, settings.data_dir)
         registry = ModelRegistry(settings, metrics)
@@ -43,8 +55,27 @@ class Runtime:
             await store.aclose()
             raise
         embeddings = EmbeddingService(registry, settings, metrics)
-        return cls(settings, metrics, registry, embeddings, store, admin_key)
+        audit = AuditLog(store, utcnow)
+        keys = KeyService(store, server_secret)
+        tenants = TenantService(store, audit, settings.plans, utcnow)
+        background = asyncio.create_task(_flush_key_usage(keys), name="key-usage")
+        return cls(settings, metrics, registry, embeddings, store, audit, tenants, keys,
+                   admin_key, background)  # fmt: skip
 
     async def aclose(self) -> None:
+        self.background.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.background
+        await self.keys.flush_usage()
         await self.registry.aclose()
         await self.store.aclose()
+
+
+async def _flush_key_usage(keys: KeyService) -> None:
+    """Keys' last-use times reach the database in one write every few seconds."""
+    while True:
+        await asyncio.sleep(USAGE_FLUSH_SECONDS)
+        try:
+            await keys.flush_usage()
+        except Exception:  # the database may be restarting: the next round retries
+            log.warning("could not record key usage", exc_info=True)

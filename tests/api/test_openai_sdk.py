@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import stat
 
 import httpx
 import numpy as np
@@ -72,6 +73,16 @@ def test_sdk_errors_from_a_real_server(served: ServerProcess) -> None:
             model="all-minilm-l6-v2", input="x", extra_body={"instruction": "Find answers"}
         )
     assert instruction.value.code == "instruction_not_supported"
+
+
+@pytest.mark.slow
+def test_the_server_writes_private_files(served: ServerProcess) -> None:
+    data_dir = served.log_path.parent / served.log_path.name.removesuffix("-server.log")
+    assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
+    files = [p for p in data_dir.rglob("*") if p.is_file()]
+    assert {p.name for p in files} >= {"embedgate.db", "secret.key"}  # admin key: from env
+    for path in files:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
 
 
 @pytest.mark.slow

@@ -1,0 +1,190 @@
+"""/admin: tenants, their keys, and the audit log. Admin key only."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Query, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from embedgate.api.deps import RuntimeDep, require_admin
+from embedgate.errors import EmbedgateError
+from embedgate.services.keys import SCOPES, IssuedKey, Scope
+from embedgate.services.policy import Policy
+from embedgate.storage.records import ApiKey, AuditEvent, Tenant
+
+router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require_admin)])
+
+
+class TenantCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    id: str
+    name: str | None = Field(default=None, max_length=200)
+    plan: str | None = Field(default=None, max_length=63)
+    policy: Policy = Field(default_factory=Policy)
+
+
+class TenantPatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str | None = Field(default=None, max_length=200)
+    plan: str | None = Field(default=None, max_length=63)
+    status: Literal["active", "suspended"] | None = None
+    policy: Policy | None = None
+
+
+class KeyCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(default="", max_length=200)
+    expires_in: int | None = Field(default=None, ge=1, description="Seconds until it expires.")
+    scopes: list[Scope] = Field(default_factory=lambda: list(SCOPES), min_length=1)
+
+
+class KeyRotate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    grace_period: int = Field(default=0, ge=0, le=30 * 86400, description="Seconds.")
+
+
+def _ts(value: datetime | None) -> int | None:
+    return int(value.timestamp()) if value is not None else None
+
+
+def tenant_json(tenant: Tenant) -> dict[str, Any]:
+    return {
+        "id": tenant.id, "object": "tenant", "name": tenant.name, "plan": tenant.plan,
+        "status": tenant.status, "policy": tenant.policy,
+        "created_at": _ts(tenant.created_at), "updated_at": _ts(tenant.updated_at),
+    }  # fmt: skip
+
+
+def key_json(key: ApiKey, issued: IssuedKey | None = None) -> dict[str, Any]:
+    body = {
+        "id": key.id, "object": "api_key", "name": key.name, "prefix": key.prefix,
+        "scopes": list(key.scopes), "created_at": _ts(key.created_at),
+        "expires_at": _ts(key.expires_at), "last_used_at": _ts(key.last_used_at),
+        "revoked_at": _ts(key.revoked_at),
+    }  # fmt: skip
+    if issued is not None:
+        body["key"] = issued.key  # shown once: at creation or rotation
+    return body
+
+
+def audit_json(event: AuditEvent) -> dict[str, Any]:
+    return {
+        "id": event.id, "object": "audit_event", "at": _ts(event.at), "event": event.event,
+        "actor": event.actor, "tenant_id": event.tenant_id, "key_prefix": event.key_prefix,
+        "client_ip": event.client_ip, "detail": event.detail,
+    }  # fmt: skip
+
+
+def client_ip(request: Request) -> str | None:
+    return request.client.host if request.client else None
+
+
+@router.post("/tenants", status_code=201)
+async def create_tenant(body: TenantCreate, runtime: RuntimeDep, request: Request) -> Any:
+    tenant = await runtime.tenants.create(
+        body.id, name=body.name, plan=body.plan, policy=body.policy, actor="admin",
+        client_ip=client_ip(request),
+    )  # fmt: skip
+    return tenant_json(tenant)
+
+
+@router.get("/tenants")
+async def list_tenants(
+    runtime: RuntimeDep,
+    after: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> Any:
+    tenants, more = await runtime.tenants.page(after, limit)
+    return {"object": "list", "data": [tenant_json(t) for t in tenants], "has_more": more}
+
+
+@router.get("/tenants/{tenant_id}")
+async def get_tenant(tenant_id: str, runtime: RuntimeDep) -> Any:
+    return tenant_json(await runtime.tenants.get(tenant_id))
+
+
+@router.patch("/tenants/{tenant_id}")
+async def update_tenant(
+    tenant_id: str, body: TenantPatch, runtime: RuntimeDep, request: Request
+) -> Any:
+    tenant = await runtime.tenants.update(
+        tenant_id, actor="admin", client_ip=client_ip(request), name=body.name,
+        plan=body.plan, status=body.status, policy=body.policy,
+    )  # fmt: skip
+    return tenant_json(tenant)
+
+
+@router.delete("/tenants/{tenant_id}")
+async def delete_tenant(tenant_id: str, runtime: RuntimeDep, request: Request) -> Any:
+    await runtime.tenants.delete(tenant_id, actor="admin", client_ip=client_ip(request))
+    return {"id": tenant_id, "object": "tenant", "deleted": True}
+
+
+@router.post("/tenants/{tenant_id}/keys", status_code=201)
+async def create_key(tenant_id: str, body: KeyCreate, runtime: RuntimeDep, request: Request) -> Any:
+    await runtime.tenants.get(tenant_id)  # 404 for an unknown tenant
+    issued = await runtime.keys.issue(
+        tenant_id, name=body.name, scopes=body.scopes, expires_in=body.expires_in
+    )
+    await runtime.audit.record(
+        "key.created", actor="admin", tenant_id=tenant_id, key_prefix=issued.record.prefix,
+        client_ip=client_ip(request), key_id=issued.record.id,
+    )  # fmt: skip
+    return key_json(issued.record, issued)
+
+
+@router.get("/tenants/{tenant_id}/keys")
+async def list_keys(tenant_id: str, runtime: RuntimeDep) -> Any:
+    await runtime.tenants.get(tenant_id)
+    keys = await runtime.keys.listed(tenant_id)
+    return {"object": "list", "data": [key_json(k) for k in keys], "has_more": False}
+
+
+def key_not_found() -> EmbedgateError:
+    return EmbedgateError(404, "No such key.", code="not_found")
+
+
+@router.delete("/tenants/{tenant_id}/keys/{key_id}")
+async def revoke_key(tenant_id: str, key_id: str, runtime: RuntimeDep, request: Request) -> Any:
+    key = await runtime.store.get_key(tenant_id, key_id)
+    if key is None or not await runtime.keys.revoke(tenant_id, key_id):
+        raise key_not_found()
+    await runtime.audit.record(
+        "key.revoked", actor="admin", tenant_id=tenant_id, key_prefix=key.prefix,
+        client_ip=client_ip(request), key_id=key_id,
+    )  # fmt: skip
+    return {"id": key_id, "object": "api_key", "deleted": True}
+
+
+@router.post("/tenants/{tenant_id}/keys/{key_id}/rotate", status_code=201)
+async def rotate_key(
+    tenant_id: str, key_id: str, runtime: RuntimeDep, request: Request,
+    body: KeyRotate | None = None,
+) -> Any:  # fmt: skip
+    grace = body.grace_period if body is not None else 0
+    issued = await runtime.keys.rotate(tenant_id, key_id, grace)
+    if issued is None:
+        raise key_not_found()
+    await runtime.audit.record(
+        "key.rotated", actor="admin", tenant_id=tenant_id, key_prefix=issued.record.prefix,
+        client_ip=client_ip(request), old_key_id=key_id, key_id=issued.record.id,
+        grace_period=grace,
+    )  # fmt: skip
+    return key_json(issued.record, issued)
+
+
+@router.get("/audit")
+async def list_audit(
+    runtime: RuntimeDep,
+    tenant: str | None = None,
+    event: str | None = None,
+    before: int | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> Any:
+    events = await runtime.store.list_audit(
+        tenant_id=tenant, event=event, before_id=before, limit=limit + 1
+    )
+    data = [audit_json(e) for e in events[:limit]]
+    return {"object": "list", "data": data, "has_more": len(events) > limit}
