@@ -103,3 +103,12 @@ def serve(**flags: Any) -> None:
         access_log=False,
         server_header=False,
     )
+
+
+def _register_admin_commands() -> None:
+    from embedgate.cli_admin import register
+
+    register(main)
+
+
+_register_admin_commands()

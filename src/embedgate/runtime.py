@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from embedgate.config import Settings
 from embedgate.keyfiles import ensure_data_dir, load_admin_key, load_server_secret
+from embedgate.services.admin import KeyAdmin
 from embedgate.services.audit import AuditLog
 from embedgate.services.embeddings import EmbeddingService
 from embedgate.services.keys import KeyService, utcnow
@@ -24,15 +25,38 @@ USAGE_FLUSH_SECONDS = 10.0
 
 
 @dataclass(frozen=True, slots=True)
+class ControlPlane:
+    """Tenants, keys and audit on the state store: what the server and the CLI share."""
+
+    store: StateStore
+    audit: AuditLog
+    tenants: TenantService
+    keys: KeyService
+    key_admin: KeyAdmin
+
+    @classmethod
+    async def open(cls, settings: Settings) -> ControlPlane:
+        ensure_data_dir(settings.data_dir)
+        server_secret = load_server_secret(settings)
+        url = settings.database_url.get_secret_value() if settings.database_url else None
+        store = await SqlStateStore.open(url, settings.data_dir)
+        audit = AuditLog(store, utcnow)
+        tenants = TenantService(store, audit, settings.plans, utcnow)
+        keys = KeyService(store, server_secret)
+        return cls(store, audit, tenants, keys, KeyAdmin(tenants, keys, audit))
+
+    async def aclose(self) -> None:
+        await self.keys.flush_usage()
+        await self.store.aclose()
+
+
+@dataclass(frozen=True, slots=True)
 class Runtime:
     settings: Settings
     metrics: Metrics
     registry: ModelRegistry
     embeddings: EmbeddingService
-    store: StateStore
-    audit: AuditLog
-    tenants: TenantService
-    keys: KeyService
+    control: ControlPlane
     admin_key: str
     background: asyncio.Task[None]
 
@@ -42,33 +66,25 @@ class Runtime:
             import torch
 
             torch.set_num_threads(settings.torch_threads)
-        ensure_data_dir(settings.data_dir)
         admin_key = load_admin_key(settings)
-        server_secret = load_server_secret(settings)
-        url = settings.database_url.get_secret_value() if settings.database_url else None
-        store = await SqlStateStore.open(url, settings.data_dir)
+        control = await ControlPlane.open(settings)
         registry = ModelRegistry(settings, metrics)
         try:
             await registry.start()
         except BaseException:
             await registry.aclose()
-            await store.aclose()
+            await control.aclose()
             raise
         embeddings = EmbeddingService(registry, settings, metrics)
-        audit = AuditLog(store, utcnow)
-        keys = KeyService(store, server_secret)
-        tenants = TenantService(store, audit, settings.plans, utcnow)
-        background = asyncio.create_task(_flush_key_usage(keys), name="key-usage")
-        return cls(settings, metrics, registry, embeddings, store, audit, tenants, keys,
-                   admin_key, background)  # fmt: skip
+        background = asyncio.create_task(_flush_key_usage(control.keys), name="key-usage")
+        return cls(settings, metrics, registry, embeddings, control, admin_key, background)
 
     async def aclose(self) -> None:
         self.background.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self.background
-        await self.keys.flush_usage()
         await self.registry.aclose()
-        await self.store.aclose()
+        await self.control.aclose()
 
 
 async def _flush_key_usage(keys: KeyService) -> None:

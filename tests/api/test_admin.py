@@ -169,8 +169,8 @@ async def test_revoke_and_rotate(admin: AppClient) -> None:
     second = rotated.json()
     assert second["key"] != first["key"]
     assert second["scopes"] == ["embeddings"]
-    assert await runtime.keys.verify(first["key"]) is not None  # within the grace period
-    assert await runtime.keys.verify(second["key"]) is not None
+    assert await runtime.control.keys.verify(first["key"]) is not None  # within the grace period
+    assert await runtime.control.keys.verify(second["key"]) is not None
     listed = (await http.get("/admin/tenants/acme/keys")).json()["data"]
     assert {k["id"] for k in listed} == {first["id"], second["id"]}
     revoked = await http.delete(f"/admin/tenants/acme/keys/{second['id']}")
@@ -188,7 +188,7 @@ async def test_deleting_a_tenant_deletes_its_keys(admin: AppClient) -> None:
     key = (await admin.http.post("/admin/tenants/acme/keys", json={})).json()["key"]
     await admin.http.delete("/admin/tenants/acme")
     runtime = admin.app.state.runtime
-    assert await runtime.store.key_by_digest(runtime.keys.digest(key)) is None
+    assert await runtime.control.store.key_by_digest(runtime.control.keys.digest(key)) is None
 
 
 async def test_admin_actions_are_audited_without_secrets(admin: AppClient) -> None:

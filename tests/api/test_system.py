@@ -84,7 +84,7 @@ async def test_health_is_503_when_the_database_is_down(
     async def down() -> None:
         raise OSError("connection refused")
 
-    monkeypatch.setattr(app.app.state.runtime.store, "ping", down)
+    monkeypatch.setattr(app.app.state.runtime.control.store, "ping", down)
     response = await app.http.get("/health")
     assert response.status_code == 503
     assert response.json()["status"] == "unavailable"

@@ -78,8 +78,8 @@ async def test_revocation_bites_within_the_cache_time(
     replica_b = KeyService(store, b"s")  # another replica, with its own cache
     issued = await replica_a.issue("1001")
     assert await replica_b.verify(issued.key) is not None
-    assert await replica_a.revoke("1001", issued.record.id)
-    assert await replica_a.revoke("1001", issued.record.id) is False  # already revoked
+    assert await replica_a.revoke("1001", issued.record.id) == issued.record
+    assert await replica_a.revoke("1001", issued.record.id) is None  # already revoked
     await asyncio.sleep(0.25)
     assert await replica_b.verify(issued.key) is None
 

@@ -9,7 +9,6 @@ from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from embedgate.api.deps import RuntimeDep, require_admin
-from embedgate.errors import EmbedgateError
 from embedgate.services.keys import SCOPES, IssuedKey, Scope
 from embedgate.services.policy import Policy
 from embedgate.storage.records import ApiKey, AuditEvent, Tenant
@@ -83,7 +82,7 @@ def client_ip(request: Request) -> str | None:
 
 @router.post("/tenants", status_code=201)
 async def create_tenant(body: TenantCreate, runtime: RuntimeDep, request: Request) -> Any:
-    tenant = await runtime.tenants.create(
+    tenant = await runtime.control.tenants.create(
         body.id, name=body.name, plan=body.plan, policy=body.policy, actor="admin",
         client_ip=client_ip(request),
     )  # fmt: skip
@@ -96,20 +95,20 @@ async def list_tenants(
     after: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> Any:
-    tenants, more = await runtime.tenants.page(after, limit)
+    tenants, more = await runtime.control.tenants.page(after, limit)
     return {"object": "list", "data": [tenant_json(t) for t in tenants], "has_more": more}
 
 
 @router.get("/tenants/{tenant_id}")
 async def get_tenant(tenant_id: str, runtime: RuntimeDep) -> Any:
-    return tenant_json(await runtime.tenants.get(tenant_id))
+    return tenant_json(await runtime.control.tenants.get(tenant_id))
 
 
 @router.patch("/tenants/{tenant_id}")
 async def update_tenant(
     tenant_id: str, body: TenantPatch, runtime: RuntimeDep, request: Request
 ) -> Any:
-    tenant = await runtime.tenants.update(
+    tenant = await runtime.control.tenants.update(
         tenant_id, actor="admin", client_ip=client_ip(request), name=body.name,
         plan=body.plan, status=body.status, policy=body.policy,
     )  # fmt: skip
@@ -118,43 +117,30 @@ async def update_tenant(
 
 @router.delete("/tenants/{tenant_id}")
 async def delete_tenant(tenant_id: str, runtime: RuntimeDep, request: Request) -> Any:
-    await runtime.tenants.delete(tenant_id, actor="admin", client_ip=client_ip(request))
+    await runtime.control.tenants.delete(tenant_id, actor="admin", client_ip=client_ip(request))
     return {"id": tenant_id, "object": "tenant", "deleted": True}
 
 
 @router.post("/tenants/{tenant_id}/keys", status_code=201)
 async def create_key(tenant_id: str, body: KeyCreate, runtime: RuntimeDep, request: Request) -> Any:
-    await runtime.tenants.get(tenant_id)  # 404 for an unknown tenant
-    issued = await runtime.keys.issue(
-        tenant_id, name=body.name, scopes=body.scopes, expires_in=body.expires_in
-    )
-    await runtime.audit.record(
-        "key.created", actor="admin", tenant_id=tenant_id, key_prefix=issued.record.prefix,
-        client_ip=client_ip(request), key_id=issued.record.id,
+    issued = await runtime.control.key_admin.create(
+        tenant_id, actor="admin", client_ip=client_ip(request), name=body.name,
+        scopes=body.scopes, expires_in=body.expires_in,
     )  # fmt: skip
     return key_json(issued.record, issued)
 
 
 @router.get("/tenants/{tenant_id}/keys")
 async def list_keys(tenant_id: str, runtime: RuntimeDep) -> Any:
-    await runtime.tenants.get(tenant_id)
-    keys = await runtime.keys.listed(tenant_id)
+    keys = await runtime.control.key_admin.listed(tenant_id)
     return {"object": "list", "data": [key_json(k) for k in keys], "has_more": False}
-
-
-def key_not_found() -> EmbedgateError:
-    return EmbedgateError(404, "No such key.", code="not_found")
 
 
 @router.delete("/tenants/{tenant_id}/keys/{key_id}")
 async def revoke_key(tenant_id: str, key_id: str, runtime: RuntimeDep, request: Request) -> Any:
-    key = await runtime.store.get_key(tenant_id, key_id)
-    if key is None or not await runtime.keys.revoke(tenant_id, key_id):
-        raise key_not_found()
-    await runtime.audit.record(
-        "key.revoked", actor="admin", tenant_id=tenant_id, key_prefix=key.prefix,
-        client_ip=client_ip(request), key_id=key_id,
-    )  # fmt: skip
+    await runtime.control.key_admin.revoke(
+        tenant_id, key_id, actor="admin", client_ip=client_ip(request)
+    )
     return {"id": key_id, "object": "api_key", "deleted": True}
 
 
@@ -164,14 +150,9 @@ async def rotate_key(
     body: KeyRotate | None = None,
 ) -> Any:  # fmt: skip
     grace = body.grace_period if body is not None else 0
-    issued = await runtime.keys.rotate(tenant_id, key_id, grace)
-    if issued is None:
-        raise key_not_found()
-    await runtime.audit.record(
-        "key.rotated", actor="admin", tenant_id=tenant_id, key_prefix=issued.record.prefix,
-        client_ip=client_ip(request), old_key_id=key_id, key_id=issued.record.id,
-        grace_period=grace,
-    )  # fmt: skip
+    issued = await runtime.control.key_admin.rotate(
+        tenant_id, key_id, actor="admin", client_ip=client_ip(request), grace_period=grace
+    )
     return key_json(issued.record, issued)
 
 
@@ -183,7 +164,7 @@ async def list_audit(
     before: int | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> Any:
-    events = await runtime.store.list_audit(
+    events = await runtime.control.store.list_audit(
         tenant_id=tenant, event=event, before_id=before, limit=limit + 1
     )
     data = [audit_json(e) for e in events[:limit]]

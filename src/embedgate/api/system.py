@@ -29,7 +29,7 @@ async def health(runtime: RuntimeDep) -> JSONResponse:
             "max_tokens": model.max_tokens,
             "queue_depth": model.scheduler.queue_depth,
         }
-    database = {"backend": runtime.store.backend, "ready": await _database_up(runtime)}
+    database = {"backend": runtime.control.store.backend, "ready": await _database_up(runtime)}
     ready = database["ready"] and bool(models) and all(m["ready"] for m in models.values())
     body = {
         "status": "ok" if ready else "unavailable",
@@ -43,7 +43,7 @@ async def health(runtime: RuntimeDep) -> JSONResponse:
 async def _database_up(runtime: Runtime) -> bool:
     try:
         async with asyncio.timeout(HEALTH_TIMEOUT_S):
-            await runtime.store.ping()
+            await runtime.control.store.ping()
     except Exception:  # any failure means "not ready"; the cause is logged, not shown
         log.warning("database ping failed", exc_info=True)
         return False

@@ -91,11 +91,13 @@ class KeyService:
         await self._store.revoke_key(tenant_id, key_id, cutoff)
         return issued
 
-    async def revoke(self, tenant_id: str, key_id: str) -> bool:
+    async def revoke(self, tenant_id: str, key_id: str) -> ApiKey | None:
+        """The key as it was, if it was live and is now revoked; else None."""
         key = await self._store.get_key(tenant_id, key_id)
         if key is None or not key.usable(self._clock()):
-            return False
-        return await self._store.revoke_key(tenant_id, key_id, self._clock())
+            return None
+        await self._store.revoke_key(tenant_id, key_id, self._clock())
+        return key
 
     async def listed(self, tenant_id: str) -> list[ApiKey]:
         """Keys that still work (including rotated ones in their grace period)."""

@@ -1,0 +1,295 @@
+"""`embedgate tenants ...` and `embedgate keys ...`: on the data dir or database directly, or
+on a running server (`--server URL`, with the admin key from the environment or its file).
+
+Both ways print the JSON the admin API returns; a key's secret is printed once, on creation
+or rotation, and never written anywhere else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
+from typing import Any, Protocol
+
+import click
+import httpx
+
+from embedgate.api.admin import key_json, tenant_json
+from embedgate.errors import EmbedgateError
+from embedgate.keyfiles import SecretFileError, read_secret_file
+from embedgate.runtime import ControlPlane
+from embedgate.services.policy import Policy
+
+ACTOR = "cli"
+
+
+class Admin(Protocol):
+    async def call(self, operation: str, **args: Any) -> Any: ...
+
+
+class LocalAdmin:
+    def __init__(self, control: ControlPlane) -> None:
+        self._c = control
+
+    async def call(self, operation: str, **args: Any) -> Any:
+        return await getattr(self, f"_{operation}")(**args)
+
+    async def _create_tenant(self, tenant_id: str, name: str | None, plan: str | None,
+                             policy: dict[str, Any]) -> Any:  # fmt: skip
+        tenant = await self._c.tenants.create(
+            tenant_id, name=name, plan=plan, policy=Policy.model_validate(policy), actor=ACTOR
+        )
+        return tenant_json(tenant)
+
+    async def _list_tenants(self) -> Any:
+        tenants, _ = await self._c.tenants.page(None, 10_000)
+        return [tenant_json(t) for t in tenants]
+
+    async def _show_tenant(self, tenant_id: str) -> Any:
+        return tenant_json(await self._c.tenants.get(tenant_id))
+
+    async def _update_tenant(self, tenant_id: str, **changes: Any) -> Any:
+        if changes.get("policy") is not None:
+            changes["policy"] = Policy.model_validate(changes["policy"])
+        return tenant_json(await self._c.tenants.update(tenant_id, actor=ACTOR, **changes))
+
+    async def _delete_tenant(self, tenant_id: str) -> Any:
+        await self._c.tenants.delete(tenant_id, actor=ACTOR)
+        return {"id": tenant_id, "object": "tenant", "deleted": True}
+
+    async def _create_key(self, tenant_id: str, **options: Any) -> Any:
+        issued = await self._c.key_admin.create(tenant_id, actor=ACTOR, **options)
+        return key_json(issued.record, issued)
+
+    async def _list_keys(self, tenant_id: str) -> Any:
+        return [key_json(k) for k in await self._c.key_admin.listed(tenant_id)]
+
+    async def _revoke_key(self, tenant_id: str, key_id: str) -> Any:
+        await self._c.key_admin.revoke(tenant_id, key_id, actor=ACTOR)
+        return {"id": key_id, "object": "api_key", "deleted": True}
+
+    async def _rotate_key(self, tenant_id: str, key_id: str, grace_period: int) -> Any:
+        issued = await self._c.key_admin.rotate(
+            tenant_id, key_id, actor=ACTOR, grace_period=grace_period
+        )
+        return key_json(issued.record, issued)
+
+
+class RemoteAdmin:
+    def __init__(self, client: httpx.AsyncClient) -> None:
+        self._http = client
+
+    async def call(self, operation: str, **args: Any) -> Any:
+        method, path, body = _ROUTES[operation](**args)
+        response = await self._http.request(method, path, json=body)
+        payload = response.json()
+        if response.status_code >= 400:
+            error = payload.get("error", {})
+            raise EmbedgateError(response.status_code, str(error.get("message")),
+                                 code=error.get("code"))  # fmt: skip
+        return payload.get("data", payload) if payload.get("object") == "list" else payload
+
+
+def _tenant_route(tenant_id: str) -> str:
+    return f"/admin/tenants/{tenant_id}"
+
+
+_ROUTES: dict[str, Callable[..., tuple[str, str, Any]]] = {
+    "create_tenant": lambda tenant_id, **body: (
+        "POST", "/admin/tenants", {"id": tenant_id, **{k: v for k, v in body.items() if v}}),
+    "list_tenants": lambda: ("GET", "/admin/tenants?limit=1000", None),
+    "show_tenant": lambda tenant_id: ("GET", _tenant_route(tenant_id), None),
+    "update_tenant": lambda tenant_id, **body: (
+        "PATCH", _tenant_route(tenant_id), {k: v for k, v in body.items() if v is not None}),
+    "delete_tenant": lambda tenant_id: ("DELETE", _tenant_route(tenant_id), None),
+    "create_key": lambda tenant_id, **body: (
+        "POST", f"{_tenant_route(tenant_id)}/keys", body),
+    "list_keys": lambda tenant_id: ("GET", f"{_tenant_route(tenant_id)}/keys", None),
+    "revoke_key": lambda tenant_id, key_id: (
+        "DELETE", f"{_tenant_route(tenant_id)}/keys/{key_id}", None),
+    "rotate_key": lambda tenant_id, key_id, grace_period: (
+        "POST", f"{_tenant_route(tenant_id)}/keys/{key_id}/rotate",
+        {"grace_period": grace_period}),
+}  # fmt: skip
+
+
+@asynccontextmanager
+async def _open(ctx: click.Context) -> Any:
+    from embedgate.cli import load_settings
+
+    options = ctx.obj
+    settings = load_settings({"data_dir": options["data_dir"], "config": options["config"]})
+    if options["server"]:
+        key = _admin_key(settings.data_dir, settings)
+        headers = {"Authorization": f"Bearer {key}"}
+        async with httpx.AsyncClient(base_url=options["server"], headers=headers) as client:
+            yield RemoteAdmin(client)
+        return
+    control = await ControlPlane.open(settings)
+    try:
+        yield LocalAdmin(control)
+    finally:
+        await control.aclose()
+
+
+def _admin_key(data_dir: Path, settings: Any) -> str:
+    if settings.admin_key is not None:
+        return str(settings.admin_key.get_secret_value())
+    return read_secret_file(settings.admin_key_file or data_dir / "admin.key")
+
+
+def run(ctx: click.Context, operation: str, **args: Any) -> Any:
+    async def go() -> Any:
+        opened: AbstractAsyncContextManager[Admin] = _open(ctx)
+        async with opened as admin:
+            return await admin.call(operation, **args)
+
+    try:
+        result = asyncio.run(go())
+    except EmbedgateError as exc:
+        raise click.ClickException(exc.message) from exc
+    except (SecretFileError, httpx.HTTPError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(json.dumps(result, indent=2, ensure_ascii=False))
+    return result
+
+
+def target_options(group: Callable[..., None]) -> Any:
+    for option in (
+        click.option("--server", envvar="EMBEDGATE_SERVER", show_envvar=True,
+                     help="A running server's URL; default: the data dir or database."),
+        click.option("--config", type=click.Path(path_type=Path), envvar="EMBEDGATE_CONFIG",
+                     show_envvar=True, help="YAML config file (for its plans)."),
+        click.option("--data-dir", type=click.Path(path_type=Path),
+                     envvar="EMBEDGATE_DATA_DIR", show_envvar=True,
+                     help="Data directory (default ./embedgate-data)."),
+    ):  # fmt: skip
+        group = option(group)
+    return click.pass_context(group)
+
+
+def _remember(ctx: click.Context, **options: Any) -> None:
+    ctx.obj = options
+
+
+@click.group()
+@target_options
+def tenants(ctx: click.Context, **options: Any) -> None:
+    """Create, list, show, update and delete tenants."""
+    _remember(ctx, **options)
+
+
+def _policy(value: str | None) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"not JSON: {exc}") from exc
+    if not isinstance(parsed, dict):
+        raise click.BadParameter("a JSON object, e.g. '{\"rpm\": 600}'")
+    return parsed
+
+
+@tenants.command("create")
+@click.argument("tenant_id")
+@click.option("--name")
+@click.option("--plan")
+@click.option("--policy", help="Policy overrides as JSON, e.g. '{\"rpm\": 600}'.")
+@click.pass_context
+def create_tenant(ctx: click.Context, tenant_id: str, name: str | None, plan: str | None,
+                  policy: str | None) -> None:  # fmt: skip
+    run(ctx, "create_tenant", tenant_id=tenant_id, name=name, plan=plan,
+        policy=_policy(policy) or {})  # fmt: skip
+
+
+@tenants.command("list")
+@click.pass_context
+def list_tenants(ctx: click.Context) -> None:
+    run(ctx, "list_tenants")
+
+
+@tenants.command("show")
+@click.argument("tenant_id")
+@click.pass_context
+def show_tenant(ctx: click.Context, tenant_id: str) -> None:
+    run(ctx, "show_tenant", tenant_id=tenant_id)
+
+
+@tenants.command("update")
+@click.argument("tenant_id")
+@click.option("--name")
+@click.option("--plan")
+@click.option("--status", type=click.Choice(["active", "suspended"]))
+@click.option("--policy", help="Replacement policy overrides as JSON.")
+@click.pass_context
+def update_tenant(ctx: click.Context, tenant_id: str, name: str | None, plan: str | None,
+                  status: str | None, policy: str | None) -> None:  # fmt: skip
+    run(ctx, "update_tenant", tenant_id=tenant_id, name=name, plan=plan, status=status,
+        policy=_policy(policy))  # fmt: skip
+
+
+@tenants.command("delete")
+@click.argument("tenant_id")
+@click.confirmation_option(prompt="Delete this tenant and everything it owns?")
+@click.pass_context
+def delete_tenant(ctx: click.Context, tenant_id: str) -> None:
+    run(ctx, "delete_tenant", tenant_id=tenant_id)
+
+
+@click.group()
+@target_options
+def keys(ctx: click.Context, **options: Any) -> None:
+    """Create, list, revoke and rotate a tenant's API keys."""
+    _remember(ctx, **options)
+
+
+@keys.command("create")
+@click.argument("tenant_id")
+@click.option("--name", default="")
+@click.option("--expires-in", type=click.IntRange(min=1), help="Seconds until it expires.")
+@click.option("--scope", "scopes", multiple=True,
+              type=click.Choice(["embeddings", "search:read", "search:write"]),
+              help="Repeat for several; default: all.")  # fmt: skip
+@click.pass_context
+def create_key(ctx: click.Context, tenant_id: str, name: str, expires_in: int | None,
+               scopes: tuple[str, ...]) -> None:  # fmt: skip
+    options: dict[str, Any] = {"name": name, "expires_in": expires_in}
+    if scopes:
+        options["scopes"] = list(scopes)
+    run(ctx, "create_key", tenant_id=tenant_id, **options)
+    click.echo("Store the key now: it is shown only once.", err=True)
+
+
+@keys.command("list")
+@click.argument("tenant_id")
+@click.pass_context
+def list_keys(ctx: click.Context, tenant_id: str) -> None:
+    run(ctx, "list_keys", tenant_id=tenant_id)
+
+
+@keys.command("revoke")
+@click.argument("tenant_id")
+@click.argument("key_id")
+@click.pass_context
+def revoke_key(ctx: click.Context, tenant_id: str, key_id: str) -> None:
+    run(ctx, "revoke_key", tenant_id=tenant_id, key_id=key_id)
+
+
+@keys.command("rotate")
+@click.argument("tenant_id")
+@click.argument("key_id")
+@click.option("--grace-period", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Seconds the old key keeps working.")  # fmt: skip
+@click.pass_context
+def rotate_key(ctx: click.Context, tenant_id: str, key_id: str, grace_period: int) -> None:
+    run(ctx, "rotate_key", tenant_id=tenant_id, key_id=key_id, grace_period=grace_period)
+    click.echo("Store the new key now: it is shown only once.", err=True)
+
+
+def register(main: click.Group) -> None:
+    main.add_command(tenants)
+    main.add_command(keys)
