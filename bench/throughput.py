@@ -23,6 +23,7 @@ import contextlib
 import json
 import os
 import platform
+import secrets
 import statistics
 import subprocess
 import sys
@@ -32,6 +33,8 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from corpus import build_corpus
@@ -99,13 +102,17 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+ADMIN_KEY = "admin_" + secrets.token_urlsafe(32)
+
+
 @contextlib.contextmanager
-def server(name: str, env: dict[str, str]) -> Iterator[int]:
-    """A real `embedgate serve` of this checkout on a free loopback port."""
+def server(name: str, env: dict[str, str]) -> Iterator[tuple[int, str]]:
+    """A real `embedgate serve` of this checkout on a free loopback port, and a tenant key."""
     port = free_port()
     with tempfile.TemporaryDirectory() as data, open(Path(data) / "log", "wb") as log_file:
         full_env = {
             **os.environ, **env, "EMBEDGATE_DATA_DIR": data, "HF_HUB_OFFLINE": "1",
+            "EMBEDGATE_ADMIN_KEY": ADMIN_KEY,
             "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]),
         }  # fmt: skip
         command = [sys.executable, "-m", "embedgate", "serve", "--port", str(port)]
@@ -113,7 +120,7 @@ def server(name: str, env: dict[str, str]) -> Iterator[int]:
         try:
             wait_healthy(port, proc, Path(data) / "log")
             log(f"{name} server ready on port {port}")
-            yield port
+            yield port, issue_key(port)
         finally:
             proc.terminate()
             try:
@@ -135,8 +142,23 @@ def wait_healthy(port: int, proc: subprocess.Popen[bytes], log_path: Path) -> No
     raise RuntimeError("server not healthy after 180 s")
 
 
-def serve_round(port: int, texts: list[str], args: argparse.Namespace) -> dict[str, Any]:
-    key = os.environ.get("EMBEDGATE_BENCH_API_KEY", "unused")
+def issue_key(port: int) -> str:
+    """A tenant and its key, through the server's admin API."""
+
+    def post(path: str, body: dict[str, Any]) -> dict[str, Any]:
+        admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
+        response = httpx.post(f"http://127.0.0.1:{port}{path}", json=body, headers=admin)
+        response.raise_for_status()
+        return dict(response.json())
+
+    post("/admin/tenants", {"id": "bench"})
+    return str(post("/admin/tenants/bench/keys", {"name": "bench"})["key"])
+
+
+def serve_round(
+    target: tuple[int, str], texts: list[str], args: argparse.Namespace
+) -> dict[str, Any]:
+    port, key = target
     bodies = [{"model": MODEL, "input": t, "encoding_format": "base64"} for t in texts]
     requests = post_requests(port, "/v1/embeddings", bodies, key)
     load = run_load(port, requests, concurrency=args.concurrency, seconds=args.seconds)

@@ -13,6 +13,7 @@ from fastapi import FastAPI
 
 from embedgate.app import create_app
 from embedgate.config import Settings
+from embedgate.services.policy import Policy
 from tests.helpers import ServerProcess, start_server
 from tests.qwen3_tiny import build_tiny_qwen3
 
@@ -38,20 +39,32 @@ def make_settings(data_dir: Path, **overrides: Any) -> Settings:
 
 
 class AppClient:
-    """A started app and an httpx client bound to it in-process."""
+    """A started app and an httpx client bound to it in-process, carrying a tenant key."""
 
-    def __init__(self, app: FastAPI, client: httpx.AsyncClient) -> None:
+    def __init__(self, app: FastAPI, client: httpx.AsyncClient, key: str) -> None:
         self.app = app
         self.http = client
+        self.key = key
 
 
-async def open_app(settings: Settings) -> tuple[FastAPI, Any, httpx.AsyncClient]:
+TEST_TENANT = "test-tenant"
+
+
+async def open_app(settings: Settings) -> tuple[FastAPI, Any, httpx.AsyncClient, str]:
+    """The app with its lifespan started, a tenant with a key, and a client using that key."""
     app = create_app(settings)
     lifespan = app.router.lifespan_context(app)
     await lifespan.__aenter__()
+    control = app.state.runtime.control
+    await control.tenants.create(TEST_TENANT, name=None, plan=None, policy=Policy(), actor="test")
+    key = (await control.key_admin.create(TEST_TENANT, actor="test")).key
     transport = httpx.ASGITransport(app=app)
-    client = httpx.AsyncClient(transport=transport, base_url="http://embedgate.test")
-    return app, lifespan, client
+    client = httpx.AsyncClient(
+        transport=transport,
+        base_url="http://embedgate.test",
+        headers={"Authorization": f"Bearer {key}"},
+    )
+    return app, lifespan, client, key
 
 
 @pytest.fixture
@@ -61,9 +74,9 @@ async def app_factory(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
 
     async def factory(**overrides: Any) -> AppClient:
         data_dir = tmp_path / f"data{len(opened)}"
-        app, lifespan, client = await open_app(make_settings(data_dir, **overrides))
+        app, lifespan, client, key = await open_app(make_settings(data_dir, **overrides))
         opened.append((lifespan, client))
-        return AppClient(app, client)
+        return AppClient(app, client, key)
 
     yield factory
     for lifespan, client in reversed(opened):
@@ -75,8 +88,8 @@ async def app_factory(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
 async def default_app(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[AppClient]:
     """The embedded default (all-MiniLM-L6-v2), shared by the read-only API tests."""
     settings = make_settings(tmp_path_factory.mktemp("default-app"))
-    app, lifespan, client = await open_app(settings)
-    yield AppClient(app, client)
+    app, lifespan, client, key = await open_app(settings)
+    yield AppClient(app, client, key)
     await client.aclose()
     await lifespan.__aexit__(None, None, None)
 
@@ -100,4 +113,14 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """A real `embedgate serve` process on the embedded default."""
     data_dir = tmp_path_factory.mktemp("served")
     with start_server(data_dir, env={"EMBEDGATE_ADMIN_KEY": ADMIN_KEY}) as server:
+        server.key = issue_key(server.url)
         yield server
+
+
+def issue_key(url: str, tenant_id: str = TEST_TENANT) -> str:
+    """A tenant and a key on a running server, through its admin API."""
+    admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    httpx.post(f"{url}/admin/tenants", json={"id": tenant_id}, headers=admin).raise_for_status()
+    response = httpx.post(f"{url}/admin/tenants/{tenant_id}/keys", json={}, headers=admin)
+    response.raise_for_status()
+    return str(response.json()["key"])

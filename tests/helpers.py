@@ -26,6 +26,7 @@ class ServerProcess:
     process: subprocess.Popen[bytes]
     port: int
     log_path: Path
+    key: str = ""  # a tenant key, once the test has issued one
 
     @property
     def url(self) -> str:

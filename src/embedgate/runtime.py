@@ -11,6 +11,7 @@ from embedgate.config import Settings
 from embedgate.keyfiles import ensure_data_dir, load_admin_key, load_server_secret
 from embedgate.services.admin import KeyAdmin
 from embedgate.services.audit import AuditLog
+from embedgate.services.auth import Authenticator
 from embedgate.services.embeddings import EmbeddingService
 from embedgate.services.keys import KeyService, utcnow
 from embedgate.services.metrics import Metrics
@@ -33,6 +34,7 @@ class ControlPlane:
     tenants: TenantService
     keys: KeyService
     key_admin: KeyAdmin
+    auth: Authenticator
 
     @classmethod
     async def open(cls, settings: Settings) -> ControlPlane:
@@ -43,7 +45,8 @@ class ControlPlane:
         audit = AuditLog(store, utcnow)
         tenants = TenantService(store, audit, settings.plans, utcnow)
         keys = KeyService(store, server_secret)
-        return cls(store, audit, tenants, keys, KeyAdmin(tenants, keys, audit))
+        auth = Authenticator(keys, store, audit, settings.plans)
+        return cls(store, audit, tenants, keys, KeyAdmin(tenants, keys, audit), auth)
 
     async def aclose(self) -> None:
         await self.keys.flush_usage()
@@ -77,6 +80,7 @@ class Runtime:
             raise
         embeddings = EmbeddingService(registry, settings, metrics)
         background = asyncio.create_task(_flush_key_usage(control.keys), name="key-usage")
+        log.info("API key authentication enabled")
         return cls(settings, metrics, registry, embeddings, control, admin_key, background)
 
     async def aclose(self) -> None:

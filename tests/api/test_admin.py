@@ -132,7 +132,7 @@ async def test_tenants_are_paged(admin: AppClient) -> None:
     assert [t["id"] for t in first["data"]] == ["a", "b"]
     assert first["has_more"] is True
     rest = (await admin.http.get("/admin/tenants", params={"after": "b"})).json()
-    assert [t["id"] for t in rest["data"]] == ["c"]
+    assert [t["id"] for t in rest["data"]] == ["c", "test-tenant"]  # + the fixture's
     assert rest["has_more"] is False
 
 
@@ -205,9 +205,11 @@ async def test_admin_actions_are_audited_without_secrets(admin: AppClient) -> No
     ]  # fmt: skip
     assert all(e["actor"] == "admin" and e["client_ip"] for e in audit["data"])
     assert key["key"] not in str(audit)
-    only = (await http.get("/admin/audit", params={"event": "key.created"})).json()["data"]
+    params = {"event": "key.created", "tenant": "acme"}
+    only = (await http.get("/admin/audit", params=params)).json()["data"]
     assert [e["key_prefix"] for e in only] == [key["prefix"]]
-    page = (await http.get("/admin/audit", params={"limit": 2})).json()
+    page = (await http.get("/admin/audit", params={"tenant": "acme", "limit": 2})).json()
     assert page["has_more"] is True
-    older = await http.get("/admin/audit", params={"before": page["data"][-1]["id"]})
+    before = {"tenant": "acme", "before": page["data"][-1]["id"]}
+    older = await http.get("/admin/audit", params=before)
     assert [e["event"] for e in older.json()["data"]] == events[2:]

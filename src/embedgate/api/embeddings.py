@@ -11,7 +11,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import ValidationError
 
-from embedgate.api.deps import EmbeddingsDep
+from embedgate.api.deps import EmbeddingsCallerDep, EmbeddingsDep
 from embedgate.api.schemas import EmbeddingRequest, EmbeddingResponse
 from embedgate.backends.base import Vectors
 from embedgate.errors import from_validation_errors, invalid_json
@@ -67,7 +67,9 @@ REQUEST_SCHEMA = {
 
 
 @router.post("/embeddings", response_model=EmbeddingResponse, openapi_extra=REQUEST_SCHEMA)
-async def create_embeddings(request: Request, service: EmbeddingsDep) -> Response:
+async def create_embeddings(
+    request: Request, service: EmbeddingsDep, caller: EmbeddingsCallerDep
+) -> Response:
     body = await parse_request(request)
     texts = body.input if body.input and isinstance(body.input[0], str) else None
     job = EmbeddingJob(

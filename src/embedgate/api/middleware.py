@@ -1,7 +1,7 @@
 """Request ids, Prometheus series and one access-log line per request (pure ASGI).
 
-The access log names method, route, status, latency and request id: never bodies, query
-strings or headers, so no input text or key can reach the logs.
+The access log names method, route, status, latency, request id, tenant and key prefix:
+never bodies, query strings or headers, so no input text or key can reach the logs.
 """
 
 from __future__ import annotations
@@ -71,8 +71,9 @@ class ObservabilityMiddleware:
         if status >= 400:
             self.metrics.errors.labels(str(state.get("error_code") or status)).inc()
         access_log.info(
-            "%s %s %d %.1fms %s", scope["method"], route, status, elapsed * 1000, request_id
-        )
+            "%s %s %d %.1fms %s tenant=%s key=%s", scope["method"], route, status,
+            elapsed * 1000, request_id, state.get("tenant_id", "-"), state.get("key_prefix", "-"),
+        )  # fmt: skip
 
 
 class BodyLimitMiddleware:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from embedgate.api.deps import RegistryDep
+from embedgate.api.deps import CallerDep, RegistryDep
 from embedgate.api.schemas import ModelList, ModelObject
 from embedgate.services.registry import ServedModel
 
@@ -23,10 +23,10 @@ def describe(model: ServedModel) -> ModelObject:
 
 
 @router.get("/models")
-async def list_models(registry: RegistryDep) -> ModelList:
+async def list_models(registry: RegistryDep, caller: CallerDep) -> ModelList:
     return ModelList(data=[describe(model) for model in registry.all()])
 
 
 @router.get("/models/{model:path}")
-async def get_model(model: str, registry: RegistryDep) -> ModelObject:
+async def get_model(model: str, registry: RegistryDep, caller: CallerDep) -> ModelObject:
     return describe(registry.resolve(model))

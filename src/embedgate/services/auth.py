@@ -1,0 +1,99 @@
+"""Who is calling: a tenant key resolves to its tenant, or the request is refused.
+
+Failures are audited with the presented key's display prefix and the client's address,
+at most once per address every ``AUDIT_EVERY`` seconds (with a count), so that a flood of
+bad keys cannot flood the audit log.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from embedgate.errors import EmbedgateError
+from embedgate.services.audit import AuditLog
+from embedgate.services.keys import KEY_PATTERN, KeyService, Scope
+from embedgate.storage.base import StateStore
+from embedgate.storage.records import ApiKey, Tenant
+
+INVALID_KEY = "Invalid API key"
+TENANT_CACHE_SECONDS = 2.0
+AUDIT_EVERY = 10.0
+TRACKED_ADDRESSES = 10_000
+
+
+def invalid_api_key() -> EmbedgateError:
+    return EmbedgateError(401, INVALID_KEY, code="invalid_api_key", type="invalid_request_error")
+
+
+def presented_prefix(token: str | None) -> str | None:
+    """What an audit entry may show of a presented key: the display prefix of a
+    well-formed one, nothing of anything else (it might be some other secret)."""
+    match = KEY_PATTERN.fullmatch(token or "")
+    return f"tenant_{match.group(1)}_{match.group(2)[:4]}" if match else None
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    tenant: Tenant
+    key: ApiKey
+
+    def require(self, scope: Scope) -> None:
+        if scope not in self.key.scopes:
+            raise EmbedgateError(
+                403, f"This API key lacks the `{scope}` scope.", code="permission_denied"
+            )
+
+
+class Authenticator:
+    def __init__(
+        self, keys: KeyService, store: StateStore, audit: AuditLog, plans: Mapping[str, Any]
+    ) -> None:
+        self._keys = keys
+        self._store = store
+        self._audit = audit
+        self._plans = plans
+        self._tenants: dict[str, tuple[float, Tenant | None]] = {}
+        self._failures: OrderedDict[str, tuple[float, int]] = OrderedDict()
+
+    async def authenticate(self, token: str | None, client_ip: str | None) -> Caller:
+        key = await self._keys.verify(token) if token else None
+        tenant = await self._tenant(key.tenant_id) if key is not None else None
+        if key is None or tenant is None:
+            await self.failed(token, client_ip)
+            raise invalid_api_key()
+        if tenant.status != "active":
+            raise EmbedgateError(403, "This tenant is suspended.", code="permission_denied")
+        return Caller(tenant, key)
+
+    def effective_policy(self, tenant: Tenant) -> dict[str, Any]:
+        """The plan's defaults from the config file, overridden by the tenant's own."""
+        return {**dict(self._plans.get(tenant.plan) or {}), **tenant.policy}
+
+    async def failed(self, token: str | None, client_ip: str | None) -> None:
+        address = client_ip or "unknown"
+        now = time.monotonic()
+        last, count = self._failures.pop(address, (0.0, 0))
+        if now - last < AUDIT_EVERY:
+            self._failures[address] = (last, count + 1)
+            return
+        self._failures[address] = (now, 0)
+        while len(self._failures) > TRACKED_ADDRESSES:
+            self._failures.popitem(last=False)
+        await self._audit.record(
+            "auth.failed", actor="anonymous", key_prefix=presented_prefix(token),
+            client_ip=client_ip, suppressed_since_last=count,
+        )  # fmt: skip
+
+    async def _tenant(self, tenant_id: str) -> Tenant | None:
+        cached = self._tenants.get(tenant_id)
+        if cached is not None and cached[0] > time.monotonic():
+            return cached[1]
+        tenant = await self._store.get_tenant(tenant_id)
+        if len(self._tenants) > TRACKED_ADDRESSES:
+            self._tenants.clear()
+        self._tenants[tenant_id] = (time.monotonic() + TENANT_CACHE_SECONDS, tenant)
+        return tenant
