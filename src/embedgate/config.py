@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import Any, Literal
 
@@ -176,6 +177,16 @@ class Settings(BaseSettings):
         default=None,
         description="File holding the server secret; refused if group or others have access.",
     )
+    trusted_proxy_secret: SecretStr | None = Field(
+        default=None,
+        description="Shared secret of an authenticating gateway (header "
+        "X-Embedgate-Proxy-Secret); with it, X-Tenant-ID names the tenant. Environment only.",
+    )
+    trusted_proxy_networks: str = Field(
+        default="",
+        description="Comma-separated CIDRs the trusted gateway connects from, e.g. "
+        "10.0.0.0/8. Both this and the secret are needed for proxy mode.",
+    )
     admin_key: SecretStr | None = Field(
         default=None,
         description="Admin key: environment only (never a flag, never the config file).",
@@ -201,12 +212,20 @@ class Settings(BaseSettings):
             raise ValueError(f"model names or aliases used twice: {', '.join(duplicates)}")
         if self.default_model not in names:
             raise ValueError(f"default_model {self.default_model!r} is not in `models`")
+        try:
+            self.proxy_networks()
+        except ValueError as exc:
+            raise ValueError(f"trusted_proxy_networks: {exc}") from None
         if self.max_queue_inputs < self.max_inputs_per_request:
             raise ValueError(
                 "max_queue_inputs must be at least max_inputs_per_request, or the largest "
                 "requests could never be queued"
             )
         return self
+
+    def proxy_networks(self) -> list[IPv4Network | IPv6Network]:
+        parts = [part.strip() for part in self.trusted_proxy_networks.split(",")]
+        return [ip_network(part, strict=False) for part in parts if part]
 
     @classmethod
     def settings_customise_sources(
@@ -231,7 +250,7 @@ class _ConfigFile(YamlConfigSettingsSource):
 
     def __call__(self) -> dict[str, Any]:
         values = super().__call__()
-        for secret in ("admin_key", "secret_key", "database_url"):
+        for secret in ("admin_key", "secret_key", "database_url", "trusted_proxy_secret"):
             if secret in values:
                 name = f"EMBEDGATE_{secret.upper()}"
                 raise ValueError(
@@ -248,4 +267,6 @@ def _config_path(init_settings: PydanticBaseSettingsSource) -> Path | None:
 
 
 # Fields that only the config file or the environment may set: structured, or secret.
-NOT_ON_COMMAND_LINE = frozenset({"models", "plans", "admin_key", "database_url", "secret_key"})
+NOT_ON_COMMAND_LINE = frozenset(
+    {"models", "plans", "admin_key", "database_url", "secret_key", "trusted_proxy_secret"}
+)

@@ -11,7 +11,7 @@ from embedgate.config import Settings
 from embedgate.keyfiles import ensure_data_dir, load_admin_key, load_server_secret
 from embedgate.services.admin import KeyAdmin
 from embedgate.services.audit import AuditLog
-from embedgate.services.auth import Authenticator
+from embedgate.services.auth import Authenticator, TrustedProxy
 from embedgate.services.embeddings import EmbeddingService
 from embedgate.services.keys import KeyService, utcnow
 from embedgate.services.metrics import Metrics
@@ -45,7 +45,7 @@ class ControlPlane:
         audit = AuditLog(store, utcnow)
         tenants = TenantService(store, audit, settings.plans, utcnow)
         keys = KeyService(store, server_secret)
-        auth = Authenticator(keys, store, audit, settings.plans)
+        auth = Authenticator(keys, store, audit, settings.plans, _trusted_proxy(settings))
         return cls(store, audit, tenants, keys, KeyAdmin(tenants, keys, audit), auth)
 
     async def aclose(self) -> None:
@@ -89,6 +89,14 @@ class Runtime:
             await self.background
         await self.registry.aclose()
         await self.control.aclose()
+
+
+def _trusted_proxy(settings: Settings) -> TrustedProxy | None:
+    networks = settings.proxy_networks()
+    if settings.trusted_proxy_secret is None or not networks:
+        return None
+    log.info("trusted-proxy mode: X-Tenant-ID accepted from %d network(s)", len(networks))
+    return TrustedProxy(settings.trusted_proxy_secret.get_secret_value(), networks)
 
 
 async def _flush_key_usage(keys: KeyService) -> None:

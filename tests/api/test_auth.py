@@ -152,3 +152,46 @@ async def test_auth_failures_are_audited_with_prefix_and_address_and_throttled(
     assert events[0]["key_prefix"] == forged[: len("tenant_1001_") + 4]
     assert events[0]["client_ip"]
     assert forged not in str(events)
+
+
+PROXY_SECRET = "gateway-shared-secret-0123456789"
+
+
+async def test_trusted_proxy_may_name_the_tenant(app_factory: Any) -> None:
+    app: AppClient = await app_factory(
+        warmup=False, trusted_proxy_secret=PROXY_SECRET, trusted_proxy_networks="127.0.0.0/8"
+    )
+    transport = httpx.ASGITransport(app=app.app, client=("127.0.0.9", 4000))
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as gateway:
+        ok = await gateway.get("/v1/me", headers={"X-Embedgate-Proxy-Secret": PROXY_SECRET,
+                                                 "X-Tenant-ID": "test-tenant"})  # fmt: skip
+        assert ok.status_code == 200
+        assert ok.json()["id"] == "test-tenant"
+        embed = await gateway.post(
+            "/v1/embeddings", json={"input": "hi"},
+            headers={"X-Embedgate-Proxy-Secret": PROXY_SECRET, "X-Tenant-ID": "test-tenant"},
+        )  # fmt: skip
+        assert embed.status_code == 200
+        for headers in (
+            {"X-Embedgate-Proxy-Secret": "wrong", "X-Tenant-ID": "test-tenant"},
+            {"X-Embedgate-Proxy-Secret": PROXY_SECRET, "X-Tenant-ID": "nobody"},
+            {"X-Embedgate-Proxy-Secret": PROXY_SECRET},
+        ):
+            refused = await gateway.get("/v1/me", headers=headers)
+            assert refused.status_code == 401
+            assert refused.json() == INVALID
+    outside = httpx.ASGITransport(app=app.app, client=("10.1.2.3", 4000))
+    async with httpx.AsyncClient(transport=outside, base_url="http://t") as stranger:
+        right_secret_wrong_network = await stranger.get(
+            "/v1/me",
+            headers={"X-Embedgate-Proxy-Secret": PROXY_SECRET, "X-Tenant-ID": "test-tenant"},
+        )
+        assert right_secret_wrong_network.status_code == 401
+
+
+async def test_without_proxy_mode_the_proxy_headers_open_nothing(app: AppClient) -> None:
+    response = await call(
+        app, "GET", "/v1/me", None, None,
+        **{"X-Embedgate-Proxy-Secret": "anything", "X-Tenant-ID": "test-tenant"},
+    )  # fmt: skip
+    assert response.status_code == 401

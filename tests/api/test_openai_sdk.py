@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import stat
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -101,3 +102,12 @@ def test_server_logs_no_inputs(served: ServerProcess) -> None:
     assert served.key not in log
     assert served.key.split("_")[-1] not in log
     assert "API key authentication enabled" in log
+
+
+@pytest.mark.slow
+def test_ps_never_shows_the_admin_key(served: ServerProcess) -> None:
+    from tests.conftest import ADMIN_KEY
+
+    cmdline = Path(f"/proc/{served.process.pid}/cmdline").read_bytes()
+    assert b"serve" in cmdline
+    assert ADMIN_KEY.encode() not in cmdline

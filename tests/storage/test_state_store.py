@@ -161,3 +161,18 @@ async def test_migrations_create_exactly_the_declared_schema(store: SqlStateStor
 
     async with store._engine.connect() as connection:
         assert await connection.run_sync(diff) == []
+
+
+async def test_no_table_holds_a_key_secret(store: SqlStateStore) -> None:
+    from sqlalchemy import select
+
+    from embedgate.services.keys import KeyService
+    from embedgate.storage.schema import metadata
+
+    await store.create_tenant(tenant("1001"))
+    issued = await KeyService(store, b"server-secret").issue("1001")
+    secret = issued.key.split("_")[-1]
+    async with store._engine.connect() as connection:
+        for table in metadata.sorted_tables:
+            rows = (await connection.execute(select(table))).all()
+            assert secret not in repr(rows), table.name

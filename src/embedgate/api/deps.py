@@ -58,10 +58,19 @@ async def require_admin(request: Request) -> None:
 AdminDep = Annotated[None, Depends(require_admin)]
 
 
+PROXY_SECRET_HEADER = "x-embedgate-proxy-secret"  # noqa: S105 - a header name
+
+
 async def authenticate(request: Request) -> Caller:
-    """The calling tenant, from its key alone: headers such as X-Tenant-ID are never read."""
-    runtime = await get_runtime(request)
-    caller = await runtime.control.auth.authenticate(bearer_token(request), client_ip(request))
+    """The calling tenant, from its key alone; X-Tenant-ID is read only from a trusted
+    gateway (its shared secret, from its networks)."""
+    auth = (await get_runtime(request)).control.auth
+    proxy_secret = request.headers.get(PROXY_SECRET_HEADER)
+    if proxy_secret is not None:
+        tenant_id = request.headers.get("x-tenant-id")
+        caller = await auth.from_proxy(proxy_secret, tenant_id, client_ip(request))
+    else:
+        caller = await auth.authenticate(bearer_token(request), client_ip(request))
     request.state.tenant_id = caller.tenant.id  # for the access log
     request.state.key_prefix = caller.key.prefix
     return caller

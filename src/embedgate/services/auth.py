@@ -1,5 +1,9 @@
 """Who is calling: a tenant key resolves to its tenant, or the request is refused.
 
+Behind an authenticating gateway (trusted-proxy mode), a request that comes from one of the
+gateway's networks with the gateway's shared secret may name its tenant in X-Tenant-ID
+instead; anywhere else that header is never read.
+
 Failures are audited with the presented key's display prefix and the client's address,
 at most once per address every ``AUDIT_EVERY`` seconds (with a count), so that a flood of
 bad keys cannot flood the audit log.
@@ -7,15 +11,17 @@ bad keys cannot flood the audit log.
 
 from __future__ import annotations
 
+import hmac
 import time
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from ipaddress import IPv4Network, IPv6Network, ip_address
 from typing import Any
 
 from embedgate.errors import EmbedgateError
 from embedgate.services.audit import AuditLog
-from embedgate.services.keys import KEY_PATTERN, KeyService, Scope
+from embedgate.services.keys import KEY_PATTERN, SCOPES, KeyService, Scope
 from embedgate.storage.base import StateStore
 from embedgate.storage.records import ApiKey, Tenant
 
@@ -48,16 +54,47 @@ class Caller:
             )
 
 
+@dataclass(frozen=True, slots=True)
+class TrustedProxy:
+    secret: str
+    networks: Sequence[IPv4Network | IPv6Network]
+
+    def admits(self, presented: str, client_ip: str | None) -> bool:
+        try:
+            address = ip_address(client_ip or "")
+        except ValueError:
+            return False
+        inside = any(address in network for network in self.networks)
+        return inside and hmac.compare_digest(presented.encode(), self.secret.encode())
+
+
 class Authenticator:
     def __init__(
-        self, keys: KeyService, store: StateStore, audit: AuditLog, plans: Mapping[str, Any]
-    ) -> None:
+        self, keys: KeyService, store: StateStore, audit: AuditLog, plans: Mapping[str, Any],
+        proxy: TrustedProxy | None = None,
+    ) -> None:  # fmt: skip
         self._keys = keys
         self._store = store
         self._audit = audit
         self._plans = plans
+        self._proxy = proxy
         self._tenants: dict[str, tuple[float, Tenant | None]] = {}
         self._failures: OrderedDict[str, tuple[float, int]] = OrderedDict()
+
+    async def from_proxy(
+        self, presented_secret: str, tenant_id: str | None, client_ip: str | None
+    ) -> Caller:
+        """A gateway's request: its secret and network vouch for the X-Tenant-ID it sends."""
+        tenant = await self._tenant(tenant_id) if tenant_id else None
+        if self._proxy is None or not self._proxy.admits(presented_secret, client_ip):
+            await self.failed(None, client_ip)
+            raise invalid_api_key()
+        if tenant is None:
+            raise invalid_api_key()
+        self._check_active(tenant)
+        proxy_key = ApiKey(id="proxy", tenant_id=tenant.id, name="trusted proxy",
+                           prefix="proxy", scopes=SCOPES, created_at=tenant.created_at)  # fmt: skip
+        return Caller(tenant, proxy_key)
 
     async def authenticate(self, token: str | None, client_ip: str | None) -> Caller:
         key = await self._keys.verify(token) if token else None
@@ -65,9 +102,12 @@ class Authenticator:
         if key is None or tenant is None:
             await self.failed(token, client_ip)
             raise invalid_api_key()
+        self._check_active(tenant)
+        return Caller(tenant, key)
+
+    def _check_active(self, tenant: Tenant) -> None:
         if tenant.status != "active":
             raise EmbedgateError(403, "This tenant is suspended.", code="permission_denied")
-        return Caller(tenant, key)
 
     def effective_policy(self, tenant: Tenant) -> dict[str, Any]:
         """The plan's defaults from the config file, overridden by the tenant's own."""
