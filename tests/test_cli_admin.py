@@ -27,7 +27,16 @@ def cli(*args: str, env: dict[str, Any] | None = None, ok: bool = True) -> Any:
     return result.output
 
 
+def test_the_cli_never_creates_the_server_secret(tmp_path: Path) -> None:
+    output = cli("tenants", "--data-dir", str(tmp_path), "list", ok=False)
+    assert "secret.key" in output
+    assert "embedgate serve" in output
+    assert not (tmp_path / "secret.key").exists()
+
+
 def test_tenant_and_key_lifecycle_on_the_data_dir(tmp_path: Path) -> None:
+    (tmp_path / "secret.key").write_text("the-servers-secret\n")  # as `serve` leaves it
+    (tmp_path / "secret.key").chmod(0o600)
     target = ["--data-dir", str(tmp_path)]
     tenant = cli("tenants", *target, "create", "1001", "--name", "Search", "--policy",
                  '{"rpm": 60}')  # fmt: skip
@@ -59,6 +68,8 @@ def test_tenant_and_key_lifecycle_on_the_data_dir(tmp_path: Path) -> None:
     ],
 )
 def test_clear_errors(tmp_path: Path, args: list[str], message: str) -> None:
+    (tmp_path / "secret.key").write_text("the-servers-secret\n")
+    (tmp_path / "secret.key").chmod(0o600)
     output = cli(args[0], "--data-dir", str(tmp_path), *args[1:], ok=False)
     assert message in output
     assert "Traceback" not in output

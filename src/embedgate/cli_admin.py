@@ -128,7 +128,9 @@ async def _open(ctx: click.Context) -> Any:
         async with httpx.AsyncClient(base_url=options["server"], headers=headers) as client:
             yield RemoteAdmin(client)
         return
-    control = await ControlPlane.open(settings)
+    # Never create the server secret here: keys hashed under a secret the server does not
+    # use would never verify. The server creates it on first start.
+    control = await ControlPlane.open(settings, create_secret=False)
     try:
         yield LocalAdmin(control)
     finally:
@@ -151,7 +153,10 @@ def run(ctx: click.Context, operation: str, **args: Any) -> Any:
         result = asyncio.run(go())
     except EmbedgateError as exc:
         raise click.ClickException(exc.message) from exc
-    except (SecretFileError, httpx.HTTPError, ValueError) as exc:
+    except SecretFileError as exc:
+        hint = "start `embedgate serve` once, or set EMBEDGATE_SECRET_KEY as the server has it"
+        raise click.ClickException(f"{exc}; {hint}") from exc
+    except (httpx.HTTPError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(json.dumps(result, indent=2, ensure_ascii=False))
     return result

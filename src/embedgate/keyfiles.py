@@ -52,8 +52,11 @@ def ensure_data_dir(path: Path) -> None:
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
 
 
-def _load(env: SecretStr | None, file: Path | None, name: str, path: Path, fresh: str) -> str:
-    """From the environment, else its file, else ``path`` (created 0600 if absent)."""
+def _load(
+    env: SecretStr | None, file: Path | None, name: str, path: Path, fresh: str | None
+) -> str:
+    """From the environment, else its file, else ``path`` (created 0600 if absent and
+    ``fresh`` is given)."""
     if env is not None:
         value = env.get_secret_value().strip()
         if not value:
@@ -61,7 +64,7 @@ def _load(env: SecretStr | None, file: Path | None, name: str, path: Path, fresh
         return value
     if file is not None:
         return read_secret_file(file)
-    if path.exists():
+    if path.exists() or fresh is None:
         return read_secret_file(path)
     write_new_secret(path, fresh)
     log.warning("generated a new %s in %s (mode 0600)", name.replace("_", " "), path.resolve())
@@ -74,15 +77,17 @@ def load_admin_key(settings: Settings) -> str:
                  settings.data_dir / "admin.key", "admin_" + random_base62(43))  # fmt: skip
 
 
-def load_server_secret(settings: Settings) -> bytes:
+def load_server_secret(settings: Settings, *, create: bool = True) -> bytes:
     """The HMAC secret for API keys. Replicas sharing a database must share it, so with
-    ``database_url`` set it is never generated per machine."""
+    ``database_url`` set it is never generated per machine; nor by the CLI (``create=False``),
+    which must hash keys exactly as the server does."""
     configured = settings.secret_key is not None or settings.secret_key_file is not None
     if settings.database_url is not None and not configured:
         raise SecretFileError(
             "with EMBEDGATE_DATABASE_URL set, set EMBEDGATE_SECRET_KEY or "
             "EMBEDGATE_SECRET_KEY_FILE too: every replica must hash keys alike"
         )
+    fresh = random_base62(64) if create else None
     value = _load(settings.secret_key, settings.secret_key_file, "secret_key",
-                  settings.data_dir / "secret.key", random_base62(64))  # fmt: skip
+                  settings.data_dir / "secret.key", fresh)  # fmt: skip
     return value.encode("utf-8")

@@ -37,9 +37,9 @@ class ControlPlane:
     auth: Authenticator
 
     @classmethod
-    async def open(cls, settings: Settings) -> ControlPlane:
+    async def open(cls, settings: Settings, *, create_secret: bool = True) -> ControlPlane:
         ensure_data_dir(settings.data_dir)
-        server_secret = load_server_secret(settings)
+        server_secret = load_server_secret(settings, create=create_secret)
         url = settings.database_url.get_secret_value() if settings.database_url else None
         store = await SqlStateStore.open(url, settings.data_dir)
         audit = AuditLog(store, utcnow)
