@@ -21,6 +21,15 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 ADMIN_KEY = "admin_test_key_0123456789abcdefghijklmnopqrstuvwxyz"
+# DESIGN.md's 401 body, exactly, for every bad key.
+INVALID_KEY_BODY = {
+    "error": {
+        "message": "Invalid API key",
+        "type": "invalid_request_error",
+        "param": None,
+        "code": "invalid_api_key",
+    }
+}
 
 
 @pytest.fixture(scope="session")

@@ -9,19 +9,11 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import ADMIN_KEY, AppClient
+from tests.conftest import ADMIN_KEY, INVALID_KEY_BODY, AppClient
 
 pytestmark = pytest.mark.anyio
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
-INVALID_KEY = {
-    "error": {
-        "message": "Invalid API key",
-        "type": "invalid_request_error",
-        "param": None,
-        "code": "invalid_api_key",
-    }
-}
 
 
 @pytest.fixture
@@ -62,7 +54,7 @@ async def test_every_admin_route_needs_the_admin_key(
     for headers in ({"Authorization": ""}, {"Authorization": "Bearer admin_wrong"}):
         response = await admin.http.request(method, path, headers=headers, json={})
         assert response.status_code == 401
-        assert response.json() == INVALID_KEY
+        assert response.json() == INVALID_KEY_BODY
 
 
 async def test_tenant_lifecycle(admin: AppClient) -> None:

@@ -9,19 +9,11 @@ import httpx
 import pytest
 
 from embedgate.keyfiles import random_base62
-from tests.conftest import ADMIN_KEY, AppClient
+from tests.conftest import ADMIN_KEY, INVALID_KEY_BODY, AppClient
 
 pytestmark = pytest.mark.anyio
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
-INVALID = {
-    "error": {
-        "message": "Invalid API key",
-        "type": "invalid_request_error",
-        "param": None,
-        "code": "invalid_api_key",
-    }
-}
 V1_ROUTES = [
     ("POST", "/v1/embeddings", {"input": "hello"}),
     ("GET", "/v1/models", None),
@@ -74,7 +66,15 @@ async def test_bad_credentials_get_exactly_the_invalid_key_body(app: AppClient) 
         for auth in attempts:
             response = await call(app, method, path, body, auth)
             assert response.status_code == 401, (path, auth)
-            assert response.json() == INVALID
+            assert response.json() == INVALID_KEY_BODY
+
+
+async def test_the_401_body_is_byte_for_byte_the_design(app: AppClient) -> None:
+    response = await call(app, "GET", "/v1/me", None, None)
+    assert response.content == (
+        b'{"error":{"message":"Invalid API key","type":"invalid_request_error",'
+        b'"param":null,"code":"invalid_api_key"}}'
+    )
 
 
 async def test_expired_keys_fail(app: AppClient) -> None:
@@ -88,7 +88,7 @@ async def test_tenant_keys_never_reach_admin_routes(app: AppClient) -> None:
     for path in ("/admin/tenants", "/admin/audit", "/admin/tenants/test-tenant/keys"):
         response = await app.http.get(path)  # with the tenant's own key
         assert response.status_code == 401
-        assert response.json() == INVALID
+        assert response.json() == INVALID_KEY_BODY
     assert (await app.http.get("/metrics")).status_code == 401
 
 
@@ -179,7 +179,7 @@ async def test_trusted_proxy_may_name_the_tenant(app_factory: Any) -> None:
         ):
             refused = await gateway.get("/v1/me", headers=headers)
             assert refused.status_code == 401
-            assert refused.json() == INVALID
+            assert refused.json() == INVALID_KEY_BODY
     outside = httpx.ASGITransport(app=app.app, client=("10.1.2.3", 4000))
     async with httpx.AsyncClient(transport=outside, base_url="http://t") as stranger:
         right_secret_wrong_network = await stranger.get(

@@ -7,7 +7,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import ADMIN_KEY
+from tests.conftest import ADMIN_KEY, INVALID_KEY_BODY
 
 pytestmark = pytest.mark.anyio
 
@@ -31,14 +31,7 @@ async def test_metrics_need_the_admin_key(client: httpx.AsyncClient) -> None:
     for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": ADMIN_KEY}):
         response = await client.get("/metrics", headers=headers)
         assert response.status_code == 401
-        assert response.json() == {
-            "error": {
-                "message": "Invalid API key",
-                "type": "invalid_request_error",
-                "param": None,
-                "code": "invalid_api_key",
-            }
-        }
+        assert response.json() == INVALID_KEY_BODY
 
 
 async def test_metrics_count_requests_errors_batches_and_tokens(
