@@ -84,11 +84,12 @@ class Authenticator:
     async def from_proxy(
         self, presented_secret: str, tenant_id: str | None, client_ip: str | None
     ) -> Caller:
-        """A gateway's request: its secret and network vouch for the X-Tenant-ID it sends."""
-        tenant = await self._tenant(tenant_id) if tenant_id else None
+        """A gateway's request: its secret and network vouch for the X-Tenant-ID it sends.
+        Nothing is looked up before the gateway is admitted."""
         if self._proxy is None or not self._proxy.admits(presented_secret, client_ip):
             await self.failed(None, client_ip)
             raise invalid_api_key()
+        tenant = await self._tenant(tenant_id) if tenant_id else None
         if tenant is None:
             raise invalid_api_key()
         self._check_active(tenant)
