@@ -7,7 +7,7 @@ from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, IPvAnyNetwork, SecretStr, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -102,6 +102,30 @@ class ModelSpec(BaseModel):
             if self.dimensions is None:
                 raise ValueError("an openai upstream model needs `dimensions`")
         return self
+
+
+class Policy(BaseModel):
+    """A tenant's limits (DESIGN.md). Every field optional: unset means the plan's default,
+    and unset there means no limit."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    allowed_models: list[str] | None = None
+    max_dimensions: int | None = Field(default=None, ge=1)
+    allow_instructions: bool | None = None
+    instruction_allowlist: list[str] | None = None
+    blocked_terms: list[str] | None = None
+    max_inputs_per_request: int | None = Field(default=None, ge=1)
+    max_tokens_per_input: int | None = Field(default=None, ge=1)
+    rpm: int | None = Field(default=None, ge=0)
+    tpm: int | None = Field(default=None, ge=0)
+    monthly_token_quota: int | None = Field(default=None, ge=0)
+    max_concurrency: int | None = Field(default=None, ge=1)
+    ip_allowlist: list[IPvAnyNetwork] | None = None
+    priority: float | None = Field(default=None, gt=0)
+
+    def stored(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude_none=True)
 
 
 def default_models() -> dict[str, ModelSpec]:
@@ -199,7 +223,7 @@ class Settings(BaseSettings):
         default_factory=default_models,
         description="Model registry (config file, or JSON in the environment variable).",
     )
-    plans: dict[str, dict[str, Any]] = Field(
+    plans: dict[str, Policy] = Field(
         default_factory=dict,
         description="Plan policy defaults (config file, or JSON in the environment variable).",
     )

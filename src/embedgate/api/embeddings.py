@@ -79,5 +79,5 @@ async def create_embeddings(
         dimensions=body.dimensions,
         instruction=body.instruction,
     )
-    result = await service.embed(job)
+    result = await service.embed(caller.policy, job)
     return Response(render(result, body.encoding_format), media_type="application/json")

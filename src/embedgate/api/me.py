@@ -6,19 +6,19 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from embedgate.api.deps import CallerDep, RuntimeDep
+from embedgate.api.deps import CallerDep
 
 router = APIRouter(prefix="/v1", tags=["tenant"])
 
 
 @router.get("/me")
-async def me(caller: CallerDep, runtime: RuntimeDep) -> dict[str, Any]:
+async def me(caller: CallerDep) -> dict[str, Any]:
     return {
         "id": caller.tenant.id,
         "object": "tenant",
         "name": caller.tenant.name,
         "plan": caller.tenant.plan,
-        "policy": runtime.control.auth.effective_policy(caller.tenant),
+        "policy": caller.policy.stored(),
         "key": {
             "id": caller.key.id,
             "prefix": caller.key.prefix,

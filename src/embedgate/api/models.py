@@ -6,6 +6,7 @@ from fastapi import APIRouter
 
 from embedgate.api.deps import CallerDep, RegistryDep
 from embedgate.api.schemas import ModelList, ModelObject
+from embedgate.services.auth import Caller
 from embedgate.services.registry import ServedModel
 
 router = APIRouter(prefix="/v1", tags=["models"])
@@ -22,11 +23,20 @@ def describe(model: ServedModel) -> ModelObject:
     )
 
 
+def allowed(caller: Caller, model: ServedModel) -> bool:
+    names = caller.policy.allowed_models
+    return names is None or model.name in names
+
+
 @router.get("/models")
 async def list_models(registry: RegistryDep, caller: CallerDep) -> ModelList:
-    return ModelList(data=[describe(model) for model in registry.all()])
+    """The models this tenant may use."""
+    return ModelList(data=[describe(m) for m in registry.all() if allowed(caller, m)])
 
 
 @router.get("/models/{model:path}")
 async def get_model(model: str, registry: RegistryDep, caller: CallerDep) -> ModelObject:
-    return describe(registry.resolve(model))
+    served = registry.resolve(model)
+    if not allowed(caller, served):
+        raise registry.not_found(model)
+    return describe(served)

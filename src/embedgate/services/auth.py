@@ -17,11 +17,11 @@ from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Network, IPv6Network, ip_address
-from typing import Any
 
 from embedgate.errors import EmbedgateError
 from embedgate.services.audit import AuditLog
 from embedgate.services.keys import KEY_PATTERN, SCOPES, KeyService, Scope
+from embedgate.services.policy import Policy, effective_policy
 from embedgate.storage.base import StateStore
 from embedgate.storage.records import ApiKey, Tenant
 
@@ -46,6 +46,7 @@ def presented_prefix(token: str | None) -> str | None:
 class Caller:
     tenant: Tenant
     key: ApiKey
+    policy: Policy  # the plan's defaults with the tenant's overrides
 
     def require(self, scope: Scope) -> None:
         if scope not in self.key.scopes:
@@ -60,18 +61,22 @@ class TrustedProxy:
     networks: Sequence[IPv4Network | IPv6Network]
 
     def admits(self, presented: str, client_ip: str | None) -> bool:
-        try:
-            address = ip_address(client_ip or "")
-        except ValueError:
-            return False
-        inside = any(address in network for network in self.networks)
+        inside = _inside(client_ip, self.networks)
         return inside and hmac.compare_digest(presented.encode(), self.secret.encode())
+
+
+def _inside(client_ip: str | None, networks: Sequence[IPv4Network | IPv6Network]) -> bool:
+    try:
+        address = ip_address(client_ip or "")
+    except ValueError:
+        return False
+    return any(address in network for network in networks)
 
 
 class Authenticator:
     def __init__(
-        self, keys: KeyService, store: StateStore, audit: AuditLog, plans: Mapping[str, Any],
-        proxy: TrustedProxy | None = None,
+        self, keys: KeyService, store: StateStore, audit: AuditLog,
+        plans: Mapping[str, Policy], proxy: TrustedProxy | None = None,
     ) -> None:  # fmt: skip
         self._keys = keys
         self._store = store
@@ -92,10 +97,9 @@ class Authenticator:
         tenant = await self._tenant(tenant_id) if tenant_id else None
         if tenant is None:
             raise invalid_api_key()
-        self._check_active(tenant)
         proxy_key = ApiKey(id="proxy", tenant_id=tenant.id, name="trusted proxy",
                            prefix="proxy", scopes=SCOPES, created_at=tenant.created_at)  # fmt: skip
-        return Caller(tenant, proxy_key)
+        return self._admit(tenant, proxy_key, client_ip)
 
     async def authenticate(self, token: str | None, client_ip: str | None) -> Caller:
         key = await self._keys.verify(token) if token else None
@@ -103,16 +107,18 @@ class Authenticator:
         if key is None or tenant is None:
             await self.failed(token, client_ip)
             raise invalid_api_key()
-        self._check_active(tenant)
-        return Caller(tenant, key)
+        return self._admit(tenant, key, client_ip)
 
-    def _check_active(self, tenant: Tenant) -> None:
+    def _admit(self, tenant: Tenant, key: ApiKey, client_ip: str | None) -> Caller:
         if tenant.status != "active":
             raise EmbedgateError(403, "This tenant is suspended.", code="permission_denied")
-
-    def effective_policy(self, tenant: Tenant) -> dict[str, Any]:
-        """The plan's defaults from the config file, overridden by the tenant's own."""
-        return {**dict(self._plans.get(tenant.plan) or {}), **tenant.policy}
+        policy = effective_policy(self._plans, tenant)
+        if policy.ip_allowlist is not None and not _inside(client_ip, policy.ip_allowlist):
+            raise EmbedgateError(
+                403, "Your organization does not allow requests from this address.",
+                code="ip_not_allowed",
+            )  # fmt: skip
+        return Caller(tenant, key, policy)
 
     async def failed(self, token: str | None, client_ip: str | None) -> None:
         address = client_ip or "unknown"

@@ -12,6 +12,7 @@ from embedgate.backends.base import ModelInput, Vectors, l2_normalize
 from embedgate.config import Settings
 from embedgate.errors import EmbedgateError, invalid_request
 from embedgate.services.metrics import Metrics
+from embedgate.services.policy import Policy, enforce_request
 from embedgate.services.registry import ModelRegistry, ServedModel
 
 
@@ -51,10 +52,17 @@ class EmbeddingService:
         self._settings = settings
         self._metrics = metrics
 
-    async def embed(self, job: EmbeddingJob) -> EmbeddingResult:
+    async def embed(self, policy: Policy, job: EmbeddingJob) -> EmbeddingResult:
+        """Embed for a tenant whose effective ``policy`` is enforced before any model work."""
         model = self._registry.resolve(job.model)
         self._check_dimensions(job.dimensions, model)
+        enforce_request(
+            policy, model=model.name, dimensions=job.dimensions or model.dimensions,
+            instruction=job.instruction, texts=job.texts,
+            inputs=len(job.texts if job.texts is not None else job.token_ids or ()),
+        )  # fmt: skip
         inputs = await self._prepare(job, model)
+        self._check_lengths(inputs, model, policy.max_tokens_per_input)
         timeout = self._settings.request_timeout
         try:
             async with asyncio.timeout(timeout):
@@ -87,11 +95,8 @@ class EmbeddingService:
             )
         truncate_to = model.max_tokens if self._settings.truncate_inputs else None
         if job.token_ids is not None:
-            inputs = self._from_token_ids(job, model, truncate_to)
-        else:
-            inputs = await self._from_texts(job, model, truncate_to)
-        self._check_lengths(inputs, model)
-        return inputs
+            return self._from_token_ids(job, model, truncate_to)
+        return await self._from_texts(job, model, truncate_to)
 
     def _from_token_ids(
         self, job: EmbeddingJob, model: ServedModel, truncate_to: int | None
@@ -144,14 +149,17 @@ class EmbeddingService:
         template = model.query_template
         return [template.format(instruction=instruction, text=text) for text in texts]
 
-    def _check_lengths(self, inputs: Sequence[ModelInput], model: ServedModel) -> None:
-        limit = model.max_tokens
+    def _check_lengths(
+        self, inputs: Sequence[ModelInput], model: ServedModel, plan_limit: int | None
+    ) -> None:
+        limit = min(model.max_tokens, plan_limit or model.max_tokens)
+        whose = f"model `{model.name}`" if limit == model.max_tokens else "your plan"
         for index, item in enumerate(inputs):
             if item.token_ids is not None and item.n_tokens > limit:
                 raise invalid_request(
-                    f"input[{index}] is {item.n_tokens} tokens long; model `{model.name}` "
-                    f"accepts at most {limit}. Shorten the input, or ask the operator to "
-                    "enable truncation (EMBEDGATE_TRUNCATE_INPUTS).",
+                    f"input[{index}] is {item.n_tokens} tokens long; {whose} accepts at most "
+                    f"{limit}. Shorten the input, or ask the operator to enable truncation "
+                    "(EMBEDGATE_TRUNCATE_INPUTS).",
                     "input",
                     code="context_length_exceeded",
                 )

@@ -86,11 +86,15 @@ class ModelRegistry:
         key = self._settings.default_model if name is None else name
         canonical = self._names.get(key)
         if canonical is None:
-            raise EmbedgateError(
-                404, f"The model `{key}` does not exist or you do not have access to it.",
-                param="model", code="model_not_found",
-            )  # fmt: skip
+            raise self.not_found(key)
         return self._models[canonical]
+
+    @staticmethod
+    def not_found(name: str) -> EmbedgateError:
+        return EmbedgateError(
+            404, f"The model `{name}` does not exist or you do not have access to it.",
+            param="model", code="model_not_found",
+        )  # fmt: skip
 
     def all(self) -> list[ServedModel]:
         return list(self._models.values())
