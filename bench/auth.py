@@ -8,7 +8,7 @@ request runs (parse the header, HMAC the key, look up key and tenant), timed alo
 (key and tenant cached: every request but the first per key every 2 s) and cold (caches
 emptied: a digest lookup and a tenant lookup in the database); and the policy checks of an
 embeddings request (effective policy from plan and overrides, model, dimensions,
-instruction allowlist, input count, 20 blocked terms over a 100-word input). Prints one JSON
+instruction allowlist, 20 blocked terms over a 100-word input). Prints one JSON
 line; targets: auth, and policy checks, each under 1 ms at p50.
 """
 
@@ -74,7 +74,7 @@ async def run(requests: int) -> dict[str, Any]:
                         enforce_request(
                             effective_policy(plans, tenant), model="all-minilm-l6-v2",
                             dimensions=384, instruction="Given a query, find passages",
-                            texts=[text], inputs=1,
+                            texts=[text],
                         )  # fmt: skip
                     elif kind == "request":
                         response = await client.get("/v1/models")

@@ -116,3 +116,11 @@ async def test_bad_plans_are_refused_at_start(tmp_path: Any) -> None:
         Settings(data_dir=tmp_path, plans={"free": {"max_dimensions": -1}})
     with pytest.raises(ValidationError, match="no_such_limit"):
         Settings(data_dir=tmp_path, plans={"free": {"no_such_limit": 1}})
+
+
+async def test_truncation_cuts_to_the_plans_token_limit(app_factory: Any) -> None:
+    plans = {"default": {"max_tokens_per_input": 8}}
+    app: AppClient = await app_factory(warmup=False, plans=plans, truncate_inputs=True)
+    response = await embed(app, input=["one two three four five six seven eight nine ten", "hi"])
+    assert response.status_code == 200, response.text
+    assert response.json()["usage"]["prompt_tokens"] == 8 + 3

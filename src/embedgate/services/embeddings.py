@@ -59,10 +59,8 @@ class EmbeddingService:
         enforce_request(
             policy, model=model.name, dimensions=job.dimensions or model.dimensions,
             instruction=job.instruction, texts=job.texts,
-            inputs=len(job.texts if job.texts is not None else job.token_ids or ()),
         )  # fmt: skip
-        inputs = await self._prepare(job, model)
-        self._check_lengths(inputs, model, policy.max_tokens_per_input)
+        inputs = await self._prepare(job, model, policy)
         timeout = self._settings.request_timeout
         try:
             async with asyncio.timeout(timeout):
@@ -86,17 +84,29 @@ class EmbeddingService:
                 "dimensions",
             )
 
-    async def _prepare(self, job: EmbeddingJob, model: ServedModel) -> list[ModelInput]:
+    async def _prepare(
+        self, job: EmbeddingJob, model: ServedModel, policy: Policy
+    ) -> list[ModelInput]:
+        """Model inputs within the tighter of the server's (or model's) and the plan's limits;
+        truncation, when on, cuts to that same token limit."""
         count = len(job.texts if job.texts is not None else job.token_ids or ())
-        limit = self._settings.max_inputs_per_request
+        limit, whose = tighter(self._settings.max_inputs_per_request, "this server",
+                               policy.max_inputs_per_request)  # fmt: skip
         if count > limit:
             raise invalid_request(
-                f"Too many inputs: {count}. At most {limit} inputs per request.", "input"
+                f"Too many inputs: {count}. {whose.capitalize()} allows at most {limit} per "
+                "request.",
+                "input",
             )
-        truncate_to = model.max_tokens if self._settings.truncate_inputs else None
+        max_tokens, whose = tighter(model.max_tokens, f"model `{model.name}`",
+                                    policy.max_tokens_per_input)  # fmt: skip
+        truncate_to = max_tokens if self._settings.truncate_inputs else None
         if job.token_ids is not None:
-            return self._from_token_ids(job, model, truncate_to)
-        return await self._from_texts(job, model, truncate_to)
+            inputs = self._from_token_ids(job, model, truncate_to)
+        else:
+            inputs = await self._from_texts(job, model, truncate_to)
+        _check_lengths(inputs, max_tokens, whose)
+        return inputs
 
     def _from_token_ids(
         self, job: EmbeddingJob, model: ServedModel, truncate_to: int | None
@@ -149,17 +159,19 @@ class EmbeddingService:
         template = model.query_template
         return [template.format(instruction=instruction, text=text) for text in texts]
 
-    def _check_lengths(
-        self, inputs: Sequence[ModelInput], model: ServedModel, plan_limit: int | None
-    ) -> None:
-        limit = min(model.max_tokens, plan_limit or model.max_tokens)
-        whose = f"model `{model.name}`" if limit == model.max_tokens else "your plan"
-        for index, item in enumerate(inputs):
-            if item.token_ids is not None and item.n_tokens > limit:
-                raise invalid_request(
-                    f"input[{index}] is {item.n_tokens} tokens long; {whose} accepts at most "
-                    f"{limit}. Shorten the input, or ask the operator to enable truncation "
-                    "(EMBEDGATE_TRUNCATE_INPUTS).",
-                    "input",
-                    code="context_length_exceeded",
-                )
+
+def tighter(own: int, owner: str, plan: int | None) -> tuple[int, str]:
+    """The smaller of a server or model limit and the plan's, and who sets it."""
+    return (plan, "your plan") if plan is not None and plan < own else (own, owner)
+
+
+def _check_lengths(inputs: Sequence[ModelInput], limit: int, whose: str) -> None:
+    for index, item in enumerate(inputs):
+        if item.token_ids is not None and item.n_tokens > limit:
+            raise invalid_request(
+                f"input[{index}] is {item.n_tokens} tokens long; {whose} accepts at most "
+                f"{limit}. Shorten the input, or ask the operator to enable truncation "
+                "(EMBEDGATE_TRUNCATE_INPUTS).",
+                "input",
+                code="context_length_exceeded",
+            )

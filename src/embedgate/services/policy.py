@@ -10,7 +10,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from functools import lru_cache
 
 from embedgate.config import Policy
-from embedgate.errors import EmbedgateError, invalid_request
+from embedgate.errors import EmbedgateError
 from embedgate.storage.records import Tenant
 
 __all__ = ["Policy", "effective_policy", "enforce_request"]
@@ -46,9 +46,9 @@ def enforce_request(
     dimensions: int,
     instruction: str | None,
     texts: Sequence[str] | None,
-    inputs: int,
 ) -> None:
-    """Every check that needs no tokenizer; ``dimensions`` is what would be returned."""
+    """The content and permission checks; ``dimensions`` is what would be returned. The
+    plan's input and token limits apply where the server's do (EmbeddingService)."""
     check_model(policy, model)
     if policy.max_dimensions is not None and dimensions > policy.max_dimensions:
         raise denied(f"Your plan allows at most {policy.max_dimensions} dimensions; "
@@ -56,9 +56,6 @@ def enforce_request(
                      param="dimensions")  # fmt: skip
     if instruction is not None:
         _check_instruction(policy, instruction)
-    if policy.max_inputs_per_request is not None and inputs > policy.max_inputs_per_request:
-        raise invalid_request(f"Too many inputs: {inputs}. Your plan allows at most "
-                              f"{policy.max_inputs_per_request} per request.", "input")  # fmt: skip
     if texts and policy.blocked_terms:
         _check_content(policy.blocked_terms, texts)
 
