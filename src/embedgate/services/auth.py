@@ -83,7 +83,8 @@ class Authenticator:
         self._audit = audit
         self._plans = plans
         self._proxy = proxy
-        self._tenants: dict[str, tuple[float, Tenant | None]] = {}
+        # tenant id -> (expiry, the tenant and its effective policy, or None if unknown)
+        self._tenants: dict[str, tuple[float, tuple[Tenant, Policy] | None]] = {}
         self._failures: OrderedDict[str, tuple[float, int]] = OrderedDict()
 
     async def from_proxy(
@@ -94,25 +95,26 @@ class Authenticator:
         if self._proxy is None or not self._proxy.admits(presented_secret, client_ip):
             await self.failed(None, client_ip)
             raise invalid_api_key()
-        tenant = await self._tenant(tenant_id) if tenant_id else None
-        if tenant is None:
+        member = await self._tenant(tenant_id) if tenant_id else None
+        if member is None:
             raise invalid_api_key()
+        tenant = member[0]
         proxy_key = ApiKey(id="proxy", tenant_id=tenant.id, name="trusted proxy",
                            prefix="proxy", scopes=SCOPES, created_at=tenant.created_at)  # fmt: skip
-        return self._admit(tenant, proxy_key, client_ip)
+        return self._admit(member, proxy_key, client_ip)
 
     async def authenticate(self, token: str | None, client_ip: str | None) -> Caller:
         key = await self._keys.verify(token) if token else None
-        tenant = await self._tenant(key.tenant_id) if key is not None else None
-        if key is None or tenant is None:
+        member = await self._tenant(key.tenant_id) if key is not None else None
+        if key is None or member is None:
             await self.failed(token, client_ip)
             raise invalid_api_key()
-        return self._admit(tenant, key, client_ip)
+        return self._admit(member, key, client_ip)
 
-    def _admit(self, tenant: Tenant, key: ApiKey, client_ip: str | None) -> Caller:
+    def _admit(self, member: tuple[Tenant, Policy], key: ApiKey, client_ip: str | None) -> Caller:
+        tenant, policy = member
         if tenant.status != "active":
             raise EmbedgateError(403, "This tenant is suspended.", code="permission_denied")
-        policy = effective_policy(self._plans, tenant)
         if policy.ip_allowlist is not None and not _inside(client_ip, policy.ip_allowlist):
             raise EmbedgateError(
                 403, "Your organization does not allow requests from this address.",
@@ -135,12 +137,14 @@ class Authenticator:
             client_ip=client_ip, suppressed_since_last=count,
         )  # fmt: skip
 
-    async def _tenant(self, tenant_id: str) -> Tenant | None:
+    async def _tenant(self, tenant_id: str) -> tuple[Tenant, Policy] | None:
+        """The tenant with its effective policy, both cached together for a short while."""
         cached = self._tenants.get(tenant_id)
         if cached is not None and cached[0] > time.monotonic():
             return cached[1]
         tenant = await self._store.get_tenant(tenant_id)
+        member = (tenant, effective_policy(self._plans, tenant)) if tenant else None
         if len(self._tenants) > TRACKED_ADDRESSES:
             self._tenants.clear()
-        self._tenants[tenant_id] = (time.monotonic() + TENANT_CACHE_SECONDS, tenant)
-        return tenant
+        self._tenants[tenant_id] = (time.monotonic() + TENANT_CACHE_SECONDS, member)
+        return member
