@@ -1,29 +1,35 @@
-"""`embedgate tenants ...` and `embedgate keys ...`: on the data dir or database directly, or
-on a running server (`--server URL`, with the admin key from the environment or its file).
+"""`embedgate tenants|keys|usage|audit ...`: on the data dir or database directly, or on a
+running server (`--server URL`, with the admin key from the environment or its file).
 
 Both ways print the JSON the admin API returns; a key's secret is printed once, on creation
-or rotation, and never written anywhere else.
+or rotation, and never written anywhere else. `usage export` and `audit export` write CSV,
+JSON or JSON Lines for billing and archives.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
-from typing import Any, Protocol
+from typing import IO, Any, Protocol, TypeVar
+from urllib.parse import urlencode
 
 import click
 import httpx
 
-from embedgate.api.admin import key_json, tenant_json
+from embedgate.api.admin import audit_json, key_json, tenant_json
 from embedgate.errors import EmbedgateError
 from embedgate.keyfiles import SecretFileError, read_secret_file
 from embedgate.runtime import ControlPlane
 from embedgate.services.policy import Policy
+from embedgate.services.usage import CSV_COLUMNS, to_csv
 
 ACTOR = "cli"
+AUDIT_COLUMNS = ("id", "at", "event", "actor", "tenant_id", "key_prefix", "client_ip", "detail")
+AUDIT_PAGE = 1000
+T = TypeVar("T")
 
 
 class Admin(Protocol):
@@ -42,19 +48,21 @@ class LocalAdmin:
         tenant = await self._c.tenants.create(
             tenant_id, name=name, plan=plan, policy=Policy.model_validate(policy), actor=ACTOR
         )
-        return tenant_json(tenant)
+        return tenant_json(tenant, self._c.tenants.effective(tenant))
 
     async def _list_tenants(self) -> Any:
         tenants, _ = await self._c.tenants.page(None, 10_000)
-        return [tenant_json(t) for t in tenants]
+        return [tenant_json(t, self._c.tenants.effective(t)) for t in tenants]
 
     async def _show_tenant(self, tenant_id: str) -> Any:
-        return tenant_json(await self._c.tenants.get(tenant_id))
+        tenant = await self._c.tenants.get(tenant_id)
+        return tenant_json(tenant, self._c.tenants.effective(tenant))
 
     async def _update_tenant(self, tenant_id: str, **changes: Any) -> Any:
         if changes.get("policy") is not None:
             changes["policy"] = Policy.model_validate(changes["policy"])
-        return tenant_json(await self._c.tenants.update(tenant_id, actor=ACTOR, **changes))
+        tenant = await self._c.tenants.update(tenant_id, actor=ACTOR, **changes)
+        return tenant_json(tenant, self._c.tenants.effective(tenant))
 
     async def _delete_tenant(self, tenant_id: str) -> Any:
         await self._c.tenants.delete(tenant_id, actor=ACTOR)
@@ -77,6 +85,17 @@ class LocalAdmin:
         )
         return key_json(issued.record, issued)
 
+    async def _usage(self, **query: str | None) -> Any:
+        meter = self._c.usage
+        return await meter.report(meter.query(**query))
+
+    async def _audit_page(self, tenant: str | None, event: str | None, before: int | None,
+                          limit: int) -> Any:  # fmt: skip
+        events = await self._c.store.list_audit(
+            tenant_id=tenant, event=event, before_id=before, limit=limit
+        )
+        return [audit_json(e) for e in events]
+
 
 class RemoteAdmin:
     def __init__(self, client: httpx.AsyncClient) -> None:
@@ -97,6 +116,11 @@ def _tenant_route(tenant_id: str) -> str:
     return f"/admin/tenants/{tenant_id}"
 
 
+def _with_query(path: str, **params: Any) -> str:
+    given = {k: v for k, v in params.items() if v is not None}
+    return f"{path}?{urlencode(given)}" if given else path
+
+
 _ROUTES: dict[str, Callable[..., tuple[str, str, Any]]] = {
     "create_tenant": lambda tenant_id, **body: (
         "POST", "/admin/tenants", {"id": tenant_id, **{k: v for k, v in body.items() if v}}),
@@ -113,6 +137,8 @@ _ROUTES: dict[str, Callable[..., tuple[str, str, Any]]] = {
     "rotate_key": lambda tenant_id, key_id, grace_period: (
         "POST", f"{_tenant_route(tenant_id)}/keys/{key_id}/rotate",
         {"grace_period": grace_period}),
+    "usage": lambda **query: ("GET", _with_query("/admin/usage", format="json", **query), None),
+    "audit_page": lambda **query: ("GET", _with_query("/admin/audit", **query), None),
 }  # fmt: skip
 
 
@@ -130,7 +156,7 @@ async def _open(ctx: click.Context) -> Any:
         return
     # Never create the server secret here: keys hashed under a secret the server does not
     # use would never verify. The server creates it on first start.
-    control = await ControlPlane.open(settings, create_secret=False)
+    control = await ControlPlane.open(settings, create_secret=False, background=False)
     try:
         yield LocalAdmin(control)
     finally:
@@ -143,41 +169,63 @@ def _admin_key(data_dir: Path, settings: Any) -> str:
     return read_secret_file(settings.admin_key_file or data_dir / "admin.key")
 
 
-def run(ctx: click.Context, operation: str, **args: Any) -> Any:
-    async def go() -> Any:
+def execute(ctx: click.Context, work: Callable[[Admin], Awaitable[T]]) -> T:
+    """Run ``work`` on the target of ``ctx``, with a one-line message for every failure."""
+
+    async def go() -> T:
         opened: AbstractAsyncContextManager[Admin] = _open(ctx)
         async with opened as admin:
-            return await admin.call(operation, **args)
+            return await work(admin)
 
     try:
-        result = asyncio.run(go())
+        return asyncio.run(go())
     except EmbedgateError as exc:
         raise click.ClickException(exc.message) from exc
     except SecretFileError as exc:
         hint = "start `embedgate serve` once, or set EMBEDGATE_SECRET_KEY as the server has it"
         raise click.ClickException(f"{exc}; {hint}") from exc
-    except (httpx.HTTPError, ValueError) as exc:
+    except (httpx.HTTPError, OSError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
+
+
+def run(ctx: click.Context, operation: str, **args: Any) -> Any:
+    result = execute(ctx, lambda admin: admin.call(operation, **args))
     click.echo(json.dumps(result, indent=2, ensure_ascii=False))
     return result
 
 
-def target_options(group: Callable[..., None]) -> Any:
+def _target_flags(command: Callable[..., Any], *, env: bool) -> Any:
+    def envvar(name: str) -> dict[str, Any]:
+        return {"envvar": name, "show_envvar": True} if env else {}
+
     for option in (
-        click.option("--server", envvar="EMBEDGATE_SERVER", show_envvar=True,
+        click.option("--server", **envvar("EMBEDGATE_SERVER"),
                      help="A running server's URL; default: the data dir or database."),
-        click.option("--config", type=click.Path(path_type=Path), envvar="EMBEDGATE_CONFIG",
-                     show_envvar=True, help="YAML config file (for its plans)."),
+        click.option("--config", type=click.Path(path_type=Path), **envvar("EMBEDGATE_CONFIG"),
+                     help="YAML config file (for its plans)."),
         click.option("--data-dir", type=click.Path(path_type=Path),
-                     envvar="EMBEDGATE_DATA_DIR", show_envvar=True,
+                     **envvar("EMBEDGATE_DATA_DIR"),
                      help="Data directory (default ./embedgate-data)."),
     ):  # fmt: skip
-        group = option(group)
-    return click.pass_context(group)
+        command = option(command)
+    return command
+
+
+def target_options(group: Callable[..., None]) -> Any:
+    return click.pass_context(_target_flags(group, env=True))
 
 
 def _remember(ctx: click.Context, **options: Any) -> None:
     ctx.obj = options
+
+
+def _target_flags_on_command(command: Callable[..., Any]) -> Any:
+    return _target_flags(command, env=False)
+
+
+def _override(ctx: click.Context, **options: Any) -> None:
+    """Target flags given after the subcommand win over the group's (and the environment)."""
+    ctx.obj = {**ctx.obj, **{k: v for k, v in options.items() if v is not None}}
 
 
 @click.group()
@@ -295,6 +343,98 @@ def rotate_key(ctx: click.Context, tenant_id: str, key_id: str, grace_period: in
     click.echo("Store the new key now: it is shown only once.", err=True)
 
 
+@click.group()
+@target_options
+def usage(ctx: click.Context, **options: Any) -> None:
+    """Export metered usage (requests, errors, inputs, tokens) per tenant and hour or day."""
+    _remember(ctx, **options)
+
+
+def _output_option(command: Callable[..., Any]) -> Any:
+    return click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path),
+                        help="Write to this file instead of standard output.")(command)  # fmt: skip
+
+
+def _open_output(output: Path | None) -> IO[str]:
+    return click.open_file(str(output) if output else "-", "w", encoding="utf-8")
+
+
+@usage.command("export")
+@click.option("--tenant", help="Only this tenant; default: every tenant.")
+@click.option("--start", help="ISO-8601 date or date-time, UTC unless it names an offset; "
+              "default: the start of this month.")  # fmt: skip
+@click.option("--end", help="Same, excluded; default: now.")
+@click.option("--granularity", type=click.Choice(["hour", "day"]), default="day",
+              show_default=True)  # fmt: skip
+@click.option("--format", "output_format", type=click.Choice(["csv", "json"]), default="csv",
+              show_default=True)  # fmt: skip
+@_output_option
+@_target_flags_on_command
+@click.pass_context
+def export_usage(ctx: click.Context, /, tenant: str | None, start: str | None, end: str | None,
+                 granularity: str, output_format: str, output: Path | None,
+                 **target: Any) -> None:  # fmt: skip
+    """Requests, errors, inputs and tokens per tenant and UTC hour or day (CSV for billing).
+
+    Inputs and tokens count successful requests only; the range is [start, end).
+    """
+    _override(ctx, **target)
+    query = {"tenant": tenant, "start": start, "end": end, "granularity": granularity}
+    rows = execute(ctx, lambda admin: admin.call("usage", **query))
+    text = (to_csv(rows, CSV_COLUMNS) if output_format == "csv"
+            else json.dumps(rows, indent=2, ensure_ascii=False) + "\n")  # fmt: skip
+    try:
+        with _open_output(output) as out:
+            out.write(text)
+    except OSError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@click.group()
+@target_options
+def audit(ctx: click.Context, **options: Any) -> None:
+    """Export the audit log: admin actions and security events."""
+    _remember(ctx, **options)
+
+
+@audit.command("export")
+@click.option("--tenant", help="Only events about this tenant.")
+@click.option("--event", help="Only this event, e.g. key.created or auth.failed.")
+@click.option("--format", "output_format", type=click.Choice(["jsonl", "csv"]), default="jsonl",
+              show_default=True)  # fmt: skip
+@_output_option
+@_target_flags_on_command
+@click.pass_context
+def export_audit(ctx: click.Context, /, tenant: str | None, event: str | None, output_format: str,
+                 output: Path | None, **target: Any) -> None:  # fmt: skip
+    """Every matching event, newest first, one page of the log at a time."""
+    _override(ctx, **target)
+
+    async def export(admin: Admin) -> int:
+        count, before = 0, None
+        with _open_output(output) as out:
+            while True:
+                page = await admin.call("audit_page", tenant=tenant, event=event,
+                                        before=before, limit=AUDIT_PAGE)  # fmt: skip
+                _write_audit(out, page, output_format, header=count == 0)
+                count += len(page)
+                if len(page) < AUDIT_PAGE:
+                    return count
+                before = page[-1]["id"]
+
+    count = execute(ctx, export)
+    click.echo(f"{count} audit events exported.", err=True)
+
+
+def _write_audit(out: IO[str], events: list[dict[str, Any]], output_format: str, *,
+                 header: bool) -> None:  # fmt: skip
+    if output_format == "csv":
+        out.write(to_csv(events, AUDIT_COLUMNS, header=header))
+        return
+    for event in events:
+        out.write(json.dumps(event, ensure_ascii=False) + "\n")
+
+
 def register(main: click.Group) -> None:
-    main.add_command(tenants)
-    main.add_command(keys)
+    for group in (tenants, keys, usage, audit):
+        main.add_command(group)

@@ -89,6 +89,11 @@ class ModelSpec(BaseModel):
         default=None,
         description="openai: local tokenizer path for exact token counts before forwarding.",
     )
+    tenants: list[str] | None = Field(
+        default=None,
+        description="Reserve this model for these tenant ids: no other tenant can list or "
+        "call it (dedicated capacity). Default: every tenant whose plan allows it.",
+    )
 
     @model_validator(mode="after")
     def _check_backend_fields(self) -> ModelSpec:
@@ -119,6 +124,8 @@ class Policy(BaseModel):
     max_tokens_per_input: int | None = Field(default=None, ge=1)
     rpm: int | None = Field(default=None, ge=0)
     tpm: int | None = Field(default=None, ge=0)
+    key_rpm: int | None = Field(default=None, ge=0)  # each of the tenant's keys, on its own
+    key_tpm: int | None = Field(default=None, ge=0)
     monthly_token_quota: int | None = Field(default=None, ge=0)
     max_concurrency: int | None = Field(default=None, ge=1)
     ip_allowlist: list[IPvAnyNetwork] | None = None
@@ -219,6 +226,39 @@ class Settings(BaseSettings):
         default=None,
         description="File holding the admin key; refused if group or others have any access.",
     )
+    redis_url: SecretStr | None = Field(
+        default=None,
+        description="Redis URL (redis:// or rediss://) that replicas share rate limits, "
+        "concurrency and quotas through (default: in this process's memory). Environment "
+        "only: it may hold a password.",
+    )
+    redis_key_prefix: str = Field(
+        default="embedgate:", description="Prefix of every Redis key embedgate writes."
+    )
+    rate_limit_failure_mode: Literal["open", "closed"] = Field(
+        default="open",
+        description="When Redis is unreachable: `open` admits requests without limits, "
+        "`closed` refuses them with 503. Either way it is logged and shown in /health.",
+    )
+    scheduling: Literal["fair", "fifo"] = Field(
+        default="fair",
+        description="Batch order: `fair` is weighted fair queuing across tenants (weight: "
+        "the plan's `priority`); `fifo` is first come, first served.",
+    )
+    embedding_cache_mb: float = Field(
+        default=64.0,
+        ge=0,
+        description="Memory for the per-tenant LRU cache of embeddings, in MB (0 disables).",
+    )
+    usage_retention_days: int = Field(
+        default=400, ge=1, description="Days usage records are kept before deletion."
+    )
+    metrics_tenant_labels: int = Field(
+        default=20,
+        ge=0,
+        description="Tenants with their own label on per-tenant metrics; the rest are "
+        "counted as `other`.",
+    )
     models: dict[str, ModelSpec] = Field(
         default_factory=default_models,
         description="Model registry (config file, or JSON in the environment variable).",
@@ -274,7 +314,13 @@ class _ConfigFile(YamlConfigSettingsSource):
 
     def __call__(self) -> dict[str, Any]:
         values = super().__call__()
-        for secret in ("admin_key", "secret_key", "database_url", "trusted_proxy_secret"):
+        for secret in (
+            "admin_key",
+            "secret_key",
+            "database_url",
+            "trusted_proxy_secret",
+            "redis_url",
+        ):
             if secret in values:
                 name = f"EMBEDGATE_{secret.upper()}"
                 raise ValueError(
@@ -292,5 +338,13 @@ def _config_path(init_settings: PydanticBaseSettingsSource) -> Path | None:
 
 # Fields that only the config file or the environment may set: structured, or secret.
 NOT_ON_COMMAND_LINE = frozenset(
-    {"models", "plans", "admin_key", "database_url", "secret_key", "trusted_proxy_secret"}
+    {
+        "models",
+        "plans",
+        "admin_key",
+        "database_url",
+        "secret_key",
+        "trusted_proxy_secret",
+        "redis_url",
+    }
 )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from dataclasses import dataclass
 
 from embedgate.config import Settings
@@ -12,22 +13,33 @@ from embedgate.keyfiles import ensure_data_dir, load_admin_key, load_server_secr
 from embedgate.services.admin import KeyAdmin
 from embedgate.services.audit import AuditLog
 from embedgate.services.auth import Authenticator, TrustedProxy
+from embedgate.services.cache import EmbeddingCache
+from embedgate.services.denials import DenialAudit
 from embedgate.services.embeddings import EmbeddingService
 from embedgate.services.keys import KeyService, utcnow
+from embedgate.services.limits import Limits
 from embedgate.services.metrics import Metrics
+from embedgate.services.ratelimit import Limiter, MemoryLimiter
 from embedgate.services.registry import ModelRegistry
 from embedgate.services.tenants import TenantService
+from embedgate.services.usage import UsageMeter
 from embedgate.storage.base import StateStore
 from embedgate.storage.sql import SqlStateStore
 
 log = logging.getLogger("embedgate")
 
-USAGE_FLUSH_SECONDS = 10.0
+USAGE_FLUSH_SECONDS = 10.0  # keys' last-use times
+METER_FLUSH_SECONDS = 1.0  # usage records: what quotas and bills read
+PRUNE_SECONDS = 3600.0  # usage past retention
 
 
 @dataclass(frozen=True, slots=True)
 class ControlPlane:
-    """Tenants, keys and audit on the state store: what the server and the CLI share."""
+    """Tenants, keys, audit and usage on the state store: what the server and the CLI share.
+
+    With ``background`` (the default) a task writes metered usage every second and prunes
+    it hourly, until ``aclose``.
+    """
 
     store: StateStore
     audit: AuditLog
@@ -35,9 +47,13 @@ class ControlPlane:
     keys: KeyService
     key_admin: KeyAdmin
     auth: Authenticator
+    usage: UsageMeter
+    metering: asyncio.Task[None] | None = None
 
     @classmethod
-    async def open(cls, settings: Settings, *, create_secret: bool = True) -> ControlPlane:
+    async def open(
+        cls, settings: Settings, *, create_secret: bool = True, background: bool = True
+    ) -> ControlPlane:
         ensure_data_dir(settings.data_dir)
         server_secret = load_server_secret(settings, create=create_secret)
         url = settings.database_url.get_secret_value() if settings.database_url else None
@@ -46,9 +62,21 @@ class ControlPlane:
         tenants = TenantService(store, audit, settings.plans, utcnow)
         keys = KeyService(store, server_secret)
         auth = Authenticator(keys, store, audit, settings.plans, _trusted_proxy(settings))
-        return cls(store, audit, tenants, keys, KeyAdmin(tenants, keys, audit), auth)
+        usage = UsageMeter(store, utcnow, settings.usage_retention_days)
+        metering = asyncio.create_task(_meter(usage), name="usage-meter") if background else None
+        key_admin = KeyAdmin(tenants, keys, audit)
+        return cls(store, audit, tenants, keys, key_admin, auth, usage, metering)
 
     async def aclose(self) -> None:
+        if self.metering is not None:
+            self.metering.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.metering
+        try:  # every request answered so far is metered before the store closes
+            await self.usage.flush()
+        except Exception:
+            log.error("lost %d usage records: the database refused them at shutdown",
+                      self.usage.pending, exc_info=True)  # fmt: skip
         await self.keys.flush_usage()
         await self.store.aclose()
 
@@ -60,6 +88,9 @@ class Runtime:
     registry: ModelRegistry
     embeddings: EmbeddingService
     control: ControlPlane
+    limits: Limits
+    cache: EmbeddingCache
+    denials: DenialAudit
     admin_key: str
     background: asyncio.Task[None]
 
@@ -78,17 +109,37 @@ class Runtime:
             await registry.aclose()
             await control.aclose()
             raise
-        embeddings = EmbeddingService(registry, settings, metrics)
+        limits = Limits(
+            _limiter(settings), control.usage.tokens_since,
+            failure_mode=settings.rate_limit_failure_mode,
+            lease_ttl_s=settings.request_timeout + 30, clock=utcnow,
+        )  # fmt: skip
+        cache = EmbeddingCache(int(settings.embedding_cache_mb * 1024 * 1024))
+        metrics.watch_cache(cache)
+        embeddings = EmbeddingService(registry, settings, metrics, limits, cache)
         background = asyncio.create_task(_flush_key_usage(control.keys), name="key-usage")
-        log.info("API key authentication enabled")
-        return cls(settings, metrics, registry, embeddings, control, admin_key, background)
+        log.info("API key authentication enabled; rate limits in %s", limits.backend)
+        return cls(
+            settings, metrics, registry, embeddings, control, limits, cache,
+            DenialAudit(control.audit), admin_key, background,
+        )  # fmt: skip
 
     async def aclose(self) -> None:
         self.background.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self.background
         await self.registry.aclose()
+        await self.denials.drain()
+        await self.limits.aclose()
         await self.control.aclose()
+
+
+def _limiter(settings: Settings) -> Limiter:
+    if settings.redis_url is None:
+        return MemoryLimiter()
+    from embedgate.services.ratelimit_redis import RedisLimiter
+
+    return RedisLimiter(settings.redis_url.get_secret_value(), settings.redis_key_prefix)
 
 
 def _trusted_proxy(settings: Settings) -> TrustedProxy | None:
@@ -107,3 +158,25 @@ async def _flush_key_usage(keys: KeyService) -> None:
             await keys.flush_usage()
         except Exception:  # the database may be restarting: the next round retries
             log.warning("could not record key usage", exc_info=True)
+
+
+async def _meter(usage: UsageMeter) -> None:
+    """Usage records reach the database in one write a second; old ones go hourly."""
+    failing = False
+    next_prune = time.monotonic() + 60.0  # not at once: a CLI call or a restart loop
+    while True:
+        await asyncio.sleep(METER_FLUSH_SECONDS)
+        try:
+            # Shielded: a shutdown must not cut a write in two; aclose waits for it.
+            await asyncio.shield(usage.flush())
+            if time.monotonic() >= next_prune:
+                next_prune = time.monotonic() + PRUNE_SECONDS
+                await usage.prune()
+        except Exception:  # the database may be restarting: the records wait for the next round
+            if not failing:
+                log.warning("could not write usage records; retrying", exc_info=True)
+            failing = True
+        else:
+            if failing:
+                log.info("usage records written again")
+            failing = False

@@ -1,4 +1,5 @@
-"""The batch scheduler: coalescing, length sorting, budgets, backpressure, deadlines."""
+"""The batch scheduler: coalescing, length sorting, budgets, backpressure, deadlines,
+fair queuing across tenants."""
 
 from __future__ import annotations
 
@@ -11,14 +12,21 @@ import pytest
 
 from embedgate.backends.base import BackendInfo, Embedded, ModelInput
 from embedgate.errors import EmbedgateError
-from embedgate.services.batching import BatchScheduler, PassthroughScheduler, _Item, select_batch
+from embedgate.services.batching import (
+    BatchScheduler,
+    PassthroughScheduler,
+    PendingPool,
+    _Item,
+    select_batch,
+)
 from embedgate.services.metrics import Metrics
 
 pytestmark = pytest.mark.anyio
 
 
 class RecordingBackend:
-    """Deterministic vectors (first component = the input's first token id), batches recorded.
+    """Deterministic vectors (first component = the input's first token id), batches recorded
+    (token counts in ``batches``, first token ids in ``ids``).
 
     ``gate`` holds inference until the test releases it, to build up a queue on purpose."""
 
@@ -26,6 +34,7 @@ class RecordingBackend:
 
     def __init__(self, delay: float = 0.0) -> None:
         self.batches: list[list[int]] = []
+        self.ids: list[list[int]] = []
         self.delay = delay
         self.gate: asyncio.Event | None = None
         self.fail_with: Exception | None = None
@@ -38,6 +47,7 @@ class RecordingBackend:
 
     async def embed(self, inputs: Sequence[ModelInput]) -> Embedded:
         self.batches.append([item.n_tokens for item in inputs])
+        self.ids.append([(item.token_ids or [0])[0] for item in inputs])
         if self.gate is not None:
             await self.gate.wait()
         await asyncio.sleep(self.delay)
@@ -238,3 +248,106 @@ async def test_shutdown_answers_queued_and_running_requests() -> None:
         with pytest.raises(EmbedgateError) as error:
             await asyncio.wait_for(task, timeout=1)
         assert (error.value.status, error.value.code) == (503, "shutting_down")
+
+
+@pytest.mark.parametrize(("fair", "light_batch"), [(True, 1), (False, -1)])
+async def test_a_flood_delays_another_tenant_by_one_batch_when_fair(
+    fair: bool, light_batch: int
+) -> None:
+    backend = RecordingBackend()
+    backend.gate = asyncio.Event()
+    sched = scheduler(backend, wait_s=0, max_queue=1000, fair=fair)
+    await sched.start()
+    heavy = asyncio.create_task(sched.submit([item(i) for i in range(200)], tenant="heavy"))
+    await asyncio.sleep(0.01)  # the heavy tenant's first batch is in the model, 192 queued
+    light = asyncio.create_task(sched.submit([item(1000)], tenant="light"))
+    await asyncio.sleep(0.01)
+    backend.gate.set()
+    await asyncio.gather(heavy, light)
+    await sched.aclose()
+    assert len(backend.ids) == 26  # 201 inputs, 8 a batch
+    # Fair: right after the batch that was running; fifo: behind the whole backlog.
+    assert 1000 in backend.ids[light_batch]
+    heavy_order = [i for batch in backend.ids for i in batch if i != 1000]
+    assert heavy_order == list(range(200))  # a tenant's own inputs keep their order
+
+
+async def test_backlogged_tenants_share_the_model_by_weight() -> None:
+    backend = RecordingBackend()
+    backend.gate = asyncio.Event()
+    sched = scheduler(backend, wait_s=0, max_queue=1000)
+    await sched.start()
+    blocker = asyncio.create_task(sched.submit([item(0)], tenant="other"))
+    await asyncio.sleep(0.01)
+    gold = asyncio.create_task(
+        sched.submit([item(1000 + i) for i in range(120)], tenant="gold", weight=3.0)
+    )
+    free = asyncio.create_task(sched.submit([item(2000 + i) for i in range(120)], tenant="free"))
+    await asyncio.sleep(0.01)
+    backend.gate.set()
+    await asyncio.gather(blocker, gold, free)
+    await sched.aclose()
+    first_80 = [i for batch in backend.ids[1:11] for i in batch]
+    gold_share = sum(1 for i in first_80 if i < 2000)
+    assert 58 <= gold_share <= 62  # 3:1 while both are backlogged (fifo would give 80:0)
+    assert set(backend.ids[-1]) <= set(range(2000, 2120))  # free catches up at the end
+
+
+async def test_fifo_mode_keeps_the_order_of_arrival_across_tenants() -> None:
+    backend = RecordingBackend()
+    backend.gate = asyncio.Event()
+    sched = scheduler(backend, wait_s=0, fair=False)
+    await sched.start()
+    blocker = asyncio.create_task(sched.submit([item(0)], tenant="a"))
+    await asyncio.sleep(0.01)
+    tasks = [
+        asyncio.create_task(sched.submit([item(10 * r + i) for i in range(3)], tenant=t, weight=w))
+        for r, (t, w) in enumerate([("a", 1.0), ("b", 5.0), ("a", 1.0), ("c", 0.5)], start=1)
+    ]
+    await asyncio.sleep(0.01)
+    backend.gate.set()
+    await asyncio.gather(blocker, *tasks)
+    await sched.aclose()
+    assert [i for batch in backend.ids for i in batch] == [
+        0, 10, 11, 12, 20, 21, 22, 30, 31, 32, 40, 41, 42
+    ]  # fmt: skip
+
+
+async def test_fair_tags_are_per_token_so_long_inputs_buy_no_extra_share() -> None:
+    loop = asyncio.get_running_loop()
+    pool = PendingPool(fair=True)
+    long_inputs = [_Item(item(100 + i, 40), loop.create_future()) for i in range(5)]
+    short_inputs = [_Item(item(200 + i, 10), loop.create_future()) for i in range(20)]
+    pool.add(long_inputs, "long", 1.0)
+    pool.add(short_inputs, "short", 1.0)
+    order = [i.input.n_tokens for i in pool.take(25)]
+    # Four short inputs cost as much as one long one, so they alternate 1 long : 4 short.
+    assert order[:10] == [40, 10, 10, 10, 10, 40, 10, 10, 10, 10]
+
+
+async def test_tags_of_idle_tenants_are_forgotten() -> None:
+    loop = asyncio.get_running_loop()
+    pool = PendingPool(fair=True)
+
+    def add(tenant: str, n: int) -> None:
+        pool.add([_Item(item(1), loop.create_future()) for _ in range(n)], tenant, 1.0)
+
+    add("heavy", 50)
+    for t in range(500):  # many tenants, one input each, while the heavy backlog lasts
+        add(f"t{t}", 1)
+        pool.dispatched(pool.take(2), [])
+        if len(pool) < 10:
+            add("heavy", 50)
+    assert pool.tenants_tracked <= 3  # heavy, and the one or two tenants just served
+    pool.dispatched(pool.take(len(pool)), [])
+    assert pool.tenants_tracked == 0  # idle: everyone starts level
+
+
+async def test_weights_must_be_positive() -> None:
+    sched = scheduler(RecordingBackend())
+    await sched.start()
+    for weight in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="weight"):
+            await sched.submit([item(1)], tenant="t", weight=weight)
+    assert sched.queue_depth == 0
+    await sched.aclose()

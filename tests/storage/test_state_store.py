@@ -7,7 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from embedgate.storage.records import ApiKey, AuditEvent, Conflict, Tenant
+from embedgate.storage.records import (
+    ApiKey,
+    AuditEvent,
+    Conflict,
+    Tenant,
+    UsageBucket,
+    UsageRecord,
+    UsageTotals,
+)
 from embedgate.storage.sql import SqlStateStore
 
 pytestmark = pytest.mark.anyio
@@ -132,6 +140,65 @@ async def test_audit_log_filters_and_pages_newest_first(store: SqlStateStore) ->
     assert [e.event for e in older] == ["auth.failed", "key.created"]
     assert [e.client_ip for e in await store.list_audit(event="auth.failed")] == ["::1", "10.0.0.7"]
     assert len(await store.list_audit(tenant_id="a")) == 2
+
+
+def usage(tenant_id: str, at: datetime, **overrides: object) -> UsageRecord:
+    values: dict[str, object] = {
+        "tenant_id": tenant_id, "key_id": "key_1", "model": "all-minilm-l6-v2",
+        "route": "/v1/embeddings", "inputs": 2, "tokens": 10, "dimensions": None,
+        "status": 200, "latency_ms": 12.5, "at": at, **overrides,
+    }  # fmt: skip
+    return UsageRecord(**values)  # type: ignore[arg-type]
+
+
+HOUR = datetime(2026, 11, 21, 12, tzinfo=UTC)
+
+
+async def test_usage_is_aggregated_per_tenant_and_hour_or_day(store: SqlStateStore) -> None:
+    await store.add_usage([
+        usage("a", HOUR + timedelta(minutes=1)),
+        usage("a", HOUR + timedelta(minutes=59, seconds=59.9), inputs=3, tokens=7),
+        usage("a", HOUR + timedelta(hours=1), status=429, inputs=5, tokens=50),
+        usage("a", HOUR + timedelta(hours=13), model=None, key_id=None),  # the next day
+        usage("b", HOUR + timedelta(minutes=30), tokens=1, dimensions=64),
+        usage("a", HOUR - timedelta(days=2)),  # before the window
+    ])  # fmt: skip
+    start, end = HOUR - timedelta(hours=12), HOUR + timedelta(days=2)
+    hourly = await store.usage_buckets(None, start, end, "hour")
+    assert hourly == [
+        UsageBucket("a", HOUR, UsageTotals(requests=2, errors=0, inputs=5, tokens=17)),
+        UsageBucket("a", HOUR + timedelta(hours=1), UsageTotals(1, 1, 0, 0)),
+        UsageBucket("a", HOUR + timedelta(hours=13), UsageTotals(1, 0, 2, 10)),
+        UsageBucket("b", HOUR, UsageTotals(1, 0, 2, 1)),
+    ]
+    day = datetime(2026, 11, 21, tzinfo=UTC)
+    assert await store.usage_buckets("a", start, end, "day") == [
+        UsageBucket("a", day, UsageTotals(3, 1, 5, 17)),
+        UsageBucket("a", day + timedelta(days=1), UsageTotals(1, 0, 2, 10)),
+    ]
+    assert await store.usage_buckets("a", HOUR, HOUR + timedelta(hours=1), "hour") == hourly[:1]
+    assert await store.usage_buckets("nobody", start, end, "day") == []
+
+
+async def test_usage_totals_count_only_successful_tokens(store: SqlStateStore) -> None:
+    await store.add_usage([
+        usage("a", HOUR, tokens=10),
+        usage("a", HOUR + timedelta(seconds=1), tokens=20, status=400),
+        usage("a", HOUR + timedelta(days=40), tokens=30, inputs=1),
+        usage("b", HOUR, tokens=1000),
+    ])  # fmt: skip
+    assert await store.usage_totals("a", HOUR) == UsageTotals(3, 1, 3, 40)
+    assert await store.usage_totals("a", HOUR, HOUR + timedelta(days=1)) == UsageTotals(2, 1, 2, 10)
+    assert await store.usage_totals("c", HOUR) == UsageTotals()
+    await store.add_usage([])
+
+
+async def test_usage_is_pruned_by_age_and_holds_no_long_names(store: SqlStateStore) -> None:
+    await store.add_usage([usage("a", HOUR - timedelta(days=500)), usage("b", HOUR),
+                           usage("a", HOUR, model="m" * 500, route="/" + "r" * 500)])  # fmt: skip
+    assert await store.delete_usage_before(HOUR - timedelta(days=400)) == 1
+    assert await store.delete_usage_before(HOUR - timedelta(days=400)) == 0
+    assert await store.usage_totals("a", HOUR - timedelta(days=1000)) == UsageTotals(1, 0, 2, 10)
 
 
 async def test_the_embedded_database_lives_in_the_data_dir(tmp_path: Path) -> None:

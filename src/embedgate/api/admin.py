@@ -1,16 +1,18 @@
-"""/admin: tenants, their keys, and the audit log. Admin key only."""
+"""/admin: tenants, their keys, usage and the audit log. Admin key only."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from embedgate.api.deps import RuntimeDep, client_ip, require_admin
+from embedgate.errors import invalid_request
 from embedgate.services.keys import SCOPES, IssuedKey, Scope
 from embedgate.services.policy import Policy
+from embedgate.services.usage import CSV_COLUMNS, isoformat, to_csv
 from embedgate.storage.records import ApiKey, AuditEvent, Tenant
 
 router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require_admin)])
@@ -48,10 +50,12 @@ def _ts(value: datetime | None) -> int | None:
     return int(value.timestamp()) if value is not None else None
 
 
-def tenant_json(tenant: Tenant) -> dict[str, Any]:
+def tenant_json(tenant: Tenant, effective: Policy) -> dict[str, Any]:
+    """``policy`` is the tenant's own overrides; ``effective_policy`` what is enforced."""
     return {
         "id": tenant.id, "object": "tenant", "name": tenant.name, "plan": tenant.plan,
         "status": tenant.status, "policy": tenant.policy,
+        "effective_policy": effective.stored(),
         "created_at": _ts(tenant.created_at), "updated_at": _ts(tenant.updated_at),
     }  # fmt: skip
 
@@ -82,7 +86,7 @@ async def create_tenant(body: TenantCreate, runtime: RuntimeDep, request: Reques
         body.id, name=body.name, plan=body.plan, policy=body.policy, actor="admin",
         client_ip=client_ip(request),
     )  # fmt: skip
-    return tenant_json(tenant)
+    return tenant_json(tenant, runtime.control.tenants.effective(tenant))
 
 
 @router.get("/tenants")
@@ -92,12 +96,14 @@ async def list_tenants(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> Any:
     tenants, more = await runtime.control.tenants.page(after, limit)
-    return {"object": "list", "data": [tenant_json(t) for t in tenants], "has_more": more}
+    data = [tenant_json(t, runtime.control.tenants.effective(t)) for t in tenants]
+    return {"object": "list", "data": data, "has_more": more}
 
 
 @router.get("/tenants/{tenant_id}")
 async def get_tenant(tenant_id: str, runtime: RuntimeDep) -> Any:
-    return tenant_json(await runtime.control.tenants.get(tenant_id))
+    tenant = await runtime.control.tenants.get(tenant_id)
+    return tenant_json(tenant, runtime.control.tenants.effective(tenant))
 
 
 @router.patch("/tenants/{tenant_id}")
@@ -108,7 +114,7 @@ async def update_tenant(
         tenant_id, actor="admin", client_ip=client_ip(request), name=body.name,
         plan=body.plan, status=body.status, policy=body.policy,
     )  # fmt: skip
-    return tenant_json(tenant)
+    return tenant_json(tenant, runtime.control.tenants.effective(tenant))
 
 
 @router.delete("/tenants/{tenant_id}")
@@ -165,3 +171,28 @@ async def list_audit(
     )
     data = [audit_json(e) for e in events[:limit]]
     return {"object": "list", "data": data, "has_more": len(events) > limit}
+
+
+@router.get("/usage")
+async def usage_report(
+    runtime: RuntimeDep,
+    tenant: str | None = None,
+    start: str | None = None,
+    end: str | None = None,
+    granularity: str | None = None,
+    output: Annotated[str | None, Query(alias="format")] = None,
+) -> Any:
+    """Usage per tenant and UTC hour or day, as JSON or as CSV for billing."""
+    if output not in (None, "json", "csv"):
+        raise invalid_request("'format' must be 'json' or 'csv'.", "format")
+    meter = runtime.control.usage
+    query = meter.query(tenant=tenant, start=start, end=end, granularity=granularity)
+    rows = await meter.report(query)
+    if output == "csv":
+        disposition = f'attachment; filename="usage-{query.start:%Y%m%d}-{query.end:%Y%m%d}.csv"'
+        return Response(to_csv(rows, CSV_COLUMNS), media_type="text/csv",
+                        headers={"Content-Disposition": disposition})  # fmt: skip
+    return {
+        "object": "list", "data": rows, "granularity": query.granularity,
+        "start": isoformat(query.start), "end": isoformat(query.end), "has_more": False,
+    }  # fmt: skip

@@ -73,6 +73,7 @@ async def authenticate(request: Request) -> Caller:
         caller = await auth.authenticate(bearer_token(request), client_ip(request))
     request.state.tenant_id = caller.tenant.id  # for the access log
     request.state.key_prefix = caller.key.prefix
+    request.state.caller = caller  # for metering, per-tenant metrics and rate headers
     return caller
 
 

@@ -79,5 +79,11 @@ async def create_embeddings(
         dimensions=body.dimensions,
         instruction=body.instruction,
     )
-    result = await service.embed(caller.policy, job)
+    rate_headers: dict[str, str] = {}
+    request.state.ratelimit = rate_headers
+    result = await service.embed(caller, job, rate_headers)
+    request.state.usage = {
+        "model": result.model, "inputs": len(result.vectors), "tokens": result.prompt_tokens,
+        "dimensions": result.vectors.shape[1],
+    }  # fmt: skip
     return Response(render(result, body.encoding_format), media_type="application/json")

@@ -1,4 +1,4 @@
-"""GET /v1/me: who the key belongs to, its plan and effective policy."""
+"""GET /v1/me: who the key belongs to, its plan, effective policy and usage this month."""
 
 from __future__ import annotations
 
@@ -6,13 +6,25 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from embedgate.api.deps import CallerDep
+from embedgate.api.deps import CallerDep, RuntimeDep
+from embedgate.services.usage import UsageMeter, isoformat, month_start
 
 router = APIRouter(prefix="/v1", tags=["tenant"])
 
 
+async def usage_this_month(meter: UsageMeter, tenant_id: str) -> dict[str, Any]:
+    """The tenant's usage in the current calendar month (UTC), requests not yet written
+    included. Tokens and inputs count successful requests only."""
+    start = month_start(meter.now())
+    totals = await meter.totals(tenant_id, start)
+    return {
+        "period": f"{start:%Y-%m}", "start": isoformat(start), "requests": totals.requests,
+        "tokens": totals.tokens, "inputs": totals.inputs,
+    }  # fmt: skip
+
+
 @router.get("/me")
-async def me(caller: CallerDep) -> dict[str, Any]:
+async def me(caller: CallerDep, runtime: RuntimeDep) -> dict[str, Any]:
     return {
         "id": caller.tenant.id,
         "object": "tenant",
@@ -24,5 +36,14 @@ async def me(caller: CallerDep) -> dict[str, Any]:
             "prefix": caller.key.prefix,
             "scopes": list(caller.key.scopes),
         },
-        "usage": None,  # metering arrives with per-tenant limits and quotas
+        "usage": with_quota(
+            await usage_this_month(runtime.control.usage, caller.tenant.id),
+            caller.policy.monthly_token_quota,
+        ),
     }
+
+
+def with_quota(usage: dict[str, Any], quota: int | None) -> dict[str, Any]:
+    """The plan's monthly token quota and what is left of it (null: no quota)."""
+    remaining = None if quota is None else max(0, quota - usage["tokens"])
+    return {**usage, "quota": quota, "quota_remaining": remaining}

@@ -9,12 +9,15 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from embedgate.errors import EmbedgateError
+from embedgate.services.auth import Caller
 from embedgate.services.metrics import Metrics
+from embedgate.storage.records import UsageRecord
 
 access_log = logging.getLogger("embedgate.access")
 log = logging.getLogger("embedgate.errors")
@@ -46,6 +49,7 @@ class ObservabilityMiddleware:
                 status = message["status"]
                 headers = list(message.get("headers", []))
                 headers.append((b"x-request-id", request_id.encode()))
+                headers += await _rate_headers(scope, state, headers)
                 message = {**message, "headers": headers}
             await send(message)
 
@@ -66,13 +70,61 @@ class ObservabilityMiddleware:
         self, scope: Scope, state: dict[str, Any], status: int, elapsed: float, request_id: str
     ) -> None:
         route = route_label(scope)
+        code = state.get("error_code")
         self.metrics.requests.labels(route, str(status)).inc()
         self.metrics.latency.labels(route).observe(elapsed)
         if status >= 400:
-            self.metrics.errors.labels(str(state.get("error_code") or status)).inc()
+            self.metrics.errors.labels(str(code or status)).inc()
+        caller: Caller | None = state.get("caller")
+        if caller is not None:
+            usage = state.get("usage") or {}
+            self.metrics.record_tenant(caller.tenant.id, status, elapsed,
+                                       usage.get("tokens", 0), code)  # fmt: skip
+            _meter(scope, caller, route, status, elapsed, usage, code)
         access_log.info(
             "%s %s %d %.1fms %s tenant=%s key=%s", scope["method"], route, status,
             elapsed * 1000, request_id, state.get("tenant_id", "-"), state.get("key_prefix", "-"),
+        )  # fmt: skip
+
+
+async def _rate_headers(
+    scope: Scope, state: dict[str, Any], present: list[tuple[bytes, bytes]]
+) -> list[tuple[bytes, bytes]]:
+    """The x-ratelimit-* headers on every /v1 response of a known tenant: those of its
+    admission where the route took from its limits, else its current state."""
+    rate: dict[str, str] | None = state.get("ratelimit")
+    caller: Caller | None = state.get("caller")
+    if rate is None and caller is not None and scope["path"].startswith("/v1/"):
+        runtime = getattr(scope["app"].state, "runtime", None)
+        rate = await runtime.limits.peek(caller) if runtime is not None else None
+    names = {name.lower() for name, _ in present}
+    return [
+        (name.encode(), value.encode())
+        for name, value in (rate or {}).items()
+        if name.encode() not in names
+    ]
+
+
+def _meter(
+    scope: Scope, caller: Caller, route: str, status: int, elapsed: float,
+    usage: dict[str, Any], code: str | None,
+) -> None:  # fmt: skip
+    """One usage record per tenant request (never its content), and denials to the audit."""
+    runtime = getattr(scope["app"].state, "runtime", None)
+    if runtime is None:
+        return
+    ok = status < 400
+    runtime.control.usage.record(UsageRecord(
+        tenant_id=caller.tenant.id, key_id=caller.key.id, model=usage.get("model"),
+        route=route, inputs=usage.get("inputs", 0) if ok else 0,
+        tokens=usage.get("tokens", 0) if ok else 0, dimensions=usage.get("dimensions"),
+        status=status, latency_ms=round(elapsed * 1000, 3), at=datetime.now(UTC),
+    ))  # fmt: skip
+    if status in (403, 429) and code:
+        client = scope.get("client")
+        runtime.denials.note(
+            status, code, tenant_id=caller.tenant.id, key_prefix=caller.key.prefix,
+            client_ip=client[0] if client else None, route=route,
         )  # fmt: skip
 
 

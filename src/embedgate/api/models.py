@@ -25,7 +25,7 @@ def describe(model: ServedModel) -> ModelObject:
 
 def allowed(caller: Caller, model: ServedModel) -> bool:
     names = caller.policy.allowed_models
-    return names is None or model.name in names
+    return model.visible_to(caller.tenant.id) and (names is None or model.name in names)
 
 
 @router.get("/models")

@@ -22,22 +22,47 @@ HEALTH_TIMEOUT_S = 2.0
 @router.get("/health")
 async def health(runtime: RuntimeDep) -> JSONResponse:
     models: dict[str, Any] = {}
+    reserved_ready: list[bool] = []
     for model in runtime.registry.all():
-        models[model.name] = {
+        state = {
             **model.backend.health(),
             "dimensions": model.dimensions,
             "max_tokens": model.max_tokens,
             "queue_depth": model.scheduler.queue_depth,
         }
+        if model.spec.tenants is None:
+            models[model.name] = state
+        else:  # a reserved model's name is its tenants' business: counted, not named
+            reserved_ready.append(bool(state["ready"]))
     database = {"backend": runtime.control.store.backend, "ready": await _database_up(runtime)}
-    ready = database["ready"] and bool(models) and all(m["ready"] for m in models.values())
+    limits = await _limits_state(runtime)
+    ready = (
+        database["ready"]
+        and (bool(models) or bool(reserved_ready))
+        and all(m["ready"] for m in models.values())
+        and all(reserved_ready)
+    )
+    limits_ok = limits["ready"] or limits["failure_mode"] == "open"
+    status = "ok" if ready and limits["ready"] else "degraded" if ready and limits_ok else None
     body = {
-        "status": "ok" if ready else "unavailable",
+        "status": status or "unavailable",
         "version": __version__,
         "models": models,
         "database": database,
+        "rate_limits": limits,
     }
-    return JSONResponse(body, status_code=200 if ready else 503)
+    if reserved_ready:
+        body["reserved_models"] = {"count": len(reserved_ready), "ready": sum(reserved_ready)}
+    return JSONResponse(body, status_code=200 if status else 503)
+
+
+async def _limits_state(runtime: Runtime) -> dict[str, Any]:
+    try:
+        async with asyncio.timeout(HEALTH_TIMEOUT_S):
+            await runtime.limits.ping()
+    except TimeoutError:
+        pass  # ping() records failures itself; a hang counts as down below
+    return runtime.limits.health()
 
 
 async def _database_up(runtime: Runtime) -> bool:

@@ -1,21 +1,27 @@
 """Dynamic batching: one scheduler per model owns its queue and feeds the backend.
 
 Concurrent requests are coalesced: an idle model waits at most ``wait_s`` for a batch to
-fill, a busy model takes whatever queued up meanwhile. Each batch is the oldest queued
-input plus the queued inputs closest to it in length, under a padded-token budget: inputs
+fill, a busy model takes whatever queued up meanwhile. Each batch is the first input in
+line plus the queued inputs closest to it in length, under a padded-token budget: inputs
 are not padded to much longer ones, and the rest wait in a pool that new arrivals join, so
-later batches match as well. The oldest input always goes next, so nothing starves. The
-queue is bounded: past ``max_queue`` inputs, 503.
+later batches match as well. The first input in line always goes next, so nothing starves.
+The queue is bounded: past ``max_queue`` inputs, 503.
+
+The line is a weighted fair queue across tenants (``PendingPool``): a tenant that floods
+the queue delays another tenant's input by about one batch, not by its whole backlog. With
+``fair=False`` it is the order of arrival. See docs/scheduling.md.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
+import itertools
 import logging
+import math
 import time
-from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -27,7 +33,7 @@ from embedgate.services.metrics import Metrics
 
 log = logging.getLogger("embedgate.batching")
 
-CANDIDATE_BATCHES = 4  # a batch is chosen among the oldest max_batch_size * this inputs
+CANDIDATE_BATCHES = 4  # a batch is chosen among the first max_batch_size * this in line
 # Padding is compute spent on nothing (CPU time, or GPU time at load): an input joins a batch
 # only while at most this share of the padded batch is padding.
 MAX_PADDING = 0.25
@@ -41,7 +47,9 @@ class Scheduler(Protocol):
 
     async def aclose(self) -> None: ...
 
-    async def submit(self, inputs: Sequence[ModelInput]) -> Embedded: ...
+    async def submit(
+        self, inputs: Sequence[ModelInput], *, tenant: str = "", weight: float = 1.0
+    ) -> Embedded: ...
 
 
 @dataclass(eq=False, slots=True)
@@ -49,12 +57,89 @@ class _Item:
     input: ModelInput
     future: asyncio.Future[Vectors]
     enqueued: float = field(default_factory=time.monotonic)
+    tag: float = 0.0  # start tag in virtual time when fair; always 0 in fifo mode
+    seq: int = 0  # arrival order: breaks ties
+
+    def __lt__(self, other: _Item) -> bool:
+        return (self.tag, self.seq) < (other.tag, other.seq)
+
+
+class PendingPool:
+    """Queued inputs as a heap, in the order they are served: by (start tag, arrival).
+
+    Fair mode is start-time fair queuing with one tag per input. An input of tenant t gets
+    the start tag ``S = max(V, F[t])`` and moves t's finish tag on to
+    ``F[t] = S + n_tokens / weight``; V, the virtual time, is how far the front of the line
+    has been served (the last tag of the batches taken that no queued input is behind). So
+    a tenant's inputs follow one another, spaced by their cost, and a tenant that was idle
+    starts level with the next input due, however long the others' backlog. Cost is
+    tokens, not inputs, because compute grows with tokens: long inputs buy a tenant no more
+    of the model than short ones. In fifo mode every tag is 0, and the order is arrival."""
+
+    def __init__(self, fair: bool) -> None:
+        self._fair = fair
+        self._heap: list[_Item] = []
+        self._arrivals = itertools.count()
+        self._vtime = 0.0
+        self._finish: dict[str, float] = {}  # F[t], kept only while ahead of V
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+    def __iter__(self) -> Iterator[_Item]:
+        return iter(self._heap)
+
+    @property
+    def tenants_tracked(self) -> int:
+        return len(self._finish)
+
+    def add(self, items: Sequence[_Item], tenant: str, weight: float) -> None:
+        if not (weight > 0 and math.isfinite(weight)):
+            raise ValueError(f"weight must be a positive number, got {weight!r}")
+        tag = max(self._vtime, self._finish.get(tenant, 0.0))
+        for item in items:
+            item.seq = next(self._arrivals)
+            if self._fair:
+                item.tag, tag = tag, tag + max(item.input.n_tokens, 1) / weight
+            heapq.heappush(self._heap, item)
+        if self._fair:
+            self._finish[tenant] = tag
+
+    def take(self, limit: int) -> list[_Item]:
+        """Up to ``limit`` inputs from the front of the line, in order, dropping those
+        already answered (their request was cancelled)."""
+        taken: list[_Item] = []
+        while self._heap and len(taken) < limit:
+            item = heapq.heappop(self._heap)
+            if not item.future.done():
+                taken.append(item)
+        return taken
+
+    def put_back(self, items: Iterable[_Item]) -> None:
+        for item in items:
+            heapq.heappush(self._heap, item)
+
+    def dispatched(self, batch: Sequence[_Item], rest: Sequence[_Item]) -> None:
+        """``batch`` left the pool, ``rest`` (in order) went back: advance virtual time."""
+        if not self._heap:  # no backlog left to be fair about: every tenant starts level
+            self._vtime = 0.0
+            self._finish.clear()
+            return
+        # Not past an input still queued, so a tenant that arrives now goes before it.
+        behind = rest[0].tag if rest else math.inf
+        self._vtime = max(item.tag for item in batch if item.tag <= behind)
+        # A finish tag at or behind V changes nothing (S = max(V, F)); dropping those
+        # bounds the map by the tenants with inputs queued or just served.
+        self._finish = {t: f for t, f in self._finish.items() if f > self._vtime}
+
+    def oldest_arrival(self) -> float:
+        return min(item.enqueued for item in self._heap)
 
 
 def select_batch(
     candidates: Sequence[_Item], max_size: int, max_tokens: int
 ) -> tuple[list[_Item], list[_Item]]:
-    """The first (oldest) candidate and those closest to it in length, while the batch stays
+    """The first candidate and those closest to it in length, while the batch stays
     within ``max_size`` inputs and, padded to its longest input, within ``max_tokens`` tokens
     of which at most ``MAX_PADDING`` are padding.
 
@@ -91,6 +176,7 @@ class BatchScheduler:
         max_batch_tokens: int,
         wait_s: float,
         max_queue: int,
+        fair: bool = True,
     ) -> None:
         self._name = name
         self._backend = backend
@@ -99,7 +185,7 @@ class BatchScheduler:
         self._max_tokens = max_batch_tokens
         self._wait_s = wait_s
         self._max_queue = max_queue
-        self._pending: deque[_Item] = deque()
+        self._pending = PendingPool(fair)
         self._live = 0
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -118,15 +204,17 @@ class BatchScheduler:
                 await self._task
         _fail(self._pending, _shutting_down())
 
-    async def submit(self, inputs: Sequence[ModelInput]) -> Embedded:
+    async def submit(
+        self, inputs: Sequence[ModelInput], *, tenant: str = "", weight: float = 1.0
+    ) -> Embedded:
         if self._live + len(inputs) > self._max_queue:
             raise overloaded(1.0)
         loop = asyncio.get_running_loop()
         items = [_Item(inp, loop.create_future()) for inp in inputs]
         for item in items:
             item.future.add_done_callback(self._on_done)
+        self._pending.add(items, tenant, weight)
         self._live += len(items)
-        self._pending.extend(items)
         self._wakeup.set()
         try:
             rows = await asyncio.gather(*(item.future for item in items))
@@ -150,9 +238,10 @@ class BatchScheduler:
         while not self._pending:
             self._wakeup.clear()
             await self._wakeup.wait()
-        deadline = self._pending[0].enqueued + self._wait_s
         while not self._batch_full():
-            delay = deadline - time.monotonic()
+            # Counted from the oldest arrival, wherever it stands in line: no input waits
+            # more than wait_s for a batch to fill.
+            delay = self._pending.oldest_arrival() + self._wait_s - time.monotonic()
             if delay <= 0:
                 return
             self._wakeup.clear()
@@ -167,15 +256,12 @@ class BatchScheduler:
         return longest * len(self._pending) >= self._max_tokens
 
     def _next_batch(self) -> list[_Item]:
-        candidates: list[_Item] = []
-        while self._pending and len(candidates) < self._max_size * CANDIDATE_BATCHES:
-            item = self._pending.popleft()
-            if not item.future.done():  # skip inputs whose request was cancelled
-                candidates.append(item)
+        candidates = self._pending.take(self._max_size * CANDIDATE_BATCHES)
         if not candidates:
             return []
         batch, rest = select_batch(candidates, self._max_size, self._max_tokens)
-        self._pending.extendleft(reversed(rest))
+        self._pending.put_back(rest)
+        self._pending.dispatched(batch, rest)
         return batch
 
     async def _execute(self, batch: list[_Item]) -> None:
@@ -215,7 +301,9 @@ class PassthroughScheduler:
     async def aclose(self) -> None:
         return None
 
-    async def submit(self, inputs: Sequence[ModelInput]) -> Embedded:
+    async def submit(
+        self, inputs: Sequence[ModelInput], *, tenant: str = "", weight: float = 1.0
+    ) -> Embedded:
         if self._live + len(inputs) > self._max_queue:
             raise overloaded(1.0)
         self._live += len(inputs)

@@ -11,6 +11,9 @@ import numpy as np
 from embedgate.backends.base import ModelInput, Vectors, l2_normalize
 from embedgate.config import Settings
 from embedgate.errors import EmbedgateError, invalid_request
+from embedgate.services.auth import Caller
+from embedgate.services.cache import EmbeddingCache
+from embedgate.services.limits import Limits
 from embedgate.services.metrics import Metrics
 from embedgate.services.policy import Policy, enforce_request
 from embedgate.services.registry import ModelRegistry, ServedModel
@@ -32,6 +35,7 @@ class EmbeddingResult:
     model: str
     vectors: Vectors
     prompt_tokens: int
+    cached: int = 0  # inputs answered from the cache
 
 
 def truncate_and_normalize(vectors: Vectors, dimensions: int | None) -> Vectors:
@@ -47,33 +51,76 @@ def estimate_tokens(text: str) -> int:
 
 
 class EmbeddingService:
-    def __init__(self, registry: ModelRegistry, settings: Settings, metrics: Metrics) -> None:
+    def __init__(
+        self, registry: ModelRegistry, settings: Settings, metrics: Metrics, limits: Limits,
+        cache: EmbeddingCache,
+    ) -> None:  # fmt: skip
         self._registry = registry
         self._settings = settings
         self._metrics = metrics
+        self._limits = limits
+        self._cache = cache
 
-    async def embed(self, policy: Policy, job: EmbeddingJob) -> EmbeddingResult:
-        """Embed for a tenant whose effective ``policy`` is enforced before any model work."""
-        model = self._registry.resolve(job.model)
+    async def embed(
+        self, caller: Caller, job: EmbeddingJob, rate_headers: dict[str, str] | None = None
+    ) -> EmbeddingResult:
+        """Embed for a tenant: its policy, rate limits and quota are enforced before any
+        model work; ``rate_headers`` receives the x-ratelimit-* headers of the admission."""
+        policy = caller.policy
+        model = self._registry.resolve_for(caller.tenant.id, job.model)
         self._check_dimensions(job.dimensions, model)
         enforce_request(
             policy, model=model.name, dimensions=job.dimensions or model.dimensions,
             instruction=job.instruction, texts=job.texts,
         )  # fmt: skip
         inputs = await self._prepare(job, model, policy)
+        tokens = sum(item.n_tokens for item in inputs)
+        admission = await self._limits.admit(caller, tokens)
+        if rate_headers is not None:
+            rate_headers.update(admission.headers)
+        succeeded = False
+        try:
+            vectors, tokens, cached = await self._vectors(caller, model, inputs)
+            succeeded = True
+        finally:
+            await self._limits.finish(admission, succeeded=succeeded)
+        self._metrics.tokens.labels(model.name).inc(tokens)
+        self._metrics.inputs.labels(model.name).inc(len(inputs))
+        vectors = truncate_and_normalize(vectors, job.dimensions)
+        return EmbeddingResult(model.name, vectors, tokens, cached)
+
+    async def _vectors(
+        self, caller: Caller, model: ServedModel, inputs: list[ModelInput]
+    ) -> tuple[Vectors, int, int]:
+        """Full-size vectors, from the tenant's cache where it has them, else the model; the
+        tokens to report (the backend's count where it has one: an upstream without a local
+        tokenizer knows better than the estimate); and how many inputs came from the cache."""
+        tenant = caller.tenant.id
+        found = self._cache.lookup(tenant, model.name, inputs) if self._cache.enabled else []
+        missing = [i for i, vector in enumerate(found) if vector is None] if found else None
+        todo = inputs if missing is None else [inputs[i] for i in missing]
+        cached_tokens = sum(item.n_tokens for item in inputs) - sum(i.n_tokens for i in todo)
+        if not todo:
+            return np.stack(found), cached_tokens, len(inputs)  # type: ignore[arg-type]
+        weight = caller.policy.priority or 1.0
         timeout = self._settings.request_timeout
         try:
             async with asyncio.timeout(timeout):
-                embedded = await model.scheduler.submit(inputs)
+                embedded = await model.scheduler.submit(todo, tenant=tenant, weight=weight)
         except TimeoutError:
             raise EmbedgateError(
                 504, f"The request did not complete within {timeout:g}s. The server is busy; "
                 "retry later or send fewer inputs per request.", code="timeout",
             ) from None  # fmt: skip
-        self._metrics.tokens.labels(model.name).inc(embedded.prompt_tokens)
-        self._metrics.inputs.labels(model.name).inc(len(inputs))
-        vectors = truncate_and_normalize(embedded.vectors, job.dimensions)
-        return EmbeddingResult(model.name, vectors, embedded.prompt_tokens)
+        if self._cache.enabled:
+            self._cache.store(tenant, model.name, todo, embedded.vectors)
+        tokens = cached_tokens + embedded.prompt_tokens
+        if missing is None or len(todo) == len(inputs):
+            return embedded.vectors, tokens, 0
+        rows = list(found)
+        for index, vector in zip(missing, embedded.vectors, strict=True):
+            rows[index] = vector
+        return np.stack(rows), tokens, len(inputs) - len(todo)  # type: ignore[arg-type]
 
     def _check_dimensions(self, dimensions: int | None, model: ServedModel) -> None:
         low, high = model.spec.min_dimensions, model.dimensions

@@ -51,6 +51,9 @@ class ServedModel:
     def query_template(self) -> str:
         return self.spec.query_template or QWEN3_QUERY_TEMPLATE
 
+    def visible_to(self, tenant: str) -> bool:
+        return self.spec.tenants is None or tenant in self.spec.tenants
+
     @property
     def default_instruction(self) -> str | None:
         if self.spec.default_instruction is not None:
@@ -89,6 +92,13 @@ class ModelRegistry:
             raise self.not_found(key)
         return self._models[canonical]
 
+    def resolve_for(self, tenant: str, name: str | None) -> ServedModel:
+        """A model this tenant may see: a model reserved for other tenants does not exist."""
+        served = self.resolve(name)
+        if not served.visible_to(tenant):
+            raise self.not_found(self._settings.default_model if name is None else name)
+        return served
+
     @staticmethod
     def not_found(name: str) -> EmbedgateError:
         return EmbedgateError(
@@ -112,4 +122,5 @@ class ModelRegistry:
             name, backend, self._metrics,
             max_batch_size=s.max_batch_size, max_batch_tokens=budget,
             wait_s=s.batch_wait_ms / 1000, max_queue=s.max_queue_inputs,
+            fair=s.scheduling == "fair",
         )  # fmt: skip

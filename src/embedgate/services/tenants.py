@@ -9,7 +9,7 @@ from typing import Any
 
 from embedgate.errors import EmbedgateError, invalid_request
 from embedgate.services.audit import AuditLog
-from embedgate.services.policy import Policy
+from embedgate.services.policy import Policy, effective_policy
 from embedgate.storage.base import StateStore
 from embedgate.storage.records import Conflict, Tenant, TenantStatus
 
@@ -33,6 +33,10 @@ class TenantService:
         self._audit = audit
         self._plans = plans
         self._clock = clock
+
+    def effective(self, tenant: Tenant) -> Policy:
+        """The policy enforced for ``tenant``: its plan's defaults under its own fields."""
+        return effective_policy(self._plans, tenant)
 
     async def create(
         self, tenant_id: str, *, name: str | None, plan: str | None, policy: Policy, actor: str,

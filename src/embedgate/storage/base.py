@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
-from embedgate.storage.records import ApiKey, AuditEvent, Tenant, TenantStatus
+from embedgate.storage.records import (
+    ApiKey,
+    AuditEvent,
+    Tenant,
+    TenantStatus,
+    UsageBucket,
+    UsageRecord,
+    UsageTotals,
+)
+
+Granularity = Literal["hour", "day"]
 
 
 class StateStore(Protocol):
@@ -57,3 +67,24 @@ class StateStore(Protocol):
         before_id: int | None = None,
         limit: int = 100,
     ) -> list[AuditEvent]: ...
+
+    async def add_usage(self, records: Sequence[UsageRecord]) -> None:
+        """All of them in one transaction: either every record is stored or none is."""
+        ...
+
+    async def usage_buckets(
+        self,
+        tenant_id: str | None,
+        start: datetime,
+        end: datetime,
+        granularity: Granularity,
+    ) -> list[UsageBucket]:
+        """Usage in ``[start, end)`` per tenant and UTC hour or day, by tenant then time;
+        every tenant when ``tenant_id`` is None. Buckets without requests are left out."""
+        ...
+
+    async def usage_totals(
+        self, tenant_id: str, start: datetime, end: datetime | None = None
+    ) -> UsageTotals: ...
+
+    async def delete_usage_before(self, at: datetime) -> int: ...

@@ -1,4 +1,5 @@
-"""The records a state store keeps. Keys are kept as digests only: no field holds a secret."""
+"""The records a state store keeps. Keys are kept as digests only: no field holds a secret,
+and usage records hold counts only: never any text a tenant sent."""
 
 from __future__ import annotations
 
@@ -48,6 +49,42 @@ class AuditEvent:
     client_ip: str | None = None
     detail: dict[str, Any] = field(default_factory=dict)
     id: int | None = None  # assigned by the store
+
+
+@dataclass(frozen=True, slots=True)
+class UsageRecord:
+    """One metered request: who, which model and route, how much, how it ended."""
+
+    tenant_id: str
+    key_id: str | None
+    model: str | None
+    route: str  # the route template, e.g. "/v1/embeddings"
+    inputs: int
+    tokens: int
+    dimensions: int | None
+    status: int  # the HTTP status answered
+    latency_ms: float
+    at: datetime  # aware, UTC
+
+
+@dataclass(frozen=True, slots=True)
+class UsageTotals:
+    """Requests and errors (status >= 400) count every request; inputs and tokens count only
+    successful ones (status < 400): what was delivered, and what quotas and bills charge."""
+
+    requests: int = 0
+    errors: int = 0
+    inputs: int = 0
+    tokens: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class UsageBucket:
+    """One tenant's usage in one UTC hour or day, starting at ``start``."""
+
+    tenant_id: str
+    start: datetime
+    totals: UsageTotals
 
 
 class Conflict(Exception):

@@ -10,6 +10,7 @@ from sqlalchemy import (
     Column,
     DateTime,
     Dialect,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -86,4 +87,29 @@ audit_events = Table(
     Column("detail", JSON, nullable=False),
     Index("ix_audit_tenant_id", "tenant_id", "id"),
     Index("ix_audit_event_id", "event", "id"),
+)
+
+# One row per metered request: counts only, never text. No foreign key, as for the audit
+# log: a bill outlives the tenant, and a deleted tenant's pending records must still insert.
+# ``epoch_hour`` (whole hours since 1970-01-01 UTC) lets both dialects bucket by hour or day
+# with plain integer arithmetic.
+usage_records = Table(
+    "usage_records",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("tenant_id", String(63), nullable=False),
+    Column("key_id", String(40)),
+    Column("model", String(200)),
+    Column("route", String(100), nullable=False),
+    Column("inputs", Integer, nullable=False),
+    Column("tokens", Integer, nullable=False),
+    Column("dimensions", Integer),
+    Column("status", Integer, nullable=False),
+    Column("latency_ms", Float, nullable=False),
+    Column("at", UTCDateTime, nullable=False),
+    Column("epoch_hour", Integer, nullable=False),
+    Index("ix_usage_tenant_at", "tenant_id", "at"),
+    Index("ix_usage_at", "at"),
 )

@@ -3,21 +3,47 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from datetime import datetime
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Row, bindparam, delete, event, insert, select, text, update
+from sqlalchemy import (
+    ColumnElement,
+    Integer,
+    Row,
+    String,
+    bindparam,
+    case,
+    delete,
+    event,
+    func,
+    insert,
+    literal_column,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from embedgate.storage.base import Granularity
 from embedgate.storage.migrate import upgrade
-from embedgate.storage.records import ApiKey, AuditEvent, Conflict, Tenant, TenantStatus
-from embedgate.storage.schema import api_keys, audit_events, tenants
+from embedgate.storage.records import (
+    ApiKey,
+    AuditEvent,
+    Conflict,
+    Tenant,
+    TenantStatus,
+    UsageBucket,
+    UsageRecord,
+    UsageTotals,
+)
+from embedgate.storage.schema import api_keys, audit_events, tenants, usage_records
 
 ASYNC_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+psycopg"}
+BUCKET_HOURS: dict[Granularity, int] = {"hour": 1, "day": 24}
 
 
 def async_url(database_url: str | None, data_dir: Path) -> URL:
@@ -190,6 +216,88 @@ class SqlStateStore:
             query = query.where(audit_events.c.id < before_id)
         async with self._engine.connect() as connection:
             return [AuditEvent(**row._asdict()) for row in await connection.execute(query)]
+
+    # usage
+
+    async def add_usage(self, records: Sequence[UsageRecord]) -> None:
+        if not records:
+            return
+        async with self._engine.begin() as connection:
+            await connection.execute(insert(usage_records), [_usage_row(r) for r in records])
+
+    async def usage_buckets(
+        self,
+        tenant_id: str | None,
+        start: datetime,
+        end: datetime,
+        granularity: Granularity,
+    ) -> list[UsageBucket]:
+        hours = BUCKET_HOURS[granularity]
+        # A literal, not a bound parameter: PostgreSQL must see the SELECT and GROUP BY
+        # expressions as the same one.
+        bucket = usage_records.c.epoch_hour // literal_column(str(hours), Integer)
+        query = (
+            select(usage_records.c.tenant_id, bucket, *_sums())
+            .where(*_window(tenant_id, start, end))
+            .group_by(usage_records.c.tenant_id, bucket)
+            .order_by(usage_records.c.tenant_id, bucket)
+        )
+        async with self._engine.connect() as connection:
+            rows = (await connection.execute(query)).all()
+        return [
+            UsageBucket(row[0], datetime.fromtimestamp(row[1] * hours * 3600, UTC),
+                        _totals(row[2:]))
+            for row in rows
+        ]  # fmt: skip
+
+    async def usage_totals(
+        self, tenant_id: str, start: datetime, end: datetime | None = None
+    ) -> UsageTotals:
+        query = select(*_sums()).where(*_window(tenant_id, start, end))
+        async with self._engine.connect() as connection:
+            row = (await connection.execute(query)).one()
+        return _totals(tuple(row))
+
+    async def delete_usage_before(self, at: datetime) -> int:
+        async with self._engine.begin() as connection:
+            result = await connection.execute(delete(usage_records).where(usage_records.c.at < at))
+        return int(result.rowcount)
+
+
+def _usage_row(record: UsageRecord) -> dict[str, Any]:
+    values = {f: getattr(record, f) for f in UsageRecord.__slots__}
+    # Clipped to the columns: one overlong name must not make a whole batch fail forever.
+    for column in usage_records.c:
+        if isinstance(column.type, String) and values.get(column.name) is not None:
+            values[column.name] = values[column.name][: column.type.length]
+    values["epoch_hour"] = int(record.at.timestamp()) // 3600
+    return values
+
+
+def _sums() -> list[ColumnElement[Any]]:
+    ok = usage_records.c.status < 400
+    return [
+        func.count(),
+        func.sum(case((usage_records.c.status >= 400, 1), else_=0)),
+        func.sum(case((ok, usage_records.c.inputs), else_=0)),
+        func.sum(case((ok, usage_records.c.tokens), else_=0)),
+    ]
+
+
+def _window(
+    tenant_id: str | None, start: datetime, end: datetime | None
+) -> list[ColumnElement[bool]]:
+    conditions = [usage_records.c.at >= start]
+    if end is not None:
+        conditions.append(usage_records.c.at < end)
+    if tenant_id is not None:
+        conditions.append(usage_records.c.tenant_id == tenant_id)
+    return conditions
+
+
+def _totals(values: Sequence[Any]) -> UsageTotals:
+    requests, errors, inputs, tokens = (int(v or 0) for v in values)
+    return UsageTotals(requests, errors, inputs, tokens)
 
 
 def _tenant(row: Row[Any]) -> Tenant:

@@ -1,0 +1,285 @@
+"""A tenant's rate limits, concurrency and monthly quota, checked before any model work.
+
+``Limits.admit`` turns the effective policy into one atomic check on the limiter (this
+process's memory, or Redis shared by every replica), refuses with 429 and Retry-After, and
+returns the ``x-ratelimit-*`` headers of the tightest bucket. When Redis is unreachable the
+configured failure mode decides: ``open`` admits without limits, ``closed`` answers 503;
+either way it is logged once per outage and shown in /health.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+from embedgate.errors import EmbedgateError
+from embedgate.services.auth import Caller
+from embedgate.services.ratelimit import (
+    CONCURRENCY,
+    NEED_SEED,
+    QUOTA,
+    Ask,
+    Bucket,
+    Decision,
+    Lease,
+    Limiter,
+    QuotaAsk,
+    reset_ms,
+)
+
+log = logging.getLogger("embedgate.limits")
+
+RETRY_DOWN_S = 1.0  # after a failure, Redis is not asked again for this long
+Kind = Literal["requests", "tokens"]
+Seeder = Callable[[str, datetime], Awaitable[int]]
+
+
+@dataclass(frozen=True, slots=True)
+class _Slot:
+    kind: Kind
+    whose: str  # "your organization" or "this API key"
+    bucket: Bucket
+
+
+@dataclass(slots=True)
+class Admission:
+    """What an admitted request holds until it finishes."""
+
+    headers: dict[str, str] = field(default_factory=dict)
+    lease: Lease | None = None
+    quota: QuotaAsk | None = None
+
+
+def month_bounds(now: datetime) -> tuple[datetime, datetime]:
+    start = now.astimezone(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    following = (start + timedelta(days=32)).replace(day=1)
+    return start, following
+
+
+def duration(ms: float) -> str:
+    """OpenAI's reset format: 20ms, 1.5s, 6m0s."""
+    if ms < 1000:
+        return f"{math.ceil(ms)}ms"
+    seconds = ms / 1000
+    if seconds < 60:
+        return f"{seconds:.3g}s"
+    minutes, rest = divmod(math.ceil(seconds), 60)
+    return f"{minutes}m{rest}s"
+
+
+def too_many(message: str, wait_ms: float, headers: dict[str, str], *, code: str) -> EmbedgateError:
+    wait_ms = max(wait_ms, 1.0)
+    retry = {
+        "Retry-After": str(math.ceil(wait_ms / 1000)),
+        "retry-after-ms": str(math.ceil(wait_ms)),
+    }
+    return EmbedgateError(429, message, code=code, headers={**headers, **retry})
+
+
+class Limits:
+    def __init__(
+        self,
+        limiter: Limiter,
+        seeder: Seeder,
+        *,
+        failure_mode: Literal["open", "closed"],
+        lease_ttl_s: float,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self._limiter = limiter
+        self._seeder = seeder
+        self._failure_mode = failure_mode
+        self._lease_ttl_ms = int(lease_ttl_s * 1000)
+        self._clock = clock
+        self._down_until = 0.0
+        self._down_since: float | None = None
+
+    @property
+    def backend(self) -> str:
+        return self._limiter.backend
+
+    async def admit(self, caller: Caller, tokens: int) -> Admission:
+        """Take one request and ``tokens`` from the caller's limits, or raise 429."""
+        slots = _slots(caller, tokens)
+        lease = self._lease(caller)
+        quota = await self._quota(caller, tokens, seed=None)
+        ask = Ask(tuple(s.bucket for s in slots), lease, quota)
+        if not ask.buckets and lease is None and quota is None:
+            return Admission()
+        decision = await self._check(ask)
+        if decision is None:  # limiter down, failing open
+            return Admission()
+        if decision.refused_by == NEED_SEED:
+            quota = await self._quota(caller, tokens, seed=True)
+            decision = await self._check(Ask(ask.buckets, lease, quota))
+            if decision is None:
+                return Admission()
+        headers = _headers(slots, decision)
+        if not decision.ok:
+            raise self._refusal(caller, slots, decision, headers, tokens)
+        return Admission(headers, lease, quota)
+
+    async def finish(self, admission: Admission, *, succeeded: bool) -> None:
+        """Give back the concurrency lease, and the quota tokens of a failed request. Awaited:
+        a client that sends its next request on the response must find its slot free."""
+        refund = None if succeeded else admission.quota
+        if admission.lease is None and refund is None:
+            return
+        try:
+            await self._limiter.release(admission.lease, refund)
+        except Exception:  # a lease expires on its own
+            log.warning("could not release a rate-limit lease", exc_info=True)
+
+    async def peek(self, caller: Caller) -> dict[str, str]:
+        """The caller's request and token headers, without taking anything."""
+        slots = _slots(caller, 0, peek=True)
+        if not slots:
+            return {}
+        decision = await self._check(Ask(tuple(s.bucket for s in slots)))
+        return _headers(slots, decision) if decision is not None else {}
+
+    def health(self) -> dict[str, Any]:
+        return {
+            "backend": self._limiter.backend,
+            "ready": self._down_since is None,
+            "failure_mode": self._failure_mode,
+        }
+
+    async def ping(self) -> bool:
+        try:
+            await self._limiter.ping()
+        except Exception as exc:
+            self._went_down(exc)
+            return False
+        self._came_back()
+        return True
+
+    async def aclose(self) -> None:
+        await self._limiter.aclose()
+
+    async def _check(self, ask: Ask) -> Decision | None:
+        if time.monotonic() < self._down_until:
+            return self._unavailable()
+        try:
+            decision = await self._limiter.check(ask)
+        except Exception as exc:  # connection refused, timeout, Redis errors
+            self._went_down(exc)
+            return self._unavailable()
+        self._came_back()
+        return decision
+
+    def _went_down(self, exc: Exception) -> None:
+        self._down_until = time.monotonic() + RETRY_DOWN_S
+        if self._down_since is None:
+            self._down_since = time.monotonic()
+            log.error(
+                "rate limiter (%s) unreachable: %s; failing %s", self._limiter.backend,
+                type(exc).__name__, self._failure_mode,
+            )  # fmt: skip
+
+    def _came_back(self) -> None:
+        if self._down_since is not None:
+            log.warning("rate limiter (%s) reachable again after %.1fs", self._limiter.backend,
+                        time.monotonic() - self._down_since)  # fmt: skip
+            self._down_since = None
+
+    def _unavailable(self) -> Decision | None:
+        """No decision (admit without limits) when failing open; 503 when failing closed."""
+        if self._failure_mode == "open":
+            return None
+        raise EmbedgateError(
+            503, "Rate limits cannot be checked right now; retry shortly.",
+            code="rate_limiter_unavailable", headers={"Retry-After": "1"},
+        )  # fmt: skip
+
+    def _lease(self, caller: Caller) -> Lease | None:
+        limit = caller.policy.max_concurrency
+        if limit is None:
+            return None
+        key = f"{{{caller.tenant.id}}}:inflight"
+        return Lease(key, limit, uuid.uuid4().hex, self._lease_ttl_ms)
+
+    async def _quota(self, caller: Caller, tokens: int, *, seed: bool | None) -> QuotaAsk | None:
+        limit = caller.policy.monthly_token_quota
+        if limit is None:
+            return None
+        start, following = month_bounds(self._clock())
+        used = await self._seeder(caller.tenant.id, start) if seed else None
+        ttl = int((following - self._clock()).total_seconds()) + 7 * 86400
+        key = f"{{{caller.tenant.id}}}:quota:{start:%Y%m}"
+        return QuotaAsk(key, limit, tokens, used, ttl)
+
+    def _refusal(
+        self, caller: Caller, slots: list[_Slot], decision: Decision, headers: dict[str, str],
+        tokens: int,
+    ) -> EmbedgateError:  # fmt: skip
+        if decision.refused_by == CONCURRENCY:
+            limit = caller.policy.max_concurrency
+            return too_many(f"Too many requests in flight: your organization allows {limit} "
+                            "at a time. Retry when one finishes.", 1000, headers,
+                            code="rate_limit_exceeded")  # fmt: skip
+        if decision.refused_by == QUOTA:
+            _, following = month_bounds(self._clock())
+            wait = (following - self._clock()).total_seconds() * 1000
+            return too_many(
+                f"You exceeded your monthly token quota ({caller.policy.monthly_token_quota} "
+                f"tokens, {decision.quota_used} used). It resets at "
+                f"{following:%Y-%m-%dT%H:%M:%SZ}.", wait, headers, code="insufficient_quota",
+            )  # fmt: skip
+        slot = slots[decision.refused_by or 0]
+        per = "requests per minute" if slot.kind == "requests" else "tokens per minute"
+        if decision.wait_ms < 0 and slot.kind == "requests":  # rpm: 0, a tenant switched off
+            return too_many(f"No requests are allowed on {slot.whose} (0 requests per minute).",
+                            60_000, headers, code="rate_limit_exceeded")  # fmt: skip
+        if decision.wait_ms < 0:
+            return too_many(
+                f"This request has {tokens} tokens, more than the {slot.bucket.capacity} "
+                f"{per} {slot.whose} allows; send fewer or shorter inputs per request.",
+                60_000, headers, code="rate_limit_exceeded",
+            )  # fmt: skip
+        return too_many(
+            f"Rate limit reached for {per} on {slot.whose}: limit {slot.bucket.capacity}. "
+            f"Retry after {duration(decision.wait_ms)}.", decision.wait_ms, headers,
+            code="rate_limit_exceeded",
+        )  # fmt: skip
+
+
+def _slots(caller: Caller, tokens: int, *, peek: bool = False) -> list[_Slot]:
+    policy, tenant, key = caller.policy, caller.tenant.id, caller.key.id
+    request_cost = 0 if peek else 1
+    wanted: list[tuple[Kind, str, str, int | None, int]] = [
+        ("requests", "your organization", f"{{{tenant}}}:rpm", policy.rpm, request_cost),
+        ("requests", "this API key", f"{{{tenant}}}:key:{key}:rpm", policy.key_rpm,
+         request_cost),
+        ("tokens", "your organization", f"{{{tenant}}}:tpm", policy.tpm, tokens),
+        ("tokens", "this API key", f"{{{tenant}}}:key:{key}:tpm", policy.key_tpm, tokens),
+    ]  # fmt: skip
+    return [
+        _Slot(kind, whose, Bucket(name, limit, cost))
+        for kind, whose, name, limit, cost in wanted
+        if limit is not None
+    ]
+
+
+def _headers(slots: list[_Slot], decision: Decision) -> dict[str, str]:
+    """For requests and for tokens: the bucket with the least left, as OpenAI names them."""
+    headers: dict[str, str] = {}
+    for kind in ("requests", "tokens"):
+        known = [
+            (level, slot.bucket.capacity)
+            for slot, level in zip(slots, decision.levels, strict=False)
+            if slot.kind == kind
+        ]
+        if not known:
+            continue
+        level, capacity = min(known, key=lambda pair: pair[0])
+        headers[f"x-ratelimit-limit-{kind}"] = str(capacity)
+        headers[f"x-ratelimit-remaining-{kind}"] = str(max(0, math.floor(level)))
+        headers[f"x-ratelimit-reset-{kind}"] = duration(reset_ms(max(level, 0.0), capacity))
+    return headers

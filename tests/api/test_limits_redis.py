@@ -1,0 +1,77 @@
+"""Limits on the machine's Redis: shared by apps, and the failure modes when it is down."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+
+from tests.conftest import AppClient
+
+pytestmark = pytest.mark.anyio
+REDIS_URL = "redis://127.0.0.1:6379/0"
+DEAD_REDIS = "redis://127.0.0.1:1/0"
+
+
+@pytest.fixture
+async def prefix() -> AsyncIterator[str]:
+    value = f"embedgate-test-{uuid.uuid4().hex[:12]}:"
+    yield value
+    client = aioredis.Redis.from_url(REDIS_URL)
+    keys = [key async for key in client.scan_iter(match=f"{value}*")]
+    if keys:
+        await client.delete(*keys)
+    await client.aclose()
+
+
+async def test_apps_on_one_redis_share_rpm_and_quota(app_factory: Any, prefix: str) -> None:
+    plans = {"default": {"rpm": 6, "monthly_token_quota": 1000}}
+    settings = {"warmup": False, "plans": plans, "redis_url": REDIS_URL,
+                "redis_key_prefix": prefix}  # fmt: skip
+    apps: list[AppClient] = [await app_factory(**settings) for _ in range(2)]
+    # Same tenant id in both apps' stores: one tenant to Redis.
+    responses = await asyncio.gather(*(
+        apps[i % 2].http.post("/v1/embeddings", json={"input": f"text {i}"}) for i in range(12)
+    ))  # fmt: skip
+    statuses = [r.status_code for r in responses]
+    assert 6 <= statuses.count(200) <= 7, statuses
+    assert statuses.count(429) >= 5, statuses
+    health = (await apps[0].http.get("/health")).json()
+    assert health["status"] == "ok"
+    assert health["rate_limits"] == {"backend": "redis", "ready": True, "failure_mode": "open"}
+
+
+async def test_fail_open_serves_without_limits_and_says_so(
+    app_factory: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = await app_factory(warmup=False, plans={"default": {"rpm": 1}}, redis_url=DEAD_REDIS)
+    with caplog.at_level(logging.ERROR, logger="embedgate.limits"):
+        statuses = [
+            (await app.http.post("/v1/embeddings", json={"input": "x"})).status_code
+            for _ in range(3)
+        ]
+    assert statuses == [200, 200, 200]  # rpm 1 not enforced: fail-open
+    assert any("unreachable" in r.message and "failing open" in r.message for r in caplog.records)
+    health = await app.http.get("/health")
+    assert health.status_code == 200
+    assert health.json()["status"] == "degraded"
+    assert health.json()["rate_limits"] == {
+        "backend": "redis", "ready": False, "failure_mode": "open",
+    }  # fmt: skip
+
+
+async def test_fail_closed_refuses_with_503(app_factory: Any) -> None:
+    app = await app_factory(warmup=False, plans={"default": {"rpm": 100}}, redis_url=DEAD_REDIS,
+                            rate_limit_failure_mode="closed")  # fmt: skip
+    response = await app.http.post("/v1/embeddings", json={"input": "x"})
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "rate_limiter_unavailable"
+    assert response.headers["retry-after"] == "1"
+    health = await app.http.get("/health")
+    assert health.status_code == 503
+    assert health.json()["rate_limits"]["ready"] is False
