@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import redis
 from fastapi import FastAPI
 
 from embedgate.app import create_app
@@ -20,6 +22,7 @@ from tests.qwen3_tiny import build_tiny_qwen3
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+REDIS_URL = os.environ.get("EMBEDGATE_TEST_REDIS", "redis://127.0.0.1:6379/0")
 ADMIN_KEY = "admin_test_key_0123456789abcdefghijklmnopqrstuvwxyz"
 # DESIGN.md's 401 body, exactly, for every bad key.
 INVALID_KEY_BODY = {
@@ -35,6 +38,18 @@ INVALID_KEY_BODY = {
 @pytest.fixture(scope="session")
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture
+def redis_prefix() -> Iterator[str]:
+    """A Redis key prefix of this test's own on the machine's Redis; its keys are removed."""
+    prefix = f"embedgate-test-{uuid.uuid4().hex[:12]}:"
+    yield prefix
+    client = redis.Redis.from_url(REDIS_URL)
+    keys = list(client.scan_iter(match=f"{prefix}*"))
+    if keys:
+        client.delete(*keys)
+    client.close()
 
 
 @pytest.fixture(scope="session")

@@ -5,41 +5,32 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import psycopg
 import pytest
-import redis
 
-from tests.conftest import ADMIN_KEY
+from tests.conftest import ADMIN_KEY, REDIS_URL
 from tests.helpers import ServerProcess, start_server
 from tests.storage.conftest import ADMIN_URL
 
 pytestmark = pytest.mark.slow
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
-REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
 @pytest.fixture
-def shared_services() -> Iterator[tuple[str, str]]:
+def shared_services(redis_prefix: str) -> Iterator[tuple[str, str]]:
     """A database and a Redis key prefix of this test's own, removed afterwards."""
     name = f"embedgate_test_{secrets.token_hex(6)}"
-    prefix = f"embedgate-test-{uuid.uuid4().hex[:12]}:"
     with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
         admin.execute(f'CREATE DATABASE "{name}"')
     try:
-        yield ADMIN_URL.rsplit("/", 1)[0] + f"/{name}", prefix
+        yield ADMIN_URL.rsplit("/", 1)[0] + f"/{name}", redis_prefix
     finally:
         with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        client = redis.Redis.from_url(REDIS_URL)
-        keys = list(client.scan_iter(match=f"{prefix}*"))
-        if keys:
-            client.delete(*keys)
-        client.close()
 
 
 @contextlib.contextmanager

@@ -4,35 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-import redis.asyncio as aioredis
 
-from tests.conftest import AppClient
+from tests.conftest import REDIS_URL, AppClient
 
 pytestmark = pytest.mark.anyio
-REDIS_URL = "redis://127.0.0.1:6379/0"
 DEAD_REDIS = "redis://127.0.0.1:1/0"
 
 
-@pytest.fixture
-async def prefix() -> AsyncIterator[str]:
-    value = f"embedgate-test-{uuid.uuid4().hex[:12]}:"
-    yield value
-    client = aioredis.Redis.from_url(REDIS_URL)
-    keys = [key async for key in client.scan_iter(match=f"{value}*")]
-    if keys:
-        await client.delete(*keys)
-    await client.aclose()
-
-
-async def test_apps_on_one_redis_share_rpm_and_quota(app_factory: Any, prefix: str) -> None:
+async def test_apps_on_one_redis_share_rpm_and_quota(app_factory: Any, redis_prefix: str) -> None:
     plans = {"default": {"rpm": 6, "monthly_token_quota": 1000}}
     settings = {"warmup": False, "plans": plans, "redis_url": REDIS_URL,
-                "redis_key_prefix": prefix}  # fmt: skip
+                "redis_key_prefix": redis_prefix}  # fmt: skip
     apps: list[AppClient] = [await app_factory(**settings) for _ in range(2)]
     # Same tenant id in both apps' stores: one tenant to Redis.
     responses = await asyncio.gather(*(

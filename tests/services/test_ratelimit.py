@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator
 
 import pytest
-import redis.asyncio as aioredis
 
 from embedgate.services.ratelimit import (
     CONCURRENCY,
@@ -21,24 +19,9 @@ from embedgate.services.ratelimit import (
     QuotaAsk,
 )
 from embedgate.services.ratelimit_redis import RedisLimiter
+from tests.conftest import REDIS_URL
 
 pytestmark = pytest.mark.anyio
-REDIS_URL = "redis://127.0.0.1:6379/0"
-
-
-async def _drop_prefix(prefix: str) -> None:
-    client = aioredis.Redis.from_url(REDIS_URL)
-    keys = [key async for key in client.scan_iter(match=f"{prefix}*")]
-    if keys:
-        await client.delete(*keys)
-    await client.aclose()
-
-
-@pytest.fixture
-async def redis_prefix() -> AsyncIterator[str]:
-    prefix = f"embedgate-test-{uuid.uuid4().hex[:12]}:"
-    yield prefix
-    await _drop_prefix(prefix)
 
 
 @pytest.fixture(params=["memory", "redis"])
