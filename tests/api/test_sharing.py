@@ -124,3 +124,15 @@ async def test_per_tenant_series_are_bounded(app_factory: Any) -> None:
     assert 'tenant="c-co"' not in text
     assert await metric(app, 'embedgate_tenant_requests_total{status="200",tenant="_other"}') == 2
     assert await metric(app, 'embedgate_tenant_tokens_total{tenant="_other"}') > 0
+
+
+async def test_refusals_at_authentication_are_metered_and_audited(app_factory: Any) -> None:
+    app = await app_factory(warmup=False, plans={"default": {"ip_allowlist": ["10.0.0.0/8"]}})
+    refused = await app.http.post("/v1/embeddings", json={"input": "x"})
+    assert refused.json()["error"]["code"] == "ip_not_allowed"
+    await app.app.state.runtime.denials.drain()
+    events = (await app.http.get("/admin/audit?event=policy.denied", headers=ADMIN)).json()
+    assert [e["detail"]["code"] for e in events["data"]] == ["ip_not_allowed"]
+    usage = await app.http.get("/admin/usage?tenant=test-tenant", headers=ADMIN)
+    [bucket] = usage.json()["data"]
+    assert (bucket["requests"], bucket["errors"], bucket["tokens"]) == (1, 1, 0)

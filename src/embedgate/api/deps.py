@@ -12,7 +12,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from embedgate.runtime import Runtime
-from embedgate.services.auth import Caller, invalid_api_key
+from embedgate.services.auth import Caller, CallerDenied, invalid_api_key
 from embedgate.services.embeddings import EmbeddingService
 from embedgate.services.registry import ModelRegistry
 
@@ -66,15 +66,23 @@ async def authenticate(request: Request) -> Caller:
     gateway (its shared secret, from its networks)."""
     auth = (await get_runtime(request)).control.auth
     proxy_secret = request.headers.get(PROXY_SECRET_HEADER)
-    if proxy_secret is not None:
-        tenant_id = request.headers.get("x-tenant-id")
-        caller = await auth.from_proxy(proxy_secret, tenant_id, client_ip(request))
-    else:
-        caller = await auth.authenticate(bearer_token(request), client_ip(request))
+    try:
+        if proxy_secret is not None:
+            tenant_id = request.headers.get("x-tenant-id")
+            caller = await auth.from_proxy(proxy_secret, tenant_id, client_ip(request))
+        else:
+            caller = await auth.authenticate(bearer_token(request), client_ip(request))
+    except CallerDenied as denied:
+        _identify(request, denied.caller)
+        raise
+    _identify(request, caller)
+    return caller
+
+
+def _identify(request: Request, caller: Caller) -> None:
     request.state.tenant_id = caller.tenant.id  # for the access log
     request.state.key_prefix = caller.key.prefix
     request.state.caller = caller  # for metering, per-tenant metrics and rate headers
-    return caller
 
 
 async def embeddings_caller(request: Request) -> Caller:

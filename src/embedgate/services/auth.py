@@ -55,6 +55,15 @@ class Caller:
             )
 
 
+class CallerDenied(EmbedgateError):
+    """A known tenant refused by its own status or policy: the refusal is metered and
+    audited like any other of its requests."""
+
+    def __init__(self, caller: Caller, status: int, message: str, *, code: str) -> None:
+        super().__init__(status, message, code=code)
+        self.caller = caller
+
+
 @dataclass(frozen=True, slots=True)
 class TrustedProxy:
     secret: str
@@ -113,14 +122,15 @@ class Authenticator:
 
     def _admit(self, member: tuple[Tenant, Policy], key: ApiKey, client_ip: str | None) -> Caller:
         tenant, policy = member
+        caller = Caller(tenant, key, policy)
         if tenant.status != "active":
-            raise EmbedgateError(403, "This tenant is suspended.", code="permission_denied")
+            raise CallerDenied(caller, 403, "This tenant is suspended.", code="permission_denied")
         if policy.ip_allowlist is not None and not _inside(client_ip, policy.ip_allowlist):
-            raise EmbedgateError(
-                403, "Your organization does not allow requests from this address.",
+            raise CallerDenied(
+                caller, 403, "Your organization does not allow requests from this address.",
                 code="ip_not_allowed",
             )  # fmt: skip
-        return Caller(tenant, key, policy)
+        return caller
 
     async def failed(self, token: str | None, client_ip: str | None) -> None:
         address = client_ip or "unknown"
