@@ -12,10 +12,12 @@ import pytest
 
 from embedgate.backends.base import BackendInfo, Embedded, ModelInput
 from embedgate.errors import EmbedgateError
+from embedgate.services import batching
 from embedgate.services.batching import (
     BatchScheduler,
     PassthroughScheduler,
     PendingPool,
+    TenantLoad,
     _Item,
     select_batch,
 )
@@ -351,3 +353,73 @@ async def test_weights_must_be_positive() -> None:
             await sched.submit([item(1)], tenant="t", weight=weight)
     assert sched.queue_depth == 0
     await sched.aclose()
+
+
+async def run_after_light(fair: bool, tenants: tuple[str, str]) -> list[list[int]]:
+    """Batches of 100 queued 4-token inputs of ``tenants[1]``, queued just after
+    ``tenants[0]`` sent one input; a full batch is 16 inputs (64 tokens)."""
+    backend = RecordingBackend()
+    sched = scheduler(
+        backend, max_batch_size=64, max_batch_tokens=64, wait_s=0, max_queue=1000, fair=fair
+    )
+    await sched.start()
+    await sched.submit([item(0)], tenant=tenants[0])
+    backend.gate = asyncio.Event()
+    blocker = asyncio.create_task(sched.submit([item(1)], tenant=tenants[1]))
+    await asyncio.sleep(0.01)
+    flood = asyncio.create_task(sched.submit([item(2)] * 100, tenant=tenants[1]))
+    await asyncio.sleep(0.01)
+    backend.gate.set()
+    await asyncio.gather(blocker, flood)
+    await sched.aclose()
+    return backend.batches[2:]
+
+
+async def test_batches_are_short_while_an_interactive_tenant_waits_beside_a_flood(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(batching, "ACTIVE_S", 60.0)  # "just now", however slow the machine
+    batches = await run_after_light(fair=True, tenants=("light", "heavy"))
+    # A quarter of the 64-token budget while more than a full batch is queued, then full.
+    assert [len(b) for b in batches] == [4] * 21 + [16]
+    # The same flood after only its own tenant's request, or in fifo mode: full batches.
+    full = [16] * 6 + [4]
+    alone = await run_after_light(fair=True, tenants=("heavy", "heavy"))
+    assert [len(b) for b in alone] == full
+    fifo = await run_after_light(fair=False, tenants=("light", "heavy"))
+    assert [len(b) for b in fifo] == full
+
+
+async def test_batches_are_full_again_once_the_interactive_tenant_is_gone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(batching, "ACTIVE_S", 0.0)
+    batches = await run_after_light(fair=True, tenants=("light", "heavy"))
+    assert len(batches[0]) == 16
+
+
+async def test_two_backlogged_tenants_keep_full_batches() -> None:
+    backend = RecordingBackend()
+    backend.gate = asyncio.Event()
+    sched = scheduler(backend, max_batch_size=64, max_batch_tokens=64, wait_s=0, max_queue=1000)
+    await sched.start()
+    blocker = asyncio.create_task(sched.submit([item(0)], tenant="a"))
+    await asyncio.sleep(0.01)
+    floods = [asyncio.create_task(sched.submit([item(1)] * 50, tenant=t)) for t in ("a", "b")]
+    await asyncio.sleep(0.01)
+    backend.gate.set()
+    await asyncio.gather(blocker, *floods)
+    await sched.aclose()
+    assert [len(b) for b in backend.batches[1:4]] == [16, 16, 16]
+
+
+async def test_tenant_load_forgets_idle_tenants(monkeypatch: pytest.MonkeyPatch) -> None:
+    load = TenantLoad()
+    for t in range(100):
+        load.add(f"t{t}", 10)
+        load.remove(f"t{t}", 10)
+    load.add("heavy", 1000)
+    assert load.mixed(small=16, large=64)
+    monkeypatch.setattr(batching, "ACTIVE_S", 0.0)
+    assert not load.mixed(small=16, large=64)  # nobody interactive is active any more
+    assert len(load) == 1  # only the tenant with tokens queued

@@ -8,8 +8,10 @@ later batches match as well. The first input in line always goes next, so nothin
 The queue is bounded: past ``max_queue`` inputs, 503.
 
 The line is a weighted fair queue across tenants (``PendingPool``): a tenant that floods
-the queue delays another tenant's input by about one batch, not by its whole backlog. With
-``fair=False`` it is the order of arrival. See docs/scheduling.md.
+the queue delays another tenant's input by about one batch, not by its whole backlog, and
+while it does, batches are kept short (``SHARED_BATCH_SHARE``) so that this one batch is
+short too. With ``fair=False`` it is the order of arrival and batches are never cut.
+See docs/scheduling.md.
 """
 
 from __future__ import annotations
@@ -37,6 +39,12 @@ CANDIDATE_BATCHES = 4  # a batch is chosen among the first max_batch_size * this
 # Padding is compute spent on nothing (CPU time, or GPU time at load): an input joins a batch
 # only while at most this share of the padded batch is padding.
 MAX_PADDING = 0.25
+# While an interactive tenant (next to nothing queued) is active beside one with a backlog,
+# batches get this share of max_batch_tokens (default of ``shared_batch_share``): the
+# former's input then waits behind a short batch of the latter's, not a full one. Smaller
+# batches cost the backlog throughput, so only then; figures in docs/benchmarks.md.
+SHARED_BATCH_SHARE = 0.25
+ACTIVE_S = 1.0  # a tenant counts as active this long after it last queued an input
 
 
 class Scheduler(Protocol):
@@ -59,9 +67,46 @@ class _Item:
     enqueued: float = field(default_factory=time.monotonic)
     tag: float = 0.0  # start tag in virtual time when fair; always 0 in fifo mode
     seq: int = 0  # arrival order: breaks ties
+    tenant: str = ""
 
     def __lt__(self, other: _Item) -> bool:
         return (self.tag, self.seq) < (other.tag, other.seq)
+
+
+def _cost(item: _Item) -> int:
+    return max(item.input.n_tokens, 1)
+
+
+class TenantLoad:
+    """Tokens queued per tenant, and when each tenant last queued an input. Holds only
+    tenants with tokens queued or active in the last ``ACTIVE_S``."""
+
+    def __init__(self) -> None:
+        self._queued: dict[str, int] = {}
+        self._seen: dict[str, float] = {}
+
+    def add(self, tenant: str, tokens: int) -> None:
+        self._queued[tenant] = self._queued.get(tenant, 0) + tokens
+        self._seen[tenant] = time.monotonic()
+
+    def remove(self, tenant: str, tokens: int) -> None:
+        left = self._queued.get(tenant, 0) - tokens
+        if left > 0:
+            self._queued[tenant] = left
+        else:
+            self._queued.pop(tenant, None)
+
+    def mixed(self, small: int, large: int) -> bool:
+        """Whether a tenant active with at most ``small`` tokens queued shares the model
+        with one that has more than ``large`` queued."""
+        cutoff = time.monotonic() - ACTIVE_S
+        self._seen = {t: at for t, at in self._seen.items() if at >= cutoff}
+        if not any(tokens > large for tokens in self._queued.values()):
+            return False
+        return any(self._queued.get(t, 0) <= small for t in self._seen)
+
+    def __len__(self) -> int:
+        return len(self._queued.keys() | self._seen.keys())
 
 
 class PendingPool:
@@ -82,6 +127,7 @@ class PendingPool:
         self._arrivals = itertools.count()
         self._vtime = 0.0
         self._finish: dict[str, float] = {}  # F[t], kept only while ahead of V
+        self._load = TenantLoad()
 
     def __len__(self) -> int:
         return len(self._heap)
@@ -98,12 +144,18 @@ class PendingPool:
             raise ValueError(f"weight must be a positive number, got {weight!r}")
         tag = max(self._vtime, self._finish.get(tenant, 0.0))
         for item in items:
-            item.seq = next(self._arrivals)
+            item.seq, item.tenant = next(self._arrivals), tenant
             if self._fair:
-                item.tag, tag = tag, tag + max(item.input.n_tokens, 1) / weight
+                item.tag, tag = tag, tag + _cost(item) / weight
             heapq.heappush(self._heap, item)
         if self._fair:
             self._finish[tenant] = tag
+            self._load.add(tenant, sum(_cost(item) for item in items))
+
+    def contended(self, small: int, large: int) -> bool:
+        """Fair mode: whether an interactive tenant shares the model with a backlog
+        (``TenantLoad.mixed``)."""
+        return self._fair and self._load.mixed(small, large)
 
     def take(self, limit: int) -> list[_Item]:
         """Up to ``limit`` inputs from the front of the line, in order, dropping those
@@ -113,6 +165,8 @@ class PendingPool:
             item = heapq.heappop(self._heap)
             if not item.future.done():
                 taken.append(item)
+            elif self._fair:
+                self._load.remove(item.tenant, _cost(item))
         return taken
 
     def put_back(self, items: Iterable[_Item]) -> None:
@@ -121,6 +175,10 @@ class PendingPool:
 
     def dispatched(self, batch: Sequence[_Item], rest: Sequence[_Item]) -> None:
         """``batch`` left the pool, ``rest`` (in order) went back: advance virtual time."""
+        if not self._fair:
+            return
+        for item in batch:
+            self._load.remove(item.tenant, _cost(item))
         if not self._heap:  # no backlog left to be fair about: every tenant starts level
             self._vtime = 0.0
             self._finish.clear()
@@ -177,12 +235,14 @@ class BatchScheduler:
         wait_s: float,
         max_queue: int,
         fair: bool = True,
+        shared_batch_share: float = SHARED_BATCH_SHARE,
     ) -> None:
         self._name = name
         self._backend = backend
         self._metrics = metrics
         self._max_size = max_batch_size
         self._max_tokens = max_batch_tokens
+        self._shared_tokens = max(1, int(max_batch_tokens * shared_batch_share))
         self._wait_s = wait_s
         self._max_queue = max_queue
         self._pending = PendingPool(fair)
@@ -253,13 +313,20 @@ class BatchScheduler:
         if len(self._pending) >= self._max_size:
             return True
         longest = max(item.input.n_tokens for item in self._pending)
-        return longest * len(self._pending) >= self._max_tokens
+        return longest * len(self._pending) >= self._budget()
+
+    def _budget(self) -> int:
+        """Padded tokens for the next batch: a share of the full budget while an
+        interactive tenant shares the model with more than a batch of another's."""
+        if self._pending.contended(small=self._shared_tokens, large=self._max_tokens):
+            return self._shared_tokens
+        return self._max_tokens
 
     def _next_batch(self) -> list[_Item]:
         candidates = self._pending.take(self._max_size * CANDIDATE_BATCHES)
         if not candidates:
             return []
-        batch, rest = select_batch(candidates, self._max_size, self._max_tokens)
+        batch, rest = select_batch(candidates, self._max_size, self._budget())
         self._pending.put_back(rest)
         self._pending.dispatched(batch, rest)
         return batch
