@@ -1,6 +1,6 @@
 """Fair scheduling: one tenant's latency while another floods the model, fair vs fifo.
 
-    python bench/fairness.py [--rounds 1] [--requests 150] [--flood-seconds 60]
+    python bench/fairness.py [--rounds 1] [--requests 300] [--flood-seconds 60]
 
 Two real `embedgate serve` processes of this checkout, started side by side, one with
 `EMBEDGATE_SCHEDULING=fair` and one with `fifo`, each with two tenants of the default plan
@@ -16,11 +16,6 @@ Two real `embedgate serve` processes of this checkout, started side by side, one
 
 The figure of merit is light p99 under flood / light p99 alone; target for fair: <= 2.0.
 Prints one JSON line; progress goes to stderr.
-
-    python bench/fairness.py --simulate [--shares 1,0.5,0.25,0.125]
-
-replays the flood without a model or noise instead: the real scheduler's batch choice, a
-modelled cost per batch, for each share of the batch budget kept while tenants contend.
 """
 
 from __future__ import annotations
@@ -29,7 +24,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import math
 import os
 import platform
 import random
@@ -48,9 +42,6 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from corpus import build_corpus
-from embedgate.backends.base import ModelInput
-from embedgate.services import batching
-from embedgate.services.metrics import Metrics
 from loadgen import REQUEST_TIMEOUT_S, post_requests, read_response
 from throughput import free_port, wait_healthy
 
@@ -265,94 +256,10 @@ def report(rounds: list[dict[str, Any]], args: argparse.Namespace) -> dict[str, 
     return out
 
 
-# A batch's cost in the simulation, fitted to the served figures on 2 vCPUs: fixed, and per
-# padded token.
-BATCH_MS, TOKEN_MS = 5.0, 0.17
-LIGHT_THINK_MS = 3.0  # from an answer to the light client's next request
-
-
-@dataclass
-class SimRequest:
-    tenant: str
-    left: int  # inputs not answered yet
-    sent: float
-
-
-class Simulation:
-    """The flood on the real scheduler's batch choice (its ``_next_batch``), in modelled
-    time: heavy clients send again as soon as answered, the light one LIGHT_THINK_MS later,
-    so that it arrives while the next batch runs. The light tenant counts as active
-    throughout (it always is, in this scenario)."""
-
-    def __init__(self, share: float, fair: bool) -> None:
-        batching.ACTIVE_S = math.inf
-        self.sched = batching.BatchScheduler(
-            "sim", None, Metrics(), max_batch_size=64, max_batch_tokens=1024,  # type: ignore[arg-type]
-            wait_s=0, max_queue=10**9, fair=fair, shared_batch_share=share,
-        )  # fmt: skip
-        self.loop = asyncio.new_event_loop()
-        self.rng = random.Random(0)
-        self.lengths = [max(8, round(len(t.split()) * 1.3)) for t in build_corpus(2000)]
-        self.owner: dict[int, SimRequest] = {}
-        self.now = 0.0
-        self.light: list[float] = []
-        self.heavy_texts = 0
-
-    def send(self, tenant: str, n: int, at: float) -> None:
-        request = SimRequest(tenant, n, at)
-        lengths = [self.rng.choice(self.lengths) for _ in range(n)]
-        items = [
-            batching._Item(ModelInput(None, None, k), self.loop.create_future()) for k in lengths
-        ]
-        self.owner.update((id(item), request) for item in items)
-        self.sched._pending.add(items, tenant, 1.0)
-
-    def step(self, light_due: bool) -> bool:
-        """One batch; whether the light client is due to send during the next one."""
-        batch = self.sched._next_batch()
-        started = self.now
-        self.now += BATCH_MS + TOKEN_MS * max(i.input.n_tokens for i in batch) * len(batch)
-        if light_due:
-            self.send("light", 1, started + LIGHT_THINK_MS)
-        answered = False
-        for item in batch:
-            request = self.owner.pop(id(item))
-            request.left -= 1
-            self.heavy_texts += request.tenant == "heavy"
-            if request.left == 0 and request.tenant == "light":
-                self.light.append(self.now - request.sent)
-                answered = True
-            elif request.left == 0:
-                self.send("heavy", self.rng.randint(8, 16), self.now)
-        return answered
-
-    def run(self, light_requests: int) -> dict[str, float]:
-        for _ in range(HEAVY_CLIENTS):
-            self.send("heavy", self.rng.randint(8, 16), 0.0)
-        light_due = True
-        while len(self.light) < light_requests:
-            light_due = self.step(light_due)
-        return {
-            "light_p50_ms": percentile_ms([t / 1000 for t in self.light], 50),
-            "light_p99_ms": percentile_ms([t / 1000 for t in self.light], 99),
-            "heavy_texts_per_s": round(self.heavy_texts / self.now * 1000, 1),
-        }
-
-
-def simulate(args: argparse.Namespace) -> dict[str, Any]:
-    out: dict[str, Any] = {"bench": "fairness-simulated", "batch_ms": BATCH_MS,
-                           "token_ms": TOKEN_MS, "fair": {}}  # fmt: skip
-    for share in args.shares.split(","):
-        out["fair"][share] = Simulation(float(share), fair=True).run(args.requests)
-        log(f"share {share}: {out['fair'][share]}")
-    out["fifo"] = Simulation(1.0, fair=False).run(max(args.requests // 10, 2))
-    return out
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=1)
-    parser.add_argument("--requests", type=int, default=150, help="light requests per phase")
+    parser.add_argument("--requests", type=int, default=300, help="light requests per phase")
     parser.add_argument("--flood-seconds", type=float, default=60.0,
                         help="most time for the light stream under flood")  # fmt: skip
     parser.add_argument("--flood-warmup", type=float, default=3.0)
@@ -360,12 +267,7 @@ def main() -> None:
     parser.add_argument("--modes", default="fair,fifo", help="schedulings to measure")
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                         help="extra server setting, for both servers")  # fmt: skip
-    parser.add_argument("--simulate", action="store_true", help="model, not servers")
-    parser.add_argument("--shares", default="1,0.5,0.25,0.125", help="for --simulate")
     args = parser.parse_args()
-    if args.simulate:
-        print(json.dumps(simulate(args)), flush=True)
-        return
     extra = dict(item.split("=", 1) for item in args.env)
     rounds: list[dict[str, Any]] = []
     with contextlib.ExitStack() as stack:

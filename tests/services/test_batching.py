@@ -12,12 +12,10 @@ import pytest
 
 from embedgate.backends.base import BackendInfo, Embedded, ModelInput
 from embedgate.errors import EmbedgateError
-from embedgate.services import batching
 from embedgate.services.batching import (
     BatchScheduler,
     PassthroughScheduler,
     PendingPool,
-    TenantLoad,
     _Item,
     select_batch,
 )
@@ -33,6 +31,7 @@ class RecordingBackend:
     ``gate`` holds inference until the test releases it, to build up a queue on purpose."""
 
     coalesce = True
+    lanes = 1
 
     def __init__(self, delay: float = 0.0) -> None:
         self.batches: list[list[int]] = []
@@ -355,49 +354,6 @@ async def test_weights_must_be_positive() -> None:
     await sched.aclose()
 
 
-async def run_after_light(fair: bool, tenants: tuple[str, str]) -> list[list[int]]:
-    """Batches of 100 queued 4-token inputs of ``tenants[1]``, queued just after
-    ``tenants[0]`` sent one input; a full batch is 16 inputs (64 tokens)."""
-    backend = RecordingBackend()
-    sched = scheduler(
-        backend, max_batch_size=64, max_batch_tokens=64, wait_s=0, max_queue=1000, fair=fair
-    )
-    await sched.start()
-    await sched.submit([item(0)], tenant=tenants[0])
-    backend.gate = asyncio.Event()
-    blocker = asyncio.create_task(sched.submit([item(1)], tenant=tenants[1]))
-    await asyncio.sleep(0.01)
-    flood = asyncio.create_task(sched.submit([item(2)] * 100, tenant=tenants[1]))
-    await asyncio.sleep(0.01)
-    backend.gate.set()
-    await asyncio.gather(blocker, flood)
-    await sched.aclose()
-    return backend.batches[2:]
-
-
-async def test_batches_are_short_while_an_interactive_tenant_waits_beside_a_flood(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(batching, "ACTIVE_S", 60.0)  # "just now", however slow the machine
-    batches = await run_after_light(fair=True, tenants=("light", "heavy"))
-    # A quarter of the 64-token budget while more than a full batch is queued, then full.
-    assert [len(b) for b in batches] == [4] * 21 + [16]
-    # The same flood after only its own tenant's request, or in fifo mode: full batches.
-    full = [16] * 6 + [4]
-    alone = await run_after_light(fair=True, tenants=("heavy", "heavy"))
-    assert [len(b) for b in alone] == full
-    fifo = await run_after_light(fair=False, tenants=("light", "heavy"))
-    assert [len(b) for b in fifo] == full
-
-
-async def test_batches_are_full_again_once_the_interactive_tenant_is_gone(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(batching, "ACTIVE_S", 0.0)
-    batches = await run_after_light(fair=True, tenants=("light", "heavy"))
-    assert len(batches[0]) == 16
-
-
 async def test_two_backlogged_tenants_keep_full_batches() -> None:
     backend = RecordingBackend()
     backend.gate = asyncio.Event()
@@ -413,13 +369,57 @@ async def test_two_backlogged_tenants_keep_full_batches() -> None:
     assert [len(b) for b in backend.batches[1:4]] == [16, 16, 16]
 
 
-async def test_tenant_load_forgets_idle_tenants(monkeypatch: pytest.MonkeyPatch) -> None:
-    load = TenantLoad()
-    for t in range(100):
-        load.add(f"t{t}", 10)
-        load.remove(f"t{t}", 10)
-    load.add("heavy", 1000)
-    assert load.mixed(small=16, large=64)
-    monkeypatch.setattr(batching, "ACTIVE_S", 0.0)
-    assert not load.mixed(small=16, large=64)  # nobody interactive is active any more
-    assert len(load) == 1  # only the tenant with tokens queued
+class TwoLanes(RecordingBackend):
+    """Two model calls may run at once; batches holding token id 1 (the heavy tenant's)
+    wait for ``gate``, so a heavy batch can be held running on purpose."""
+
+    lanes = 2
+
+    async def embed(self, inputs: Sequence[ModelInput]) -> Embedded:
+        self.batches.append([item.n_tokens for item in inputs])
+        if self.gate is not None and any((i.token_ids or [0])[0] == 1 for i in inputs):
+            await self.gate.wait()
+        rows = [[float((i.token_ids or [0])[0]), 1.0, 0.0, 0.0] for i in inputs]
+        return Embedded(np.asarray(rows, dtype=np.float32), sum(i.n_tokens for i in inputs))
+
+
+async def held_heavy_batch(
+    backend: RecordingBackend, fair: bool = True
+) -> tuple[BatchScheduler, asyncio.Task[Embedded]]:
+    """A scheduler whose model is busy with a heavy batch that does not finish."""
+    backend.gate = asyncio.Event()
+    sched = scheduler(backend, max_batch_size=8, max_batch_tokens=64, wait_s=0,
+                      max_queue=1000, fair=fair)  # fmt: skip
+    await sched.start()
+    heavy = asyncio.create_task(sched.submit([item(1)] * 20, tenant="heavy"))
+    await asyncio.sleep(0.01)
+    assert backend.batches, "the heavy batch should be running"
+    return sched, heavy
+
+
+async def test_a_quiet_tenant_runs_in_the_express_lane_beside_a_running_batch() -> None:
+    backend = TwoLanes()
+    sched, heavy = await held_heavy_batch(backend)
+    async with asyncio.timeout(1):  # answered while the heavy batch is still held
+        light = await sched.submit([item(0)], tenant="light")
+    assert light.vectors[0][0] == 0.0
+    assert backend.batches == [[4] * 8, [4]]  # the held batch, and the express one
+    assert not heavy.done()
+    backend.gate.set()  # type: ignore[union-attr]
+    await heavy
+    await sched.aclose()
+
+
+@pytest.mark.parametrize("case", ["busy tenant", "large request", "fifo", "one lane"])
+async def test_the_express_lane_is_only_for_small_requests_of_quiet_tenants(case: str) -> None:
+    backend = RecordingBackend() if case == "one lane" else TwoLanes()
+    sched, heavy = await held_heavy_batch(backend, fair=case != "fifo")
+    tenant = "heavy" if case == "busy tenant" else "light"
+    # 5 x 4 tokens: over a quarter of the 64-token budget
+    inputs = [item(0)] * (5 if case == "large request" else 1)
+    waiting = asyncio.create_task(sched.submit(inputs, tenant=tenant))
+    await asyncio.sleep(0.05)
+    assert not waiting.done()  # queued behind the held batch
+    backend.gate.set()  # type: ignore[union-attr]
+    await asyncio.gather(heavy, waiting)
+    await sched.aclose()

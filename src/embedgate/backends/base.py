@@ -42,6 +42,7 @@ class Backend(Protocol):
     """A model engine. ``coalesce`` says whether the batch scheduler may merge requests."""
 
     coalesce: bool
+    lanes: int  # model calls that may run at once (the scheduler's express lane needs 2)
 
     @property
     def info(self) -> BackendInfo: ...

@@ -39,16 +39,20 @@ def detect_family(path: str, declared: str) -> str:
 
 
 class LocalBackend:
-    """A sentence-transformers model. Inference is serialised on a single worker thread."""
+    """A sentence-transformers model, run on two worker threads: the scheduler's batches
+    one at a time, and beside them at most one small express batch."""
 
     coalesce = True
+    lanes = 2  # a batch, and beside it an express batch (services/batching.py)
 
     def __init__(self, name: str, spec: ModelSpec, *, device: str, warmup: bool) -> None:
         self.name = name
         self._spec = spec
         self._device_setting = spec.device or device
         self._warmup = warmup
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"embedgate-infer-{name}")
+        self._executor = ThreadPoolExecutor(
+            self.lanes, thread_name_prefix=f"embedgate-infer-{name}"
+        )
         self._model: Any = None
         self._tokenizer: TokenizerRunner | None = None
         self._pad_id = 0

@@ -39,6 +39,7 @@ class UpstreamBackend:
     """A pool of base URLs: round-robin over healthy ones, fail over on connect errors."""
 
     coalesce = False
+    lanes = 1  # requests pass through; the upstream engine schedules them
 
     def __init__(
         self, name: str, spec: ModelSpec, *, transport: httpx.AsyncBaseTransport | None = None

@@ -8,9 +8,11 @@ later batches match as well. The first input in line always goes next, so nothin
 The queue is bounded: past ``max_queue`` inputs, 503.
 
 The line is a weighted fair queue across tenants (``PendingPool``): a tenant that floods
-the queue delays another tenant's input by about one batch, not by its whole backlog, and
-while it does, batches are kept short (``SHARED_BATCH_SHARE``) so that this one batch is
-short too. With ``fair=False`` it is the order of arrival and batches are never cut.
+the queue delays another tenant's input by at most about one batch, not by its whole
+backlog. And a batch, once started, cannot be interrupted, so a small request of a tenant
+with nothing else queued or in flight does not even wait for that: it runs at once in the
+express lane, a second model call beside the running batch (backends with ``lanes >= 2``).
+With ``fair=False`` the line is the order of arrival and there is no express lane.
 See docs/scheduling.md.
 """
 
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import heapq
 import itertools
 import logging
@@ -39,12 +42,6 @@ CANDIDATE_BATCHES = 4  # a batch is chosen among the first max_batch_size * this
 # Padding is compute spent on nothing (CPU time, or GPU time at load): an input joins a batch
 # only while at most this share of the padded batch is padding.
 MAX_PADDING = 0.25
-# While an interactive tenant (next to nothing queued) is active beside one with a backlog,
-# batches get this share of max_batch_tokens (default of ``shared_batch_share``): the
-# former's input then waits behind a short batch of the latter's, not a full one. Smaller
-# batches cost the backlog throughput, so only then; figures in docs/benchmarks.md.
-SHARED_BATCH_SHARE = 0.25
-ACTIVE_S = 1.0  # a tenant counts as active this long after it last queued an input
 
 
 class Scheduler(Protocol):
@@ -77,38 +74,6 @@ def _cost(item: _Item) -> int:
     return max(item.input.n_tokens, 1)
 
 
-class TenantLoad:
-    """Tokens queued per tenant, and when each tenant last queued an input. Holds only
-    tenants with tokens queued or active in the last ``ACTIVE_S``."""
-
-    def __init__(self) -> None:
-        self._queued: dict[str, int] = {}
-        self._seen: dict[str, float] = {}
-
-    def add(self, tenant: str, tokens: int) -> None:
-        self._queued[tenant] = self._queued.get(tenant, 0) + tokens
-        self._seen[tenant] = time.monotonic()
-
-    def remove(self, tenant: str, tokens: int) -> None:
-        left = self._queued.get(tenant, 0) - tokens
-        if left > 0:
-            self._queued[tenant] = left
-        else:
-            self._queued.pop(tenant, None)
-
-    def mixed(self, small: int, large: int) -> bool:
-        """Whether a tenant active with at most ``small`` tokens queued shares the model
-        with one that has more than ``large`` queued."""
-        cutoff = time.monotonic() - ACTIVE_S
-        self._seen = {t: at for t, at in self._seen.items() if at >= cutoff}
-        if not any(tokens > large for tokens in self._queued.values()):
-            return False
-        return any(self._queued.get(t, 0) <= small for t in self._seen)
-
-    def __len__(self) -> int:
-        return len(self._queued.keys() | self._seen.keys())
-
-
 class PendingPool:
     """Queued inputs as a heap, in the order they are served: by (start tag, arrival).
 
@@ -127,7 +92,6 @@ class PendingPool:
         self._arrivals = itertools.count()
         self._vtime = 0.0
         self._finish: dict[str, float] = {}  # F[t], kept only while ahead of V
-        self._load = TenantLoad()
 
     def __len__(self) -> int:
         return len(self._heap)
@@ -150,12 +114,6 @@ class PendingPool:
             heapq.heappush(self._heap, item)
         if self._fair:
             self._finish[tenant] = tag
-            self._load.add(tenant, sum(_cost(item) for item in items))
-
-    def contended(self, small: int, large: int) -> bool:
-        """Fair mode: whether an interactive tenant shares the model with a backlog
-        (``TenantLoad.mixed``)."""
-        return self._fair and self._load.mixed(small, large)
 
     def take(self, limit: int) -> list[_Item]:
         """Up to ``limit`` inputs from the front of the line, in order, dropping those
@@ -165,8 +123,6 @@ class PendingPool:
             item = heapq.heappop(self._heap)
             if not item.future.done():
                 taken.append(item)
-            elif self._fair:
-                self._load.remove(item.tenant, _cost(item))
         return taken
 
     def put_back(self, items: Iterable[_Item]) -> None:
@@ -177,8 +133,6 @@ class PendingPool:
         """``batch`` left the pool, ``rest`` (in order) went back: advance virtual time."""
         if not self._fair:
             return
-        for item in batch:
-            self._load.remove(item.tenant, _cost(item))
         if not self._heap:  # no backlog left to be fair about: every tenant starts level
             self._vtime = 0.0
             self._finish.clear()
@@ -235,20 +189,25 @@ class BatchScheduler:
         wait_s: float,
         max_queue: int,
         fair: bool = True,
-        shared_batch_share: float = SHARED_BATCH_SHARE,
     ) -> None:
         self._name = name
         self._backend = backend
         self._metrics = metrics
         self._max_size = max_batch_size
         self._max_tokens = max_batch_tokens
-        self._shared_tokens = max(1, int(max_batch_tokens * shared_batch_share))
         self._wait_s = wait_s
         self._max_queue = max_queue
         self._pending = PendingPool(fair)
         self._live = 0
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        # The express lane: a second model call beside a running batch, for a tenant with
+        # nothing else queued or in flight, so that it does not wait for another's batch.
+        self._express_lane = fair and backend.lanes >= 2
+        self._express_tokens = max(1, max_batch_tokens // 4)
+        self._bulk_busy = False
+        self._express: asyncio.Task[None] | None = None
+        self._tenant_live: dict[str, int] = {}
 
     @property
     def queue_depth(self) -> int:
@@ -258,10 +217,11 @@ class BatchScheduler:
         self._task = asyncio.create_task(self._run(), name=f"batcher-{self._name}")
 
     async def aclose(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        for task in (self._task, self._express):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         _fail(self._pending, _shutting_down())
 
     async def submit(
@@ -271,11 +231,15 @@ class BatchScheduler:
             raise overloaded(1.0)
         loop = asyncio.get_running_loop()
         items = [_Item(inp, loop.create_future()) for inp in inputs]
+        if self._takes_express(tenant, inputs):
+            self._express = loop.create_task(self._execute(items), name="express-batch")
+        else:
+            self._pending.add(items, tenant, weight)  # checks the weight
+            self._wakeup.set()
         for item in items:
-            item.future.add_done_callback(self._on_done)
-        self._pending.add(items, tenant, weight)
+            item.future.add_done_callback(functools.partial(self._on_done, tenant))
         self._live += len(items)
-        self._wakeup.set()
+        self._tenant_live[tenant] = self._tenant_live.get(tenant, 0) + len(items)
         try:
             rows = await asyncio.gather(*(item.future for item in items))
         except BaseException:
@@ -284,15 +248,37 @@ class BatchScheduler:
             raise
         return Embedded(np.stack(rows), sum(inp.n_tokens for inp in inputs))
 
-    def _on_done(self, _: asyncio.Future[Vectors]) -> None:
+    def _on_done(self, tenant: str, _: asyncio.Future[Vectors]) -> None:
         self._live -= 1
+        left = self._tenant_live[tenant] - 1
+        if left:
+            self._tenant_live[tenant] = left
+        else:
+            del self._tenant_live[tenant]
+
+    def _takes_express(self, tenant: str, inputs: Sequence[ModelInput]) -> bool:
+        """A small request of a tenant with nothing else queued or in flight, while others'
+        inputs are running or queued and the express lane is free: it runs at once, beside
+        their batch, instead of in (or behind) a full batch of theirs."""
+        return (
+            self._express_lane
+            and (self._bulk_busy or len(self._pending) > 0)
+            and (self._express is None or self._express.done())
+            and tenant not in self._tenant_live
+            and len(inputs) <= self._max_size
+            and sum(inp.n_tokens for inp in inputs) <= self._express_tokens
+        )
 
     async def _run(self) -> None:
         while True:
             await self._wait_for_work()
             batch = self._next_batch()
             if batch:
-                await self._execute(batch)
+                self._bulk_busy = True
+                try:
+                    await self._execute(batch)
+                finally:
+                    self._bulk_busy = False
 
     async def _wait_for_work(self) -> None:
         while not self._pending:
@@ -313,20 +299,13 @@ class BatchScheduler:
         if len(self._pending) >= self._max_size:
             return True
         longest = max(item.input.n_tokens for item in self._pending)
-        return longest * len(self._pending) >= self._budget()
-
-    def _budget(self) -> int:
-        """Padded tokens for the next batch: a share of the full budget while an
-        interactive tenant shares the model with more than a batch of another's."""
-        if self._pending.contended(small=self._shared_tokens, large=self._max_tokens):
-            return self._shared_tokens
-        return self._max_tokens
+        return longest * len(self._pending) >= self._max_tokens
 
     def _next_batch(self) -> list[_Item]:
         candidates = self._pending.take(self._max_size * CANDIDATE_BATCHES)
         if not candidates:
             return []
-        batch, rest = select_batch(candidates, self._max_size, self._budget())
+        batch, rest = select_batch(candidates, self._max_size, self._max_tokens)
         self._pending.put_back(rest)
         self._pending.dispatched(batch, rest)
         return batch

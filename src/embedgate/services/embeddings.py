@@ -28,6 +28,9 @@ class EmbeddingJob:
     token_ids: Sequence[Sequence[int]] | None = None
     dimensions: int | None = None
     instruction: str | None = None
+    # The model's default query instruction, applied by search: not the client's choice, so
+    # the plan's instruction rules do not apply to it.
+    instruction_is_default: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +74,8 @@ class EmbeddingService:
         self._check_dimensions(job.dimensions, model)
         enforce_request(
             policy, model=model.name, dimensions=job.dimensions or model.dimensions,
-            instruction=job.instruction, texts=job.texts,
+            instruction=None if job.instruction_is_default else job.instruction,
+            texts=job.texts,
         )  # fmt: skip
         inputs = await self._prepare(job, model, policy)
         tokens = sum(item.n_tokens for item in inputs)
