@@ -9,6 +9,7 @@ either way it is logged once per outage and shown in /health.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
@@ -99,6 +100,7 @@ class Limits:
         self._clock = clock
         self._down_until = 0.0
         self._down_since: float | None = None
+        self._releases: set[asyncio.Task[None]] = set()
 
     @property
     def backend(self) -> str:
@@ -126,13 +128,24 @@ class Limits:
         return Admission(headers, lease, quota)
 
     async def finish(self, admission: Admission, *, succeeded: bool) -> None:
-        """Give back the concurrency lease, and the quota tokens of a failed request. Awaited:
-        a client that sends its next request on the response must find its slot free."""
+        """Give back the concurrency lease, and the quota tokens of a failed request.
+
+        In memory at once. On Redis the release is sent now, in the background, and not
+        waited for: it reaches Redis well before the client can read this response and send
+        its next request, and the response does not pay a second round trip."""
         refund = None if succeeded else admission.quota
         if admission.lease is None and refund is None:
             return
+        if self._limiter.backend == "memory":
+            await self._release(admission.lease, refund)
+            return
+        task = asyncio.get_running_loop().create_task(self._release(admission.lease, refund))
+        self._releases.add(task)
+        task.add_done_callback(self._releases.discard)
+
+    async def _release(self, lease: Lease | None, refund: QuotaAsk | None) -> None:
         try:
-            await self._limiter.release(admission.lease, refund)
+            await self._limiter.release(lease, refund)
         except Exception:  # a lease expires on its own
             log.warning("could not release a rate-limit lease", exc_info=True)
 
@@ -161,6 +174,8 @@ class Limits:
         return True
 
     async def aclose(self) -> None:
+        if self._releases:
+            await asyncio.gather(*self._releases, return_exceptions=True)
         await self._limiter.aclose()
 
     async def _check(self, ask: Ask) -> Decision | None:
