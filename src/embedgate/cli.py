@@ -109,6 +109,9 @@ def _register_admin_commands() -> None:
     from embedgate.cli_admin import register
 
     register(main)
+    from embedgate.cli_ingest import ingest
+
+    main.add_command(ingest)
 
 
 _register_admin_commands()

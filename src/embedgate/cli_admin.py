@@ -20,9 +20,11 @@ import click
 import httpx
 
 from embedgate.api.admin import audit_json, key_json, tenant_json
+from embedgate.config import Settings
 from embedgate.errors import EmbedgateError
 from embedgate.keyfiles import SecretFileError, read_secret_file
 from embedgate.runtime import ControlPlane
+from embedgate.search.stores import open_store
 from embedgate.services.policy import Policy
 from embedgate.services.usage import CSV_COLUMNS, to_csv
 
@@ -37,8 +39,9 @@ class Admin(Protocol):
 
 
 class LocalAdmin:
-    def __init__(self, control: ControlPlane) -> None:
+    def __init__(self, control: ControlPlane, settings: Settings) -> None:
         self._c = control
+        self._settings = settings
 
     async def call(self, operation: str, **args: Any) -> Any:
         return await getattr(self, f"_{operation}")(**args)
@@ -65,6 +68,12 @@ class LocalAdmin:
         return tenant_json(tenant, self._c.tenants.effective(tenant))
 
     async def _delete_tenant(self, tenant_id: str) -> Any:
+        await self._c.tenants.get(tenant_id)  # 404 before anything is erased
+        store = await open_store(self._settings)
+        try:
+            await store.delete_tenant(tenant_id)
+        finally:
+            await store.aclose()
         await self._c.tenants.delete(tenant_id, actor=ACTOR)
         return {"id": tenant_id, "object": "tenant", "deleted": True}
 
@@ -158,7 +167,7 @@ async def _open(ctx: click.Context) -> Any:
     # use would never verify. The server creates it on first start.
     control = await ControlPlane.open(settings, create_secret=False, background=False)
     try:
-        yield LocalAdmin(control)
+        yield LocalAdmin(control, settings)
     finally:
         await control.aclose()
 

@@ -226,6 +226,29 @@ class Settings(BaseSettings):
         default=None,
         description="File holding the admin key; refused if group or others have any access.",
     )
+    vector_url: SecretStr | None = Field(
+        default=None,
+        description="PostgreSQL URL (with pgvector) for collections and documents. Default: "
+        "the database URL when that is PostgreSQL, else the embedded store in the data dir. "
+        "Environment only: it may hold a password.",
+    )
+    search_memory_mb: float = Field(
+        default=1024.0,
+        gt=0,
+        description="Embedded store: memory for loaded vector indexes, in MB; the least "
+        "recently used tenants' indexes are unloaded beyond it.",
+    )
+    search_exact_threshold: int = Field(
+        default=20_000,
+        ge=0,
+        description="Embedded store: collections up to this many documents are searched "
+        "exactly; larger ones through an ANN index.",
+    )
+    search_open_tenants: int = Field(
+        default=256,
+        ge=1,
+        description="Embedded store: most tenant databases open at once (file handles).",
+    )
     redis_url: SecretStr | None = Field(
         default=None,
         description="Redis URL (redis:// or rediss://) that replicas share rate limits, "
@@ -320,6 +343,7 @@ class _ConfigFile(YamlConfigSettingsSource):
             "database_url",
             "trusted_proxy_secret",
             "redis_url",
+            "vector_url",
         ):
             if secret in values:
                 name = f"EMBEDGATE_{secret.upper()}"
@@ -346,5 +370,6 @@ NOT_ON_COMMAND_LINE = frozenset(
         "secret_key",
         "trusted_proxy_secret",
         "redis_url",
+        "vector_url",
     }
 )

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 from embedgate.config import Settings
 from embedgate.keyfiles import ensure_data_dir, load_admin_key, load_server_secret
+from embedgate.search.service import SearchService
+from embedgate.search.stores import StoreHolder
 from embedgate.services.admin import KeyAdmin
 from embedgate.services.audit import AuditLog
 from embedgate.services.auth import Authenticator, TrustedProxy
@@ -91,6 +93,8 @@ class Runtime:
     limits: Limits
     cache: EmbeddingCache
     denials: DenialAudit
+    search: SearchService
+    stores: StoreHolder
     admin_key: str
     background: asyncio.Task[None]
 
@@ -117,11 +121,14 @@ class Runtime:
         cache = EmbeddingCache(int(settings.embedding_cache_mb * 1024 * 1024))
         metrics.watch_cache(cache)
         embeddings = EmbeddingService(registry, settings, metrics, limits, cache)
+        stores = StoreHolder(settings)
+        await stores.start()
+        search = SearchService(stores, embeddings, registry, utcnow)
         background = asyncio.create_task(_flush_key_usage(control.keys), name="key-usage")
         log.info("API key authentication enabled; rate limits in %s", limits.backend)
         return cls(
             settings, metrics, registry, embeddings, control, limits, cache,
-            DenialAudit(control.audit), admin_key, background,
+            DenialAudit(control.audit), search, stores, admin_key, background,
         )  # fmt: skip
 
     async def aclose(self) -> None:
@@ -131,6 +138,7 @@ class Runtime:
         await self.registry.aclose()
         await self.denials.drain()
         await self.limits.aclose()
+        await self.stores.aclose()
         await self.control.aclose()
 
 

@@ -22,7 +22,20 @@ V1_CASES: list[tuple[str, str, Any]] = [
     ("GET", "/v1/models", None),
     ("GET", "/v1/models/all-minilm-l6-v2", None),
     ("GET", "/v1/me", None),
+    ("GET", "/v1/collections", None),
 ]
+# Requests on tenant A's collection "kb" and its document "doc-a": for tenant B, 404.
+COLLECTION_CASES: list[tuple[str, str, Any]] = [
+    ("GET", "/v1/collections/kb", None),
+    ("DELETE", "/v1/collections/kb", None),
+    ("POST", "/v1/collections/kb/documents", {"documents": [{"id": "doc-a", "text": "mine"}]}),
+    ("GET", "/v1/collections/kb/documents", None),
+    ("GET", "/v1/collections/kb/documents/doc-a", None),
+    ("DELETE", "/v1/collections/kb/documents/doc-a", None),
+    ("POST", "/v1/collections/kb/search", {"query": "tenant a's secret"}),
+]
+TEMPLATES = {"/v1/collections/kb": "/v1/collections/{name}",
+             "doc-a": "{doc_id}", "all-minilm-l6-v2": "{model}"}  # fmt: skip
 
 
 @pytest.fixture
@@ -44,9 +57,40 @@ async def test_every_v1_route_has_an_isolation_case(default_app: AppClient) -> N
         if path.startswith("/v1")
         for method in operations
     }
-    covered = {(method, path.replace("all-minilm-l6-v2", "{model}"))
-               for method, path, _ in V1_CASES}  # fmt: skip
+    covered = {(method, _template(path)) for method, path, _ in V1_CASES + COLLECTION_CASES}
+    covered.add(("POST", "/v1/collections"))  # creating is tenant B's own: tested below
     assert routes == covered
+
+
+def _template(path: str) -> str:
+    for concrete, template in TEMPLATES.items():
+        path = path.replace(concrete, template)
+    return path
+
+
+async def test_tenant_b_cannot_reach_tenant_a_collections(
+    two_tenants: tuple[AppClient, dict[str, str]],
+) -> None:
+    app, keys = two_tenants
+    a_auth, b_auth = ({"Authorization": f"Bearer {keys[t]}"} for t in ("tenant-a", "tenant-b"))
+    await app.http.post("/v1/collections", json={"name": "kb"}, headers=a_auth)
+    docs = {"documents": [{"id": "doc-a", "text": "tenant a's secret plans"}]}
+    await app.http.post("/v1/collections/kb/documents", json=docs, headers=a_auth)
+    for method, path, body in COLLECTION_CASES:
+        response = await app.http.request(method, path, json=body, headers=b_auth)
+        assert response.status_code == 404, (method, path, response.text)
+        assert "secret" not in response.text
+    listed = await app.http.get("/v1/collections", headers=b_auth)
+    assert listed.json()["data"] == []
+    # B's own "kb" is another collection: A's document is not in it, A's is untouched.
+    made = await app.http.post("/v1/collections", json={"name": "kb"}, headers=b_auth)
+    assert made.status_code == 201
+    found = await app.http.post("/v1/collections/kb/search", json={"query": "secret plans"},
+                                headers=b_auth)  # fmt: skip
+    assert found.json()["data"] == []
+    theirs = await app.http.get("/v1/collections/kb/documents/doc-a", headers=a_auth)
+    assert theirs.json()["text"] == "tenant a's secret plans"
+    assert (await app.http.get("/v1/collections/kb", headers=a_auth)).json()["document_count"] == 1
 
 
 async def test_tenant_b_sees_only_itself(two_tenants: tuple[AppClient, dict[str, str]]) -> None:

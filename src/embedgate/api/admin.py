@@ -119,6 +119,9 @@ async def update_tenant(
 
 @router.delete("/tenants/{tenant_id}")
 async def delete_tenant(tenant_id: str, runtime: RuntimeDep, request: Request) -> Any:
+    """The tenant, its keys, and its collections and documents (files or rows)."""
+    await runtime.control.tenants.get(tenant_id)  # 404 before anything is erased
+    await (await runtime.stores.get()).delete_tenant(tenant_id)
     await runtime.control.tenants.delete(tenant_id, actor="admin", client_ip=client_ip(request))
     return {"id": tenant_id, "object": "tenant", "deleted": True}
 

@@ -36,6 +36,7 @@ async def health(runtime: RuntimeDep) -> JSONResponse:
             reserved_ready.append(bool(state["ready"]))
     database = {"backend": runtime.control.store.backend, "ready": await _database_up(runtime)}
     limits = await _limits_state(runtime)
+    search = await runtime.stores.health()
     ready = (
         database["ready"]
         and (bool(models) or bool(reserved_ready))
@@ -43,13 +44,15 @@ async def health(runtime: RuntimeDep) -> JSONResponse:
         and all(reserved_ready)
     )
     limits_ok = limits["ready"] or limits["failure_mode"] == "open"
-    status = "ok" if ready and limits["ready"] else "degraded" if ready and limits_ok else None
+    healthy = limits["ready"] and search["ready"]
+    status = "ok" if ready and healthy else "degraded" if ready and limits_ok else None
     body = {
         "status": status or "unavailable",
         "version": __version__,
         "models": models,
         "database": database,
         "rate_limits": limits,
+        "search": search,
     }
     if reserved_ready:
         body["reserved_models"] = {"count": len(reserved_ready), "ready": sum(reserved_ready)}

@@ -1,0 +1,123 @@
+"""The document store interface: per-tenant collections of documents with their vectors.
+
+Every call names its tenant; a store never returns, counts or changes another tenant's
+data, and an unknown collection is ``None``/``False``, whoever owns a collection of that
+name. Two implementations: ``local`` (a directory per tenant under the data dir: SQLite,
+FTS5 and ANN index files) and ``pgvector`` (PostgreSQL, isolation by row-level security).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+Vector = npt.NDArray[np.float32]  # one unit-length row
+# Metadata filter: {"field": value} (equality) or {"field": {"$in": [v1, v2]}}, all must hold.
+# Values are JSON scalars (str, int, float, bool, None); fields are top-level metadata keys.
+Filter = Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Collection:
+    name: str
+    model: str
+    dimensions: int
+    metadata: dict[str, Any]
+    created_at: datetime
+    document_count: int = 0  # filled by get/list
+
+
+@dataclass(frozen=True, slots=True)
+class Document:
+    id: str
+    text: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Upsert:
+    """One document to write. ``vector`` is None when the stored text is unchanged
+    (same ``text_hash``): only the metadata is replaced, the stored vector is kept."""
+
+    document: Document
+    text_hash: str  # sha256 hex of the text as embedded
+    vector: Vector | None
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    id: str
+    text: str
+    score: float
+    metadata: dict[str, Any]
+
+
+class CollectionExists(Exception):
+    """A collection of that name already exists for this tenant."""
+
+
+class DocumentStore(Protocol):
+    backend: str  # "local" or "pgvector"
+
+    async def ping(self) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+    # collections
+    async def create_collection(self, tenant: str, collection: Collection) -> None: ...
+
+    async def get_collection(self, tenant: str, name: str) -> Collection | None: ...
+
+    async def list_collections(self, tenant: str) -> list[Collection]: ...
+
+    async def delete_collection(self, tenant: str, name: str) -> bool: ...
+
+    # documents; every write is committed (durable) when the call returns
+    async def text_hashes(self, tenant: str, name: str, ids: Sequence[str]) -> dict[str, str]:
+        """id -> stored text_hash, for the ids that exist."""
+        ...
+
+    async def upsert(self, tenant: str, name: str, items: Sequence[Upsert]) -> None: ...
+
+    async def get_document(self, tenant: str, name: str, doc_id: str) -> Document | None: ...
+
+    async def get_vector(self, tenant: str, name: str, doc_id: str) -> Vector | None: ...
+
+    async def list_documents(
+        self, tenant: str, name: str, *, after: str | None, limit: int
+    ) -> list[Document]:
+        """In id order, ids greater than ``after``; ``limit`` + 1 rows tell has_more."""
+        ...
+
+    async def delete_document(self, tenant: str, name: str, doc_id: str) -> bool: ...
+
+    # search: results sorted by score, best first
+    async def search_vector(
+        self,
+        tenant: str,
+        name: str,
+        query: Vector,
+        *,
+        top_k: int,
+        filter: Filter | None,
+        min_score: float | None,
+    ) -> list[Hit]:
+        """Cosine similarity (inner product of unit vectors)."""
+        ...
+
+    async def search_keyword(
+        self, tenant: str, name: str, query: str, *, top_k: int, filter: Filter | None
+    ) -> list[Hit]:
+        """Full-text relevance (BM25 or the database's equivalent); higher is better."""
+        ...
+
+    # whole tenant
+    async def delete_tenant(self, tenant: str) -> None: ...
+
+
+SearchMode = Literal["vector", "keyword", "hybrid"]

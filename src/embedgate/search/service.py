@@ -1,0 +1,263 @@
+"""Collections and search for a tenant: validation, embedding, and fusion over a store.
+
+Documents are embedded as documents (no instruction), queries as queries (the request's
+instruction, else the model's default), both through ``EmbeddingService``: the tenant's
+policy, rate limits, quota, fair scheduling and metering apply exactly as on
+/v1/embeddings. A collection of another tenant does not exist: 404, never 403.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from embedgate.errors import EmbedgateError, invalid_request
+from embedgate.search.base import (
+    Collection,
+    CollectionExists,
+    Document,
+    Filter,
+    Hit,
+    SearchMode,
+    Upsert,
+)
+from embedgate.services.auth import Caller
+from embedgate.services.embeddings import EmbeddingJob, EmbeddingService
+from embedgate.services.policy import check_model, denied
+from embedgate.services.registry import ModelRegistry
+
+if TYPE_CHECKING:
+    from embedgate.search.stores import StoreHolder
+
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+MAX_ID_CHARS = 256
+RRF_K = 60  # reciprocal rank fusion constant (Cormack et al., 2009)
+HYBRID_DEPTH = 50  # each ranking contributes at least this many candidates to fusion
+MAX_TOP_K = 1000
+
+
+def check_name(name: str) -> str:
+    if not NAME.fullmatch(name):
+        raise invalid_request(
+            "Invalid collection name: use 1 to 128 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit.",
+            "name",
+        )
+    return name
+
+
+def check_id(doc_id: str, param: str = "id") -> str:
+    if not doc_id or len(doc_id) > MAX_ID_CHARS or any(ord(c) < 32 for c in doc_id):
+        raise invalid_request(
+            f"Invalid document id: 1 to {MAX_ID_CHARS} characters, no control characters.",
+            param,
+        )
+    return doc_id
+
+
+def text_hash(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def collection_not_found(name: str) -> EmbedgateError:
+    return EmbedgateError(404, f"No collection named `{name}`.", code="not_found", param="name")
+
+
+def document_not_found(doc_id: str) -> EmbedgateError:
+    return EmbedgateError(404, "No document with this id in the collection.", code="not_found",
+                          param="id")  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Written:
+    ids: list[str]
+    statuses: list[str]  # "created", "updated" or "unchanged"
+    prompt_tokens: int
+
+
+@dataclass(frozen=True, slots=True)
+class Found:
+    hits: list[Hit]
+    prompt_tokens: int
+
+
+class SearchService:
+    def __init__(
+        self, stores: StoreHolder, embeddings: EmbeddingService, registry: ModelRegistry,
+        clock: Any,
+    ) -> None:  # fmt: skip
+        self._stores = stores
+        self._embeddings = embeddings
+        self._registry = registry
+        self._clock = clock
+
+    async def create_collection(
+        self, caller: Caller, name: str, *, model: str | None, dimensions: int | None,
+        metadata: dict[str, Any],
+    ) -> Collection:  # fmt: skip
+        store = await self._stores.get()
+        check_name(name)
+        served = self._registry.resolve_for(caller.tenant.id, model)
+        check_model(caller.policy, served.name)
+        dims = dimensions if dimensions is not None else served.dimensions
+        low, high = served.spec.min_dimensions, served.dimensions
+        if not low <= dims <= high:
+            raise invalid_request(f"`dimensions` must be between {low} and {high} for model "
+                                  f"`{served.name}`, got {dims}.", "dimensions")  # fmt: skip
+        limit = caller.policy.max_dimensions
+        if limit is not None and dims > limit:
+            raise denied(
+                f"Your plan allows at most {limit} dimensions; ask for fewer with `dimensions`.",
+                code="dimension_limit_exceeded", param="dimensions",
+            )  # fmt: skip
+        collection = Collection(name, served.name, dims, metadata, self._now())
+        try:
+            await store.create_collection(caller.tenant.id, collection)
+        except CollectionExists:
+            raise EmbedgateError(409, f"A collection named `{name}` already exists.",
+                                 code="collection_exists", param="name") from None  # fmt: skip
+        return collection
+
+    async def collection(self, caller: Caller, name: str) -> Collection:
+        store = await self._stores.get()
+        check_name(name)
+        found = await store.get_collection(caller.tenant.id, name)
+        if found is None:
+            raise collection_not_found(name)
+        return found
+
+    async def collections(self, caller: Caller) -> list[Collection]:
+        store = await self._stores.get()
+        return await store.list_collections(caller.tenant.id)
+
+    async def delete_collection(self, caller: Caller, name: str) -> None:
+        store = await self._stores.get()
+        check_name(name)
+        if not await store.delete_collection(caller.tenant.id, name):
+            raise collection_not_found(name)
+
+    async def upsert(
+        self, caller: Caller, name: str, documents: Sequence[Document | dict[str, Any]]
+    ) -> Written:
+        """Write documents; only new or changed texts are embedded. Committed on return."""
+        store = await self._stores.get()
+        collection = await self.collection(caller, name)
+        docs = [_document(d, i) for i, d in enumerate(documents)]
+        ids = [d.id for d in docs]
+        if len(set(ids)) != len(ids):
+            raise invalid_request("Document ids must be unique within a request.", "documents")
+        tenant = caller.tenant.id
+        stored = await store.text_hashes(tenant, name, ids)
+        hashes = [text_hash(d.text) for d in docs]
+        changed = [i for i, (d, h) in enumerate(zip(docs, hashes, strict=True))
+                   if stored.get(d.id) != h]  # fmt: skip
+        vectors: dict[int, Any] = {}
+        tokens = 0
+        if changed:
+            job = EmbeddingJob(model=collection.model, texts=[docs[i].text for i in changed],
+                               dimensions=collection.dimensions)  # fmt: skip
+            result = await self._embeddings.embed(caller, job)
+            vectors = dict(zip(changed, result.vectors, strict=True))
+            tokens = result.prompt_tokens
+        pairs = enumerate(zip(docs, hashes, strict=True))
+        items = [Upsert(doc, digest, vectors.get(i)) for i, (doc, digest) in pairs]
+        await store.upsert(tenant, name, items)
+        statuses = [
+            "unchanged" if i not in vectors else "updated" if d.id in stored else "created"
+            for i, d in enumerate(docs)
+        ]
+        return Written(ids, statuses, tokens)
+
+    async def document(self, caller: Caller, name: str, doc_id: str) -> Document:
+        store = await self._stores.get()
+        await self.collection(caller, name)
+        found = await store.get_document(caller.tenant.id, name, check_id(doc_id))
+        if found is None:
+            raise document_not_found(doc_id)
+        return found
+
+    async def vector(self, caller: Caller, name: str, doc_id: str) -> Any:
+        store = await self._stores.get()
+        await self.collection(caller, name)
+        found = await store.get_vector(caller.tenant.id, name, check_id(doc_id))
+        if found is None:
+            raise document_not_found(doc_id)
+        return found
+
+    async def documents(
+        self, caller: Caller, name: str, *, after: str | None, limit: int
+    ) -> tuple[list[Document], bool]:
+        store = await self._stores.get()
+        await self.collection(caller, name)
+        rows = await store.list_documents(caller.tenant.id, name, after=after, limit=limit)
+        return rows[:limit], len(rows) > limit
+
+    async def delete_document(self, caller: Caller, name: str, doc_id: str) -> None:
+        store = await self._stores.get()
+        await self.collection(caller, name)
+        if not await store.delete_document(caller.tenant.id, name, check_id(doc_id)):
+            raise document_not_found(doc_id)
+
+    async def search(
+        self, caller: Caller, name: str, query: str, *, top_k: int, mode: SearchMode,
+        filter: Filter | None, min_score: float | None, instruction: str | None,
+    ) -> Found:  # fmt: skip
+        store = await self._stores.get()
+        collection = await self.collection(caller, name)
+        tenant = caller.tenant.id
+        if mode == "keyword":
+            hits = await store.search_keyword(tenant, name, query, top_k=top_k, filter=filter)
+            return Found(hits, 0)
+        vector, tokens = await self._embed_query(caller, collection, query, instruction)
+        depth = top_k if mode == "vector" else max(top_k, HYBRID_DEPTH)
+        by_vector = await store.search_vector(tenant, name, vector, top_k=depth,
+                                              filter=filter, min_score=min_score)  # fmt: skip
+        if mode == "vector":
+            return Found(by_vector, tokens)
+        by_keyword = await store.search_keyword(tenant, name, query, top_k=depth,
+                                                filter=filter)  # fmt: skip
+        return Found(fuse([by_vector, by_keyword])[:top_k], tokens)
+
+    async def _embed_query(
+        self, caller: Caller, collection: Collection, query: str, instruction: str | None
+    ) -> tuple[Any, int]:
+        served = self._registry.resolve_for(caller.tenant.id, collection.model)
+        default = served.default_instruction if served.supports_instructions else None
+        job = EmbeddingJob(
+            model=collection.model, texts=[query], dimensions=collection.dimensions,
+            instruction=instruction if instruction is not None else default,
+            instruction_is_default=instruction is None,
+        )  # fmt: skip
+        result = await self._embeddings.embed(caller, job)
+        return result.vectors[0], result.prompt_tokens
+
+    def _now(self) -> datetime:
+        now: datetime = self._clock()
+        return now
+
+
+def fuse(rankings: Sequence[Sequence[Hit]]) -> list[Hit]:
+    """Reciprocal rank fusion: each list gives 1 / (RRF_K + rank); the sum is the score."""
+    scores: dict[str, float] = {}
+    first: dict[str, Hit] = {}
+    for ranking in rankings:
+        for rank, hit in enumerate(ranking, start=1):
+            scores[hit.id] = scores.get(hit.id, 0.0) + 1.0 / (RRF_K + rank)
+            first.setdefault(hit.id, hit)
+    order = sorted(scores, key=lambda doc_id: (-scores[doc_id], doc_id))
+    return [Hit(i, first[i].text, scores[i], first[i].metadata) for i in order]
+
+
+def _document(value: Document | dict[str, Any], index: int) -> Document:
+    if isinstance(value, Document):
+        return Document(check_id(value.id, f"documents[{index}].id"), value.text, value.metadata)
+    doc_id = value.get("id")
+    if doc_id is None:
+        doc_id = f"doc_{secrets.token_hex(12)}"
+    return Document(check_id(doc_id, f"documents[{index}].id"), value["text"],
+                    value.get("metadata") or {})  # fmt: skip

@@ -1,0 +1,391 @@
+"""The ``DocumentStore`` contract: every store implementation must pass these tests.
+
+A test module runs them by importing them and providing a ``store`` fixture that yields a
+fresh, empty store (its own data, closed afterwards)::
+
+    from tests.search.contract import *  # noqa: F403
+
+    @pytest.fixture
+    async def store(tmp_path: Path) -> AsyncIterator[DocumentStore]:
+        ...
+
+Tenants are plain strings; each test uses its own tenant and collection names.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import anyio
+import numpy as np
+import pytest
+
+from embedgate.search.base import (
+    Collection,
+    CollectionExists,
+    Document,
+    DocumentStore,
+    Hit,
+    Upsert,
+    Vector,
+)
+
+pytestmark = pytest.mark.anyio
+
+NOW = datetime(2026, 11, 21, 12, 0, 0, 123456, tzinfo=UTC)
+SYNTAX = ['"unbalanced', "(cat OR", "cat AND", "NOT", "cat*", "-cat", "a) (b", "NEAR(x y)",
+          'say "hi"', "col:cat", "^cat", "+", "'", "\\", "*", "", "   "]  # fmt: skip
+
+
+def unit(*values: float) -> Vector:
+    row = np.asarray(values, dtype=np.float32)
+    return row / np.linalg.norm(row)
+
+
+def collection(name: str = "docs", dimensions: int = 4, **metadata: Any) -> Collection:
+    return Collection(name, "all-minilm-l6-v2", dimensions, metadata, NOW)
+
+
+def item(doc_id: str, text: str, vector: Vector | None, **metadata: Any) -> Upsert:
+    return Upsert(Document(doc_id, text, metadata), f"hash-{text}", vector)
+
+
+PETS = [
+    item("cat", "the cat sat on the mat", unit(1, 0, 0, 0), kind="pet", legs=4),
+    item("dog", "a dog chased the cat", unit(1, 1, 0, 0), kind="pet", legs=4.0, flag=1),
+    item("fish", "fish swim in the sea", unit(0, 1, 0, 0), kind="pet", legs=0),
+    item("car", "a car drove to the sea", unit(0, 0, 1, 0), kind="thing", flag=True),
+]
+
+
+async def fill(store: DocumentStore, tenant: str, name: str = "docs") -> None:
+    await store.create_collection(tenant, collection(name))
+    await store.upsert(tenant, name, PETS)
+
+
+async def ids_by_vector(store: DocumentStore, tenant: str, query: Vector, **options: Any
+                        ) -> list[str]:  # fmt: skip
+    values: dict[str, Any] = {"top_k": 10, "filter": None, "min_score": None, **options}
+    return [hit.id for hit in await store.search_vector(tenant, "docs", query, **values)]
+
+
+async def ids_by_keyword(store: DocumentStore, tenant: str, query: str, **options: Any
+                         ) -> list[str]:  # fmt: skip
+    values: dict[str, Any] = {"top_k": 10, "filter": None, **options}
+    return [hit.id for hit in await store.search_keyword(tenant, "docs", query, **values)]
+
+
+async def count(store: DocumentStore, tenant: str, name: str = "docs") -> int:
+    found = await store.get_collection(tenant, name)
+    assert found is not None
+    return found.document_count
+
+
+# collections
+
+
+async def test_collections_lifecycle(store: DocumentStore) -> None:
+    await store.ping()
+    zeta = collection("zeta", dimensions=8, lang="en", nested={"名前": ["中文", 1]})
+    await store.create_collection("t1", zeta)
+    await store.create_collection("t1", collection("Alpha"))
+    with pytest.raises(CollectionExists):
+        await store.create_collection("t1", collection("zeta"))
+    assert await store.get_collection("t1", "zeta") == zeta
+    assert sorted(c.name for c in await store.list_collections("t1")) == ["Alpha", "zeta"]
+    assert await store.get_collection("t1", "ZETA") is None  # names are case-sensitive
+    assert await store.delete_collection("t1", "zeta")
+    assert not await store.delete_collection("t1", "zeta")
+    assert await store.get_collection("t1", "zeta") is None
+    assert [c.name for c in await store.list_collections("t1")] == ["Alpha"]
+    await store.create_collection("t1", collection("zeta"))  # the name is free again
+
+
+async def test_unknown_tenant_and_collection_are_empty(store: DocumentStore) -> None:
+    await store.create_collection("t1", collection("other"))
+    for tenant in ("nobody", "t1"):
+        assert [c.name for c in await store.list_collections(tenant)] == (
+            [] if tenant == "nobody" else ["other"]
+        )
+        assert await store.get_collection(tenant, "docs") is None
+        assert await store.text_hashes(tenant, "docs", ["cat"]) == {}
+        assert await store.get_document(tenant, "docs", "cat") is None
+        assert await store.get_vector(tenant, "docs", "cat") is None
+        assert await store.list_documents(tenant, "docs", after=None, limit=5) == []
+        assert not await store.delete_document(tenant, "docs", "cat")
+        assert await ids_by_vector(store, tenant, unit(1, 0, 0, 0)) == []
+        assert await ids_by_keyword(store, tenant, "cat") == []
+        assert not await store.delete_collection(tenant, "docs")
+
+
+async def test_upsert_into_a_missing_collection_is_refused(store: DocumentStore) -> None:
+    with pytest.raises(LookupError):
+        await store.upsert("t1", "docs", PETS)
+    await store.create_collection("t1", collection("other"))
+    with pytest.raises(LookupError):
+        await store.upsert("t1", "docs", PETS)
+    assert await count(store, "t1", "other") == 0
+
+
+# documents
+
+
+async def test_documents_round_trip(store: DocumentStore) -> None:
+    await fill(store, "t1")
+    assert await count(store, "t1") == 4
+    assert await store.get_document("t1", "docs", "dog") == Document(
+        "dog", "a dog chased the cat", {"kind": "pet", "legs": 4.0, "flag": 1}
+    )
+    vector = await store.get_vector("t1", "docs", "dog")
+    assert vector is not None
+    assert vector.dtype == np.float32
+    assert np.array_equal(vector, unit(1, 1, 0, 0))
+    hashes = await store.text_hashes("t1", "docs", ["cat", "nope", "car"])
+    assert hashes == {"cat": "hash-the cat sat on the mat", "car": "hash-a car drove to the sea"}
+    assert await store.get_document("t1", "docs", "nope") is None
+    assert await store.get_vector("t1", "docs", "nope") is None
+
+
+async def test_upsert_new_changed_and_unchanged(store: DocumentStore) -> None:
+    await fill(store, "t1")
+    await store.upsert("t1", "docs", [
+        Upsert(Document("cat", "the cat sat on the mat", {"new": "yes"}),
+               "hash-the cat sat on the mat", None),  # unchanged text: keep the vector
+        item("dog", "a dog slept", unit(0, 0, 1, 1), kind="pet"),  # changed
+        item("cow", "a cow grazed", unit(0, 0, 0, 1)),  # new
+    ])  # fmt: skip
+    assert await store.get_document("t1", "docs", "cat") == Document(
+        "cat", "the cat sat on the mat", {"new": "yes"}
+    )
+    assert np.array_equal(await store.get_vector("t1", "docs", "cat"), unit(1, 0, 0, 0))  # type: ignore[arg-type]
+    assert np.array_equal(await store.get_vector("t1", "docs", "dog"), unit(0, 0, 1, 1))  # type: ignore[arg-type]
+    assert await store.text_hashes("t1", "docs", ["dog"]) == {"dog": "hash-a dog slept"}
+    assert await count(store, "t1") == 5
+    # search sees the new vector, text and metadata, and forgets the old ones
+    assert (await ids_by_vector(store, "t1", unit(0, 0, 1, 1)))[0] == "dog"
+    assert "dog" not in await ids_by_keyword(store, "t1", "chased")
+    assert await ids_by_keyword(store, "t1", "slept") == ["dog"]
+    assert await ids_by_vector(store, "t1", unit(1, 0, 0, 0), filter={"new": "yes"}) == ["cat"]
+    pets = await ids_by_vector(store, "t1", unit(1, 0, 0, 0), filter={"kind": "pet"})
+    assert sorted(pets) == ["dog", "fish"]  # the metadata was replaced, not merged
+
+
+async def test_wrong_dimensions_are_refused_and_the_batch_is_not_written(
+    store: DocumentStore,
+) -> None:
+    await fill(store, "t1")
+    batch = [item("new", "new text", unit(1, 0, 0, 0)), item("bad", "bad", unit(1, 0, 0))]
+    with pytest.raises(ValueError, match="dimensions"):
+        await store.upsert("t1", "docs", batch)
+    assert await store.get_document("t1", "docs", "new") is None
+    assert await count(store, "t1") == 4
+    assert "new" not in await ids_by_vector(store, "t1", unit(1, 0, 0, 0))
+
+
+async def test_list_documents_pages_in_code_point_order(store: DocumentStore) -> None:
+    await store.create_collection("t1", collection())
+    ids = ["b", "B", "a", "é", "Z10", "Z9", "_", "ä", "a b", "a/b"]
+    await store.upsert("t1", "docs", [item(i, f"text {i}", unit(1, 0, 0, 0)) for i in ids])
+    seen: list[str] = []
+    after: str | None = None
+    while True:
+        page = await store.list_documents("t1", "docs", after=after, limit=3)
+        assert len(page) <= 4  # limit + 1 tells has_more
+        seen += [doc.id for doc in page[:3]]
+        if len(page) <= 3:
+            break
+        after = page[2].id
+    assert seen == sorted(ids)
+    first = await store.list_documents("t1", "docs", after=None, limit=100)
+    assert [doc.id for doc in first] == sorted(ids)
+    assert first[0] == Document("B", "text B", {})
+    assert await store.list_documents("t1", "docs", after="é", limit=3) == []
+
+
+async def test_delete_document(store: DocumentStore) -> None:
+    await fill(store, "t1")
+    assert await store.delete_document("t1", "docs", "cat")
+    assert not await store.delete_document("t1", "docs", "cat")
+    assert await store.get_document("t1", "docs", "cat") is None
+    assert await store.get_vector("t1", "docs", "cat") is None
+    assert await store.text_hashes("t1", "docs", ["cat"]) == {}
+    assert await count(store, "t1") == 3
+    assert "cat" not in await ids_by_vector(store, "t1", unit(1, 0, 0, 0))
+    assert "cat" not in await ids_by_keyword(store, "t1", "cat mat")
+    assert [d.id for d in await store.list_documents("t1", "docs", after=None, limit=9)] == [
+        "car", "dog", "fish"
+    ]  # fmt: skip
+    await store.upsert("t1", "docs", [item("cat", "a new cat", unit(0, 0, 0, 1))])
+    assert (await ids_by_vector(store, "t1", unit(0, 0, 0, 1)))[0] == "cat"
+
+
+async def test_concurrent_writes_are_all_kept(store: DocumentStore) -> None:
+    await store.create_collection("t1", collection())
+    rng = np.random.default_rng(7)
+    vectors = rng.standard_normal((40, 4)).astype(np.float32)
+
+    async def write(i: int) -> None:
+        await store.upsert("t1", "docs", [item(f"d{i:02d}", f"text {i}", unit(*vectors[i]))])
+
+    async with anyio.create_task_group() as group:
+        for i in range(40):
+            group.start_soon(write, i)
+    assert await count(store, "t1") == 40
+    for i in (0, 17, 39):
+        assert (await ids_by_vector(store, "t1", unit(*vectors[i]), top_k=1)) == [f"d{i:02d}"]
+
+
+# search
+
+
+async def test_vector_search_is_cosine_best_first(store: DocumentStore) -> None:
+    await fill(store, "t1")
+    query = unit(1, 0.2, 0, 0)
+    hits = await store.search_vector("t1", "docs", query, top_k=3, filter=None, min_score=None)
+    assert [hit.id for hit in hits] == ["cat", "dog", "fish"]
+    expected = [float(unit(*v.vector) @ query) for v in PETS[:3] if v.vector is not None]
+    assert [hit.score for hit in hits] == pytest.approx(expected, abs=1e-5)
+    assert hits[0] == Hit("cat", "the cat sat on the mat", hits[0].score,
+                          {"kind": "pet", "legs": 4})  # fmt: skip
+    assert await ids_by_vector(store, "t1", query, top_k=1) == ["cat"]
+    assert await ids_by_vector(store, "t1", query, min_score=0.5) == ["cat", "dog"]
+    assert await ids_by_vector(store, "t1", query, min_score=0.99) == []
+    everything = await store.search_vector("t1", "docs", query, top_k=10, filter=None,
+                                           min_score=-1.0)  # fmt: skip
+    assert [hit.id for hit in everything] == ["cat", "dog", "fish", "car"]
+    assert everything[-1].score == pytest.approx(0.0, abs=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("flt", "expected"),
+    [
+        ({"kind": "pet"}, ["cat", "dog", "fish"]),
+        ({"legs": 4}, ["cat", "dog"]),  # JSON numbers: 4 equals 4.0
+        ({"legs": "4"}, []),  # a string is not a number
+        ({"kind": "pet", "legs": {"$in": [0, 7]}}, ["fish"]),
+        ({"kind": {"$in": ["thing", "plant"]}}, ["car"]),
+        ({"kind": {"$in": []}}, []),
+        ({"flag": True}, ["car"]),  # true is not 1
+        ({"flag": 1}, ["dog"]),  # nor 1 true
+        ({"flag": 1.0}, ["dog"]),
+        ({"flag": {"$in": [True, "1"]}}, ["car"]),
+        ({"legs": False}, []),  # nor is false 0
+        ({"missing": None}, []),
+        ({"kind": "pet'; DROP TABLE documents; --"}, []),
+        ({'kind"; --': "pet"}, []),
+    ],
+)
+async def test_filters(store: DocumentStore, flt: dict[str, Any], expected: list[str]) -> None:
+    await fill(store, "t1")
+    found = await ids_by_vector(store, "t1", unit(1, 0, 0, 0), filter=flt)
+    assert sorted(found) == expected
+    words = await ids_by_keyword(store, "t1", "cat sea car fish", filter=flt)
+    assert sorted(words) == expected
+
+
+async def test_null_metadata_values_match_null(store: DocumentStore) -> None:
+    await store.create_collection("t1", collection())
+    await store.upsert("t1", "docs", [
+        item("a", "one", unit(1, 0, 0, 0), owner=None), item("b", "two", unit(0, 1, 0, 0)),
+    ])  # fmt: skip
+    assert await ids_by_vector(store, "t1", unit(1, 0, 0, 0), filter={"owner": None}) == ["a"]
+    found = await ids_by_vector(store, "t1", unit(1, 0, 0, 0),
+                                filter={"owner": {"$in": [None, "x"]}})  # fmt: skip
+    assert found == ["a"]
+
+
+async def test_filtered_search_returns_the_true_top_k(store: DocumentStore) -> None:
+    """A selective filter still fills top_k with the best matching documents."""
+    await store.create_collection("t1", collection(dimensions=8))
+    rng = np.random.default_rng(3)
+    vectors = rng.standard_normal((300, 8)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    await store.upsert("t1", "docs", [item(f"d{i:03d}", f"doc {i}", v, group=i % 50)
+                                      for i, v in enumerate(vectors)])  # fmt: skip
+    query = unit(*rng.standard_normal(8))
+    members = [i for i in range(300) if i % 50 in (3, 4)]
+    truth = sorted(members, key=lambda i: -float(vectors[i] @ query))[:5]
+    found = await ids_by_vector(store, "t1", query, top_k=5, filter={"group": {"$in": [3, 4]}})
+    assert found == [f"d{i:03d}" for i in truth]
+
+
+async def test_keyword_search_ranks_by_relevance(store: DocumentStore) -> None:
+    await fill(store, "t1")
+    hits = await store.search_keyword("t1", "docs", "cat", top_k=10, filter=None)
+    assert {hit.id for hit in hits} == {"cat", "dog"}
+    assert all(hit.score > 0 for hit in hits)
+    assert hits[0].text in {"the cat sat on the mat", "a dog chased the cat"}
+    # any term matches; more matching terms rank higher; case does not matter
+    hits = await store.search_keyword("t1", "docs", "CAT Chased", top_k=10, filter=None)
+    assert [hit.id for hit in hits] == ["dog", "cat"]
+    assert hits[0].score > hits[1].score
+    assert await ids_by_keyword(store, "t1", "cat", top_k=1, filter={"kind": "pet"}) in (
+        ["cat"], ["dog"]
+    )  # fmt: skip
+    assert await ids_by_keyword(store, "t1", "zebra") == []
+    assert await ids_by_keyword(store, "t1", "sea", filter={"kind": "thing"}) == ["car"]
+
+
+@pytest.mark.parametrize("text", SYNTAX)
+async def test_keyword_search_takes_any_text(store: DocumentStore, text: str) -> None:
+    await fill(store, "t1")
+    hits = await store.search_keyword("t1", "docs", text, top_k=5, filter=None)
+    assert all(isinstance(hit, Hit) for hit in hits)
+
+
+# tenants
+
+
+async def test_tenants_are_isolated(store: DocumentStore) -> None:
+    await fill(store, "a")
+    await store.create_collection("b", collection("docs", dimensions=4, owner="b"))
+    await store.upsert("b", "docs", [item("cat", "b's own cat", unit(0, 0, 0, 1))])
+    found = await store.get_collection("b", "docs")
+    assert found is not None
+    assert (found.metadata, found.document_count) == ({"owner": "b"}, 1)
+    assert await store.get_document("b", "docs", "dog") is None
+    assert await store.get_document("b", "docs", "cat") == Document("cat", "b's own cat", {})
+    assert await store.text_hashes("b", "docs", ["dog", "car"]) == {}
+    assert await ids_by_vector(store, "b", unit(1, 0, 0, 0)) == ["cat"]
+    assert await ids_by_keyword(store, "b", "sea dog mat") == []
+    assert [d.id for d in await store.list_documents("b", "docs", after=None, limit=9)] == ["cat"]
+    await store.create_collection("a", collection("only-a"))
+    assert [c.name for c in await store.list_collections("b")] == ["docs"]
+    assert await store.get_collection("b", "only-a") is None
+    assert not await store.delete_document("b", "docs", "dog")
+    assert not await store.delete_collection("b", "only-a")
+    assert await store.delete_collection("b", "docs")
+    assert await count(store, "a") == 4
+    assert await store.get_document("a", "docs", "cat") == Document(
+        "cat", "the cat sat on the mat", {"kind": "pet", "legs": 4}
+    )
+
+
+async def test_delete_collection_removes_its_documents(store: DocumentStore) -> None:
+    await fill(store, "t1")
+    await fill(store, "t1", "kept")
+    assert await store.delete_collection("t1", "docs")
+    await store.create_collection("t1", collection())
+    assert await count(store, "t1") == 0
+    assert await store.get_document("t1", "docs", "cat") is None
+    assert await store.text_hashes("t1", "docs", ["cat"]) == {}
+    assert await ids_by_vector(store, "t1", unit(1, 0, 0, 0)) == []
+    assert await ids_by_keyword(store, "t1", "cat") == []
+    assert await count(store, "t1", "kept") == 4
+
+
+async def test_delete_tenant_erases_everything_of_it_only(store: DocumentStore) -> None:
+    await fill(store, "a")
+    await fill(store, "a", "more")
+    await fill(store, "b")
+    await store.delete_tenant("a")
+    assert await store.list_collections("a") == []
+    assert await store.get_document("a", "docs", "cat") is None
+    assert await ids_by_keyword(store, "a", "cat") == []
+    assert await count(store, "b") == 4
+    assert await ids_by_vector(store, "b", unit(1, 0, 0, 0), top_k=1) == ["cat"]
+    await store.delete_tenant("a")  # again: nothing to do
+    await store.delete_tenant("never-seen")
+    await fill(store, "a")  # the tenant can start over
+    assert await count(store, "a") == 4

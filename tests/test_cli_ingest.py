@@ -1,0 +1,68 @@
+"""`embedgate ingest` against a real `embedgate serve`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.helpers import ServerProcess
+
+pytestmark = pytest.mark.slow
+
+
+def ingest(server: ServerProcess, *args: str | Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "EMBEDGATE_API_KEY": server.key, "EMBEDGATE_SERVER": server.url}
+    command = [sys.executable, "-m", "embedgate", "ingest", *map(str, args)]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_ingest_txt_jsonl_and_md(served: ServerProcess, tmp_path: Path) -> None:
+    lines = tmp_path / "kb.txt"
+    lines.write_text("".join(f"fact number {i} about the product\n" for i in range(150)) + "\n")
+    first = ingest(served, "cli-kb", lines, "--create", "--batch-size", "40")
+    assert first.returncode == 0, first.stderr
+    assert json.loads(first.stdout)["documents"] == 150
+    assert json.loads(first.stdout)["tokens"] > 0
+    assert "ingesting kb.txt" in first.stderr  # the progress bar
+    again = ingest(served, "cli-kb", lines)
+    assert json.loads(again.stdout)["tokens"] == 0  # unchanged lines are not re-embedded
+
+    records = tmp_path / "faq.jsonl"
+    records.write_text(json.dumps({"id": "faq-1", "text": "How do I reset my password?",
+                                   "metadata": {"topic": "account"}}) + "\n")  # fmt: skip
+    assert ingest(served, "cli-kb", records).returncode == 0
+    guide = tmp_path / "guide.md"
+    guide.write_text("# Setup\n\nInstall the package.\nThen run it.\n\n## Usage\n\nCall the API.\n")
+    assert ingest(served, "cli-kb", guide).returncode == 0
+
+    headers = {"Authorization": f"Bearer {served.key}"}
+    base = f"{served.url}/v1/collections/cli-kb"
+    assert httpx.get(base, headers=headers).json()["document_count"] == 153
+    faq = httpx.get(f"{base}/documents/faq-1", headers=headers).json()
+    assert faq["metadata"] == {"topic": "account"}
+    usage = httpx.get(f"{base}/documents/guide.md:3", headers=headers).json()
+    assert usage["text"] == "Install the package. Then run it."
+    assert usage["metadata"] == {"section": "Setup"}
+
+
+def test_ingest_reports_bad_input_and_missing_key(served: ServerProcess, tmp_path: Path) -> None:
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"text": "fine"}\n{not json\n')
+    result = ingest(served, "cli-kb2", broken, "--create")
+    assert result.returncode != 0
+    assert "broken.jsonl:2: not valid JSON" in result.stderr
+    fine = tmp_path / "fine.txt"
+    fine.write_text("one line\n")
+    missing = ingest(served, "no-such-collection", fine)
+    assert missing.returncode != 0
+    assert "HTTP 404" in missing.stderr
+    env = {k: v for k, v in os.environ.items() if k != "EMBEDGATE_API_KEY"}
+    no_key = subprocess.run([sys.executable, "-m", "embedgate", "ingest", "x", str(broken)],
+                            env=env, capture_output=True, text=True)  # fmt: skip
+    assert "EMBEDGATE_API_KEY" in no_key.stderr
