@@ -14,15 +14,12 @@ the database when their saved files are older than it. See docs/storage.md.
 from __future__ import annotations
 
 import functools
-import logging
 import shutil
-import sqlite3
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio.to_thread
-import numpy as np
 
 from embedgate.search import local_db, local_docs, local_index_files
 from embedgate.search.base import (
@@ -36,19 +33,17 @@ from embedgate.search.base import (
 )
 from embedgate.search.local_cache import Tenant, TenantCache
 from embedgate.search.local_db import transaction
-from embedgate.search.local_index import VectorIndex
+from embedgate.search.local_vectors import Vectors
 
-log = logging.getLogger(__name__)
 T = TypeVar("T")
-CollectionKey = tuple[int, int, int]  # (id, dimensions, version)
 
 
 class LocalDocumentStore:
     """``DocumentStore`` on local files; every blocking call runs in a worker thread.
 
     ``exact_threshold``: collections with up to this many vectors are searched exactly
-    (numpy), larger ones through an HNSW graph. ``memory_budget_bytes``: loaded vectors and graphs,
-    all tenants together. ``max_open_tenants``: SQLite databases open at once.
+    (numpy), larger ones through an HNSW graph. ``memory_budget_bytes``: loaded vectors and
+    graphs, all tenants together. ``max_open_tenants``: SQLite databases open at once.
     """
 
     backend = "local"
@@ -58,9 +53,9 @@ class LocalDocumentStore:
         memory_budget_bytes: int = 1 << 30, max_open_tenants: int = 256,
     ) -> None:  # fmt: skip
         self.data_dir = Path(data_dir)
-        self.exact_threshold = exact_threshold
         self._cache = TenantCache(self.data_dir / "tenants", max_open=max_open_tenants,
                                   budget=memory_budget_bytes)  # fmt: skip
+        self._vectors = Vectors(self._cache, exact_threshold)
 
     @classmethod
     async def open(cls, data_dir: Path, **options: Any) -> LocalDocumentStore:
@@ -190,7 +185,7 @@ class LocalDocumentStore:
             if key is None:
                 raise LookupError("no such collection")
             changes = local_docs.write_documents(conn, key, items)
-        self._apply(tenant, key, changes)
+        self._vectors.apply(tenant, key, changes)
 
     def _delete_document(self, tenant: Tenant, name: str, doc_id: str) -> bool:
         conn = self._cache.connection(tenant, create=False)
@@ -201,7 +196,7 @@ class LocalDocumentStore:
             change = None if key is None else local_docs.delete_document(conn, key, doc_id)
         if key is None or change is None:
             return False
-        self._apply(tenant, key, [change])
+        self._vectors.apply(tenant, key, [change])
         return True
 
     def _search_vector(
@@ -212,14 +207,7 @@ class LocalDocumentStore:
         key = None if conn is None else local_db.collection_key(conn, name)
         if conn is None or key is None:
             return []
-        index = self._index(tenant, conn, key)
-        scored = None
-        if flt:  # a broad filter is checked on the graph's candidates only
-            keep = functools.partial(local_docs.matching, conn, key[0], flt)
-            scored = index.search_broad(query, top_k, keep)
-        if scored is None:
-            allowed = local_docs.labels(conn, key[0], flt) if flt else None
-            scored = index.search(query, top_k, allowed)
+        scored = self._vectors.search(tenant, conn, key, query, top_k, flt)
         if min_score is not None:
             scored = [(label, score) for label, score in scored if score >= min_score]
         return local_docs.hits(conn, scored)
@@ -229,47 +217,3 @@ class LocalDocumentStore:
         shutil.rmtree(tenant.directory, ignore_errors=True)
         if tenant.directory.exists():
             raise OSError("could not remove the tenant's directory")
-
-    # -- vector indexes ---------------------------------------------------------------
-
-    def _index(self, tenant: Tenant, conn: sqlite3.Connection, key: CollectionKey) -> VectorIndex:
-        """The collection's index, loaded (and caught up) on first use."""
-        collection_id, dimensions, version = key
-        index = self._cache.index(tenant, collection_id)
-        if index is not None and index.version == version:
-            return index
-        query = "SELECT label, version, vector FROM documents WHERE collection_id = ? ORDER BY 1"
-        rows = conn.execute(query, (collection_id,)).fetchall()
-        labels = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
-        matrix = np.frombuffer(b"".join(row[2] for row in rows), dtype="<f4")
-        index = VectorIndex(dimensions, version, self.exact_threshold)
-        index.load(labels, matrix.reshape(len(rows), dimensions))
-        if index.count > self.exact_threshold:
-            changed = np.fromiter((row[1] for row in rows), dtype=np.int64, count=len(rows))
-            if not local_index_files.attach(index, tenant.directory, collection_id, changed):
-                index.ensure_graph()
-        self._keep(tenant, collection_id, index)
-        return index
-
-    def _apply(self, tenant: Tenant, key: CollectionKey,
-               changes: list[local_docs.Change]) -> None:  # fmt: skip
-        """Bring a loaded index in step with a committed write (else it loads later)."""
-        index = self._cache.index(tenant, key[0])
-        if index is None:
-            return
-        try:
-            index.apply(dict(changes), key[2] + 1)
-        except (ValueError, RuntimeError) as exc:  # committed anyway: reload on next use
-            log.warning("dropping a vector index of tenant %s: %s", tenant.key, exc)
-            self._cache.drop_index(tenant, key[0])
-            return
-        self._keep(tenant, key[0], index)
-
-    def _keep(self, tenant: Tenant, collection_id: int, index: VectorIndex) -> None:
-        """Save a graph that has drifted far from its files, then account for its size."""
-        if index.graph is not None and index.unsaved >= max(1, index.count // 10):
-            try:
-                local_index_files.save(index, tenant.directory, collection_id)
-            except OSError as exc:
-                log.warning("could not save a vector index of tenant %s: %s", tenant.key, exc)
-        self._cache.put_index(tenant, collection_id, index)

@@ -11,7 +11,6 @@ then exceed their bounds until the next eviction).
 from __future__ import annotations
 
 import hashlib
-import logging
 import sqlite3
 import threading
 import weakref
@@ -21,7 +20,6 @@ from pathlib import Path
 from embedgate.search import local_db, local_index_files
 from embedgate.search.local_index import VectorIndex
 
-log = logging.getLogger(__name__)
 IndexKey = tuple[str, int]  # (tenant directory name, collection id)
 
 
@@ -76,8 +74,10 @@ class TenantCache:
             self._open.move_to_end(tenant.key)
             victims = [t for t in self._open.values() if t is not tenant]
             excess = len(self._open) - self.max_open
-        for victim in victims[: max(0, excess)]:
-            self._close_if_idle(victim)
+        for victim in victims:  # least recently used first, skipping busy ones
+            if excess <= 0:
+                break
+            excess -= self._close_if_idle(victim)
         return tenant.conn
 
     def index(self, tenant: Tenant, collection_id: int) -> VectorIndex | None:
@@ -150,17 +150,20 @@ class TenantCache:
                     return 0
                 del self._indexes[key]
                 size = self._sizes.pop(key, 0)
-            _save_quietly(index, tenant, key[1])
+            local_index_files.save_changed(index, tenant.directory, key[1])
             return size
         finally:
             tenant.lock.release()
 
-    def _close_if_idle(self, tenant: Tenant) -> None:
-        if tenant.lock.acquire(blocking=False):
-            try:
-                self._close(tenant)
-            finally:
-                tenant.lock.release()
+    def _close_if_idle(self, tenant: Tenant) -> int:
+        """1 if it was closed, 0 if in use."""
+        if not tenant.lock.acquire(blocking=False):
+            return 0
+        try:
+            self._close(tenant)
+        finally:
+            tenant.lock.release()
+        return 1
 
     def _close(self, tenant: Tenant) -> None:
         with self._lock:
@@ -169,13 +172,3 @@ class TenantCache:
         if tenant.conn is not None:
             tenant.conn.close()
             tenant.conn = None
-
-
-def _save_quietly(index: VectorIndex, tenant: Tenant, collection_id: int) -> None:
-    """Save a changed graph; a failure only costs a rebuild or catch-up at the next load."""
-    if index.graph is None or index.unsaved == 0 or not tenant.directory.exists():
-        return
-    try:
-        local_index_files.save(index, tenant.directory, collection_id)
-    except OSError as exc:
-        log.warning("could not save a vector index of tenant %s: %s", tenant.key, exc)

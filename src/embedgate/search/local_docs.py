@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from embedgate.search.base import Document, Filter, Hit, Upsert, Vector
 from embedgate.search.local_db import dumps
@@ -127,13 +128,15 @@ def list_documents(conn: sqlite3.Connection, collection_id: int, after: str | No
     return [Document(i, text, json.loads(meta)) for i, text, meta in rows]
 
 
-def vectors_since(conn: sqlite3.Connection, collection_id: int,
-                  version: int) -> Iterator[tuple[int, bytes]]:  # fmt: skip
-    """``(label, vector)`` of the documents whose vector changed after ``version``."""
-    yield from conn.execute(
-        "SELECT label, vector FROM documents WHERE collection_id = ? AND version > ?",
-        (collection_id, version),
-    )
+def all_vectors(conn: sqlite3.Connection, collection_id: int, dimensions: int
+                ) -> tuple[Labels, Labels, npt.NDArray[np.float32]]:  # fmt: skip
+    """The collection's labels, the versions that last changed them, and their vectors."""
+    query = "SELECT label, version, vector FROM documents WHERE collection_id = ? ORDER BY 1"
+    rows = conn.execute(query, (collection_id,)).fetchall()
+    labels = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
+    versions = np.fromiter((row[1] for row in rows), dtype=np.int64, count=len(rows))
+    matrix = np.frombuffer(b"".join(row[2] for row in rows), dtype="<f4")
+    return labels, versions, matrix.reshape(len(rows), dimensions).astype(np.float32)
 
 
 def labels(conn: sqlite3.Connection, collection_id: int, flt: Filter) -> Labels:

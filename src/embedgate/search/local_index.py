@@ -42,6 +42,7 @@ class VectorIndex:
         self.exact_threshold = max(0, exact_threshold)
         self.graph: Index | None = None
         self.unsaved = 0  # graph changes since it was last saved (or built)
+        self.dropped = False  # the graph was dropped: its files are stale
         self._labels: Labels = np.empty(0, dtype=np.int64)
         self._matrix: npt.NDArray[np.float32] = np.empty((0, dimensions), dtype=np.float32)
         self._slots: dict[int, int] = {}
@@ -59,9 +60,9 @@ class VectorIndex:
     def nbytes(self) -> int:
         """Resident bytes, about: usearch's own ``memory_usage`` counts 16 MB reserved for
         even a tiny graph, while it takes an int8 row and two lists of edges per vector."""
-        graph = (
-            0 if self.graph is None else 65_536 + self.count * (self.dimensions + 16 * CONNECTIVITY)
-        )
+        graph = 0
+        if self.graph is not None:
+            graph = 65_536 + self.count * (self.dimensions + 16 * CONNECTIVITY)
         return int(self._matrix.nbytes + self._labels.nbytes + 100 * self.count + graph)
 
     def load(self, labels: Labels, matrix: npt.NDArray[np.float32]) -> None:
@@ -98,7 +99,7 @@ class VectorIndex:
             self.graph.add(self.labels.astype(np.uint64), self._matrix[: self.count])
             self.unsaved = self.count
         elif self.graph is not None and self.count <= self.exact_threshold // 2:
-            self.graph, self.unsaved = None, 0
+            self.graph, self.unsaved, self.dropped = None, 0, True
 
     def search_broad(self, query: Vector, top_k: int,
                      keep: Callable[[Labels], Labels]) -> Scored | None:  # fmt: skip

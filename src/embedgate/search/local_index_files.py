@@ -50,6 +50,20 @@ def save(index: VectorIndex, directory: Path, collection_id: int) -> None:
     index.unsaved = 0
 
 
+def save_changed(index: VectorIndex, directory: Path, collection_id: int, *,
+                 drift: float = 0.0) -> None:  # fmt: skip
+    """Save the graph if more than ``drift`` of it changed since it was saved. A failure is
+    logged: it only costs a catch-up or a rebuild at the next load."""
+    if index.graph is None or index.unsaved == 0 or index.unsaved < drift * index.count:
+        return
+    if not directory.exists():  # the tenant was deleted
+        return
+    try:
+        save(index, directory, collection_id)
+    except OSError as exc:
+        log.warning("could not save the vector index of collection %d: %s", collection_id, exc)
+
+
 def remove(directory: Path, collection_id: int) -> None:
     with contextlib.suppress(FileNotFoundError):
         sidecar_path(directory, collection_id).unlink()

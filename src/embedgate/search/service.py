@@ -21,6 +21,7 @@ from embedgate.search.base import (
     Collection,
     CollectionExists,
     Document,
+    DocumentStore,
     Filter,
     Hit,
     SearchMode,
@@ -166,7 +167,13 @@ class SearchService:
             tokens = result.prompt_tokens
         pairs = enumerate(zip(docs, hashes, strict=True))
         items = [Upsert(doc, digest, vectors.get(i)) for i, (doc, digest) in pairs]
-        await store.upsert(tenant, name, items)
+        try:
+            await store.upsert(tenant, name, items)
+        except LookupError:  # the collection was deleted meanwhile
+            raise collection_not_found(name) from None
+        except ValueError:  # a text changed by a concurrent write since it was compared
+            raise EmbedgateError(409, "The documents changed while they were written; retry.",
+                                 code="conflict") from None  # fmt: skip
         statuses = [
             "unchanged" if i not in vectors else "updated" if d.id in stored else "created"
             for i, d in enumerate(docs)
@@ -209,7 +216,19 @@ class SearchService:
     ) -> Found:  # fmt: skip
         store = await self._stores.get()
         collection = await self.collection(caller, name)
-        tenant = caller.tenant.id
+        try:
+            return await self._search(store, caller, collection, query, top_k=top_k, mode=mode,
+                                      filter=filter, min_score=min_score,
+                                      instruction=instruction)  # fmt: skip
+        except ValueError as exc:  # a filter the store cannot evaluate
+            raise invalid_request(f"Invalid filter: {exc}", "filter") from None
+
+    async def _search(
+        self, store: DocumentStore, caller: Caller, collection: Collection, query: str, *,
+        top_k: int, mode: SearchMode, filter: Filter | None, min_score: float | None,
+        instruction: str | None,
+    ) -> Found:  # fmt: skip
+        tenant, name = caller.tenant.id, collection.name
         if mode == "keyword":
             hits = await store.search_keyword(tenant, name, query, top_k=top_k, filter=filter)
             return Found(hits, 0)
