@@ -150,11 +150,15 @@ class Limits:
             log.warning("could not release a rate-limit lease", exc_info=True)
 
     async def peek(self, caller: Caller) -> dict[str, str]:
-        """The caller's request and token headers, without taking anything."""
+        """The caller's request and token headers, without taking anything. Never raises: a
+        limiter that is down (even failing closed) just means no headers."""
         slots = _slots(caller, 0, peek=True)
         if not slots:
             return {}
-        decision = await self._check(Ask(tuple(s.bucket for s in slots)))
+        try:
+            decision = await self._check(Ask(tuple(s.bucket for s in slots)))
+        except EmbedgateError:
+            return {}
         return _headers(slots, decision) if decision is not None else {}
 
     def health(self) -> dict[str, Any]:
