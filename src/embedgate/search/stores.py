@@ -37,7 +37,7 @@ async def open_store(settings: Settings) -> DocumentStore:
         return await PgVectorStore.open(url)
     from embedgate.search.local import LocalDocumentStore
 
-    return LocalDocumentStore(
+    return await LocalDocumentStore.open(
         settings.data_dir,
         exact_threshold=settings.search_exact_threshold,
         memory_budget_bytes=int(settings.search_memory_mb * 1024 * 1024),
