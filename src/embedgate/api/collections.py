@@ -16,7 +16,7 @@ from pydantic import (
     field_validator,
 )
 
-from embedgate.api.deps import authenticate
+from embedgate.api.deps import with_scope
 from embedgate.errors import EmbedgateError
 from embedgate.search.base import Collection, Document, Hit
 from embedgate.search.service import MAX_TOP_K, SearchService, check_name
@@ -27,20 +27,8 @@ MAX_DOCUMENTS = 2048
 Scalar = StrictStr | StrictInt | StrictFloat | bool | None
 
 
-async def reader(request: Request) -> Caller:
-    caller = await authenticate(request)
-    caller.require("search:read")
-    return caller
-
-
-async def writer(request: Request) -> Caller:
-    caller = await authenticate(request)
-    caller.require("search:write")
-    return caller
-
-
-Reader = Annotated[Caller, Depends(reader)]
-Writer = Annotated[Caller, Depends(writer)]
+Reader = Annotated[Caller, Depends(with_scope("search:read"))]
+Writer = Annotated[Caller, Depends(with_scope("search:write"))]
 
 
 async def get_search(request: Request) -> SearchService:

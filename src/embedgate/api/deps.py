@@ -7,6 +7,7 @@ which on the hot path costs a thread hop per request and GIL contention with inf
 from __future__ import annotations
 
 import hmac
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -14,6 +15,7 @@ from fastapi import Depends, Request
 from embedgate.runtime import Runtime
 from embedgate.services.auth import Caller, CallerDenied, invalid_api_key
 from embedgate.services.embeddings import EmbeddingService
+from embedgate.services.keys import Scope
 from embedgate.services.registry import ModelRegistry
 
 
@@ -85,11 +87,16 @@ def _identify(request: Request, caller: Caller) -> None:
     request.state.caller = caller  # for metering, per-tenant metrics and rate headers
 
 
-async def embeddings_caller(request: Request) -> Caller:
-    caller = await authenticate(request)
-    caller.require("embeddings")
-    return caller
+def with_scope(scope: Scope) -> Callable[[Request], Awaitable[Caller]]:
+    """A dependency: the calling tenant, whose key must have ``scope`` (else 403)."""
+
+    async def scoped(request: Request) -> Caller:
+        caller = await authenticate(request)
+        caller.require(scope)
+        return caller
+
+    return scoped
 
 
 CallerDep = Annotated[Caller, Depends(authenticate)]
-EmbeddingsCallerDep = Annotated[Caller, Depends(embeddings_caller)]
+EmbeddingsCallerDep = Annotated[Caller, Depends(with_scope("embeddings"))]
