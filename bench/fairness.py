@@ -27,27 +27,21 @@ import json
 import os
 import platform
 import random
-import secrets
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from corpus import build_corpus
 from loadgen import REQUEST_TIMEOUT_S, post_requests, read_response
-from throughput import free_port, wait_healthy
+from throughput import issue_key, serve
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = "all-minilm-l6-v2"
-ADMIN_KEY = "admin_" + secrets.token_urlsafe(32)
 HEAVY_CLIENTS = 32
 
 
@@ -64,36 +58,12 @@ class Server:
 @contextlib.contextmanager
 def server(scheduling: str, extra_env: dict[str, str]) -> Iterator[Server]:
     """A real `embedgate serve` on a free loopback port, with tenants `light` and `heavy`."""
-    port = free_port()
-    with tempfile.TemporaryDirectory() as data, open(Path(data) / "log", "wb") as log_file:
-        env = {
-            # No embedding cache: every text must reach the scheduler being measured.
-            **os.environ, "EMBEDGATE_EMBEDDING_CACHE_MB": "0", **extra_env,
-            "EMBEDGATE_SCHEDULING": scheduling,
-            "EMBEDGATE_DATA_DIR": data, "HF_HUB_OFFLINE": "1", "EMBEDGATE_ADMIN_KEY": ADMIN_KEY,
-            "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]),
-        }  # fmt: skip
-        command = [sys.executable, "-m", "embedgate", "serve", "--port", str(port)]
-        proc = subprocess.Popen(command, env=env, stdout=log_file, stderr=subprocess.STDOUT)
-        try:
-            wait_healthy(port, proc, Path(data) / "log")
-            log(f"{scheduling} server ready on port {port}")
-            yield Server(port, {t: issue_key(port, t) for t in ("light", "heavy")})
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-
-
-def issue_key(port: int, tenant: str) -> str:
-    admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
-    base = f"http://127.0.0.1:{port}/admin/tenants"
-    httpx.post(base, json={"id": tenant}, headers=admin).raise_for_status()
-    response = httpx.post(f"{base}/{tenant}/keys", json={"name": "bench"}, headers=admin)
-    response.raise_for_status()
-    return str(response.json()["key"])
+    env = {
+        # No embedding cache: every text must reach the scheduler being measured.
+        "EMBEDGATE_EMBEDDING_CACHE_MB": "0", **extra_env, "EMBEDGATE_SCHEDULING": scheduling,
+    }  # fmt: skip
+    with serve(scheduling, env) as port:
+        yield Server(port, {t: issue_key(port, t) for t in ("light", "heavy")})
 
 
 @dataclass

@@ -108,6 +108,13 @@ ADMIN_KEY = "admin_" + secrets.token_urlsafe(32)
 @contextlib.contextmanager
 def server(name: str, env: dict[str, str]) -> Iterator[tuple[int, str]]:
     """A real `embedgate serve` of this checkout on a free loopback port, and a tenant key."""
+    with serve(name, env) as port:
+        yield port, issue_key(port)
+
+
+@contextlib.contextmanager
+def serve(name: str, env: dict[str, str]) -> Iterator[int]:
+    """A real `embedgate serve` of this checkout on a free loopback port, once healthy."""
     port = free_port()
     with tempfile.TemporaryDirectory() as data, open(Path(data) / "log", "wb") as log_file:
         full_env = {
@@ -120,7 +127,7 @@ def server(name: str, env: dict[str, str]) -> Iterator[tuple[int, str]]:
         try:
             wait_healthy(port, proc, Path(data) / "log")
             log(f"{name} server ready on port {port}")
-            yield port, issue_key(port)
+            yield port
         finally:
             proc.terminate()
             try:
@@ -142,7 +149,7 @@ def wait_healthy(port: int, proc: subprocess.Popen[bytes], log_path: Path) -> No
     raise RuntimeError("server not healthy after 180 s")
 
 
-def issue_key(port: int) -> str:
+def issue_key(port: int, tenant: str = "bench") -> str:
     """A tenant and its key, through the server's admin API."""
 
     def post(path: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -151,8 +158,8 @@ def issue_key(port: int) -> str:
         response.raise_for_status()
         return dict(response.json())
 
-    post("/admin/tenants", {"id": "bench"})
-    return str(post("/admin/tenants/bench/keys", {"name": "bench"})["key"])
+    post("/admin/tenants", {"id": tenant})
+    return str(post(f"/admin/tenants/{tenant}/keys", {"name": "bench"})["key"])
 
 
 def serve_round(
