@@ -337,14 +337,7 @@ class _ConfigFile(YamlConfigSettingsSource):
 
     def __call__(self) -> dict[str, Any]:
         values = super().__call__()
-        for secret in (
-            "admin_key",
-            "secret_key",
-            "database_url",
-            "trusted_proxy_secret",
-            "redis_url",
-            "vector_url",
-        ):
+        for secret in SECRETS:
             if secret in values:
                 name = f"EMBEDGATE_{secret.upper()}"
                 raise ValueError(
@@ -360,16 +353,9 @@ def _config_path(init_settings: PydanticBaseSettingsSource) -> Path | None:
     return Path(value) if value else None
 
 
+# Settings that may hold a password or key: environment only (never a flag, never the
+# config file, which gets copied and shared).
+SECRETS = ("admin_key", "secret_key", "database_url", "trusted_proxy_secret", "redis_url",
+           "vector_url")  # fmt: skip
 # Fields that only the config file or the environment may set: structured, or secret.
-NOT_ON_COMMAND_LINE = frozenset(
-    {
-        "models",
-        "plans",
-        "admin_key",
-        "database_url",
-        "secret_key",
-        "trusted_proxy_secret",
-        "redis_url",
-        "vector_url",
-    }
-)
+NOT_ON_COMMAND_LINE = frozenset({"models", "plans", *SECRETS})
