@@ -119,6 +119,13 @@ def hit_json(hit: Hit) -> dict[str, Any]:
     return {"id": hit.id, "text": hit.text, "score": hit.score, "metadata": hit.metadata}
 
 
+def _rate_headers(request: Request, rate: dict[str, str]) -> None:
+    """The admission's x-ratelimit-* headers, when the request embedded something; without
+    them, the response gets the tenant's current state (api/middleware.py)."""
+    if rate:
+        request.state.ratelimit = rate
+
+
 def _meter(request: Request, model: str, inputs: int, tokens: int, dimensions: int) -> None:
     request.state.usage = {"model": model, "inputs": inputs, "tokens": tokens,
                            "dimensions": dimensions}  # fmt: skip
@@ -155,8 +162,10 @@ async def upsert_documents(
 ) -> Any:
     """Add or replace documents; only new or changed texts are embedded."""
     documents = [d.model_dump() for d in body.documents]
-    written = await search.upsert(caller, name, documents)
-    collection = await search.collection(caller, name)
+    rate: dict[str, str] = {}
+    written = await search.upsert(caller, name, documents, rate)
+    _rate_headers(request, rate)
+    collection = written.collection
     embedded = sum(status != "unchanged" for status in written.statuses)
     _meter(request, collection.model, embedded, written.prompt_tokens, collection.dimensions)
     data = [{"id": i, "object": "document", "status": s}
@@ -200,12 +209,14 @@ async def delete_document(name: str, doc_id: str, caller: Writer, search: Search
 async def search_collection(
     name: str, body: SearchRequest, caller: Reader, search: SearchDep, request: Request
 ) -> Any:
-    collection = await search.collection(caller, name)
+    rate: dict[str, str] = {}
     found = await search.search(
         caller, name, body.query, top_k=body.top_k, mode=body.mode, filter=body.filter,
-        min_score=body.min_score, instruction=body.instruction,
+        min_score=body.min_score, instruction=body.instruction, rate_headers=rate,
     )  # fmt: skip
+    _rate_headers(request, rate)
     inputs = 0 if body.mode == "keyword" else 1
+    collection = found.collection
     _meter(request, collection.model, inputs, found.prompt_tokens, collection.dimensions)
     usage = {"prompt_tokens": found.prompt_tokens, "total_tokens": found.prompt_tokens}
     return {"object": "list", "data": [hit_json(h) for h in found.hits], "usage": usage}

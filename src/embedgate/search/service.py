@@ -76,6 +76,7 @@ def document_not_found(doc_id: str) -> EmbedgateError:
 
 @dataclass(frozen=True, slots=True)
 class Written:
+    collection: Collection
     ids: list[str]
     statuses: list[str]  # "created", "updated" or "unchanged"
     prompt_tokens: int
@@ -83,6 +84,7 @@ class Written:
 
 @dataclass(frozen=True, slots=True)
 class Found:
+    collection: Collection
     hits: list[Hit]
     prompt_tokens: int
 
@@ -143,9 +145,11 @@ class SearchService:
             raise collection_not_found(name)
 
     async def upsert(
-        self, caller: Caller, name: str, documents: Sequence[Document | dict[str, Any]]
-    ) -> Written:
-        """Write documents; only new or changed texts are embedded. Committed on return."""
+        self, caller: Caller, name: str, documents: Sequence[Document | dict[str, Any]],
+        rate_headers: dict[str, str] | None = None,
+    ) -> Written:  # fmt: skip
+        """Write documents; only new or changed texts are embedded. Committed on return.
+        ``rate_headers`` receives the x-ratelimit-* headers when something is embedded."""
         store = await self._stores.get()
         collection = await self.collection(caller, name)
         docs = [_document(d, i) for i, d in enumerate(documents)]
@@ -162,7 +166,7 @@ class SearchService:
         if changed:
             job = EmbeddingJob(model=collection.model, texts=[docs[i].text for i in changed],
                                dimensions=collection.dimensions)  # fmt: skip
-            result = await self._embeddings.embed(caller, job)
+            result = await self._embeddings.embed(caller, job, rate_headers)
             vectors = dict(zip(changed, result.vectors, strict=True))
             tokens = result.prompt_tokens
         pairs = enumerate(zip(docs, hashes, strict=True))
@@ -178,7 +182,7 @@ class SearchService:
             "unchanged" if i not in vectors else "updated" if d.id in stored else "created"
             for i, d in enumerate(docs)
         ]
-        return Written(ids, statuses, tokens)
+        return Written(collection, ids, statuses, tokens)
 
     async def document(self, caller: Caller, name: str, doc_id: str) -> Document:
         store = await self._stores.get()
@@ -213,38 +217,43 @@ class SearchService:
     async def search(
         self, caller: Caller, name: str, query: str, *, top_k: int, mode: SearchMode,
         filter: Filter | None, min_score: float | None, instruction: str | None,
+        rate_headers: dict[str, str] | None = None,
     ) -> Found:  # fmt: skip
+        """``rate_headers`` receives the x-ratelimit-* headers when the query is embedded."""
         store = await self._stores.get()
         collection = await self.collection(caller, name)
         try:
             return await self._search(store, caller, collection, query, top_k=top_k, mode=mode,
                                       filter=filter, min_score=min_score,
-                                      instruction=instruction)  # fmt: skip
+                                      instruction=instruction,
+                                      rate_headers=rate_headers)  # fmt: skip
         except ValueError as exc:  # a filter the store cannot evaluate
             raise invalid_request(f"Invalid filter: {exc}", "filter") from None
 
     async def _search(
         self, store: DocumentStore, caller: Caller, collection: Collection, query: str, *,
         top_k: int, mode: SearchMode, filter: Filter | None, min_score: float | None,
-        instruction: str | None,
+        instruction: str | None, rate_headers: dict[str, str] | None,
     ) -> Found:  # fmt: skip
         tenant, name = caller.tenant.id, collection.name
         if mode == "keyword":
             hits = await store.search_keyword(tenant, name, query, top_k=top_k, filter=filter)
-            return Found(hits, 0)
-        vector, tokens = await self._embed_query(caller, collection, query, instruction)
+            return Found(collection, hits, 0)
+        vector, tokens = await self._embed_query(caller, collection, query, instruction,
+                                                 rate_headers)  # fmt: skip
         depth = top_k if mode == "vector" else max(top_k, HYBRID_DEPTH)
         by_vector = await store.search_vector(tenant, name, vector, top_k=depth,
                                               filter=filter, min_score=min_score)  # fmt: skip
         if mode == "vector":
-            return Found(by_vector, tokens)
+            return Found(collection, by_vector, tokens)
         by_keyword = await store.search_keyword(tenant, name, query, top_k=depth,
                                                 filter=filter)  # fmt: skip
-        return Found(fuse([by_vector, by_keyword])[:top_k], tokens)
+        return Found(collection, fuse([by_vector, by_keyword])[:top_k], tokens)
 
     async def _embed_query(
-        self, caller: Caller, collection: Collection, query: str, instruction: str | None
-    ) -> tuple[Any, int]:
+        self, caller: Caller, collection: Collection, query: str, instruction: str | None,
+        rate_headers: dict[str, str] | None,
+    ) -> tuple[Any, int]:  # fmt: skip
         served = self._registry.resolve_for(caller.tenant.id, collection.model)
         default = served.default_instruction if served.supports_instructions else None
         job = EmbeddingJob(
@@ -252,7 +261,7 @@ class SearchService:
             instruction=instruction if instruction is not None else default,
             instruction_is_default=instruction is None,
         )  # fmt: skip
-        result = await self._embeddings.embed(caller, job)
+        result = await self._embeddings.embed(caller, job, rate_headers)
         return result.vectors[0], result.prompt_tokens
 
     def _now(self) -> datetime:
