@@ -16,7 +16,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from embedgate.errors import EmbedgateError
@@ -33,6 +33,7 @@ from embedgate.services.ratelimit import (
     QuotaAsk,
     reset_ms,
 )
+from embedgate.services.usage import month_start
 
 log = logging.getLogger("embedgate.limits")
 
@@ -58,7 +59,8 @@ class Admission:
 
 
 def month_bounds(now: datetime) -> tuple[datetime, datetime]:
-    start = now.astimezone(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    """The calendar month (UTC) of ``now``: its first instant, and the next month's."""
+    start = month_start(now)
     following = (start + timedelta(days=32)).replace(day=1)
     return start, following
 
