@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+from click.testing import CliRunner
 
+from embedgate import cli_ingest
 from tests.helpers import ServerProcess
 
 pytestmark = pytest.mark.slow
@@ -66,3 +71,47 @@ def test_ingest_reports_bad_input_and_missing_key(served: ServerProcess, tmp_pat
     no_key = subprocess.run([sys.executable, "-m", "embedgate", "ingest", "x", str(broken)],
                             env=env, capture_output=True, text=True)  # fmt: skip
     assert "EMBEDGATE_API_KEY" in no_key.stderr
+
+
+def test_ingest_rides_out_a_lost_connection(monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+                                            ) -> None:  # fmt: skip
+    """A restarting server: the batch is sent again (an upsert is idempotent)."""
+    sent: list[int] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(len(json.loads(request.content)["documents"]))
+        if len(sent) == 2:
+            raise httpx.ConnectError("connection refused", request=request)
+        return httpx.Response(200, json={"usage": {"prompt_tokens": 5}})
+
+    real_client = httpx.Client
+
+    def client(**options: Any) -> httpx.Client:
+        return real_client(transport=httpx.MockTransport(handler), **options)
+
+    monkeypatch.setattr(httpx, "Client", client)
+    monkeypatch.setattr(time, "sleep", lambda seconds: None)
+    monkeypatch.setenv("EMBEDGATE_API_KEY", "tenant_t_" + "x" * 32)
+    lines = tmp_path / "kb.txt"
+    lines.write_text("".join(f"line {i}\n" for i in range(5)))
+    result = CliRunner().invoke(cli_ingest.ingest, ["kb", str(lines), "--batch-size", "2"])
+    assert result.exit_code == 0, result.output
+    assert sent == [2, 2, 2, 1]  # the second batch twice
+    assert json.loads(result.stdout)["documents"] == 5
+
+
+def test_ingest_gives_up_on_an_unreachable_server_with_a_clear_error(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(time, "sleep", lambda seconds: None)
+    monkeypatch.setenv("EMBEDGATE_API_KEY", "tenant_t_" + "x" * 32)
+    lines = tmp_path / "kb.txt"
+    lines.write_text("one line\n")
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    result = CliRunner().invoke(cli_ingest.ingest, ["kb", str(lines), "--server", url])
+    assert result.exit_code == 1
+    assert "cannot reach the server" in result.output
+    assert "0 of 1 documents were written" in result.output
+    assert "Traceback" not in result.output

@@ -94,9 +94,17 @@ def batches(docs: Iterator[dict[str, Any]], size: int) -> Iterator[list[dict[str
 
 
 def post(client: httpx.Client, url: str, body: dict[str, Any]) -> httpx.Response:
-    """POST, waiting out 429/503 as the server asks; other errors end the ingest."""
-    for _ in range(RETRIES):
-        response = client.post(url, json=body)
+    """POST, waiting out 429/503 as the server asks and a lost connection (a restarting
+    server) with backoff: an upsert is idempotent, so sending a batch again is safe. Other
+    errors end the ingest."""
+    for attempt in range(RETRIES):
+        try:
+            response = client.post(url, json=body)
+        except httpx.TransportError as exc:
+            if attempt == RETRIES - 1:
+                raise IngestError(f"cannot reach the server: {exc}") from None
+            time.sleep(min(2**attempt, 30))
+            continue
         if response.status_code not in (429, 503):
             break
         time.sleep(float(response.headers.get("retry-after", "1")))
@@ -154,7 +162,13 @@ def ingest(
                                           file=sys.stderr)  # fmt: skip
         with progress as bar:
             for batch in batches(docs, batch_size):
-                answer = post(client, f"{base}/{collection}/documents", {"documents": batch})
+                try:
+                    answer = post(client, f"{base}/{collection}/documents", {"documents": batch})
+                except IngestError as exc:
+                    raise IngestError(
+                        f"{exc}\n{written} of {total} documents were written before this; run the"
+                        " same command again to go on (unchanged documents are not re-embedded)."
+                    ) from None
                 tokens += answer.json()["usage"]["prompt_tokens"]
                 written += len(batch)
                 bar.update(len(batch))
