@@ -205,3 +205,7 @@ async def test_admin_actions_are_audited_without_secrets(admin: AppClient) -> No
     before = {"tenant": "acme", "before": page["data"][-1]["id"]}
     older = await http.get("/admin/audit", params=before)
     assert [e["event"] for e in older.json()["data"]] == events[2:]
+    for cursor in (-(10**22), 0, 2**63):  # found by schemathesis: SQLite's int64 overflowed
+        refused = await http.get("/admin/audit", params={"before": cursor})
+        assert refused.status_code == 400
+        assert refused.json()["error"]["param"] == "query.before"

@@ -166,7 +166,7 @@ async def list_audit(
     runtime: RuntimeDep,
     tenant: str | None = None,
     event: str | None = None,
-    before: int | None = None,
+    before: Annotated[int | None, Query(ge=1, le=2**63 - 1)] = None,  # a row id: SQL's int64
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> Any:
     events = await runtime.control.store.list_audit(
