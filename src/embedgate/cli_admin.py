@@ -43,6 +43,14 @@ class LocalAdmin:
         self._c = control
         self._settings = settings
 
+    @property
+    def control(self) -> ControlPlane:
+        return self._c
+
+    @property
+    def settings(self) -> Settings:
+        return self._settings
+
     async def call(self, operation: str, **args: Any) -> Any:
         return await getattr(self, f"_{operation}")(**args)
 
@@ -240,7 +248,7 @@ def _override(ctx: click.Context, **options: Any) -> None:
 @click.group()
 @target_options
 def tenants(ctx: click.Context, **options: Any) -> None:
-    """Create, list, show, update and delete tenants."""
+    """Create, list, show, update, delete, export and import tenants."""
     _remember(ctx, **options)
 
 
@@ -445,5 +453,9 @@ def _write_audit(out: IO[str], events: list[dict[str, Any]], output_format: str,
 
 
 def register(main: click.Group) -> None:
+    from embedgate.cli_backup import export_tenant, import_tenant
+
+    tenants.add_command(export_tenant)
+    tenants.add_command(import_tenant)
     for group in (tenants, keys, usage, audit):
         main.add_command(group)

@@ -236,6 +236,44 @@ async def test_concurrent_writes_are_all_kept(store: DocumentStore) -> None:
         assert (await ids_by_vector(store, "t1", unit(*vectors[i]), top_k=1)) == [f"d{i:02d}"]
 
 
+async def test_export_documents_pages_through_them_as_stored(store: DocumentStore) -> None:
+    await fill(store, "t1")
+    await fill(store, "t2")  # another tenant's collection of the same name
+    await store.upsert("t2", "docs", [item("zebra", "only t2 has it", unit(0, 0, 0, 1))])
+    seen: list[Upsert] = []
+    after: str | None = None
+    while page := await store.export_documents("t1", "docs", after=after, limit=3):
+        assert len(page) <= 3
+        seen += page
+        after = page[-1].document.id
+    assert [u.document.id for u in seen] == ["car", "cat", "dog", "fish"]
+    by_id = {u.document.id: u for u in PETS}
+    for exported in seen:
+        original = by_id[exported.document.id]
+        assert exported.document == original.document
+        assert exported.text_hash == original.text_hash
+        assert exported.vector is not None
+        assert exported.vector.dtype == np.float32
+        assert np.array_equal(exported.vector, original.vector)  # type: ignore[arg-type]
+    assert await store.export_documents("t1", "docs", after="fish", limit=3) == []
+    for tenant, name in (("nobody", "docs"), ("t1", "missing")):
+        assert await store.export_documents(tenant, name, after=None, limit=3) == []
+
+
+async def test_exported_documents_restore_without_embedding(store: DocumentStore) -> None:
+    await fill(store, "t1")
+    exported = await store.export_documents("t1", "docs", after=None, limit=100)
+    await store.create_collection("t9", collection())
+    await store.upsert("t9", "docs", exported)
+    for tenant in ("t1", "t9"):
+        ranked = await ids_by_vector(store, tenant, unit(1, 0.5, 0, 0))
+        assert ranked == ["dog", "cat", "fish", "car"]
+        assert sorted(await ids_by_keyword(store, tenant, "sea")) == ["car", "fish"]
+        hashes = await store.text_hashes(tenant, "docs", ["dog"])
+        assert hashes == {"dog": "hash-a dog chased the cat"}
+    assert await count(store, "t9") == 4
+
+
 # search
 
 

@@ -94,6 +94,14 @@ class DocumentStore(Protocol):
         """In id order, ids greater than ``after``; ``limit`` + 1 rows tell has_more."""
         ...
 
+    async def export_documents(
+        self, tenant: str, name: str, *, after: str | None, limit: int
+    ) -> list[Upsert]:
+        """Documents as stored, for a backup: in id order, ids greater than ``after``, at
+        most ``limit``, each with its text hash and vector, so that ``upsert`` of the same
+        items restores them without embedding anything."""
+        ...
+
     async def delete_document(self, tenant: str, name: str, doc_id: str) -> bool: ...
 
     # search: results sorted by score, best first

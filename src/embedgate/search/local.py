@@ -104,6 +104,13 @@ class LocalDocumentStore:
         found = await self._in_collection(tenant, name, local_docs.list_documents, after, limit)
         return found or []
 
+    async def export_documents(
+        self, tenant: str, name: str, *, after: str | None, limit: int
+    ) -> list[Upsert]:
+        found = await self._in_collection(tenant, name, local_docs.export_documents, after,
+                                          limit)  # fmt: skip
+        return found or []
+
     async def delete_document(self, tenant: str, name: str, doc_id: str) -> bool:
         return await self._run(self._locked, tenant, self._delete_document, name, doc_id)
 

@@ -128,6 +128,17 @@ def list_documents(conn: sqlite3.Connection, collection_id: int, after: str | No
     return [Document(i, text, json.loads(meta)) for i, text, meta in rows]
 
 
+def export_documents(conn: sqlite3.Connection, collection_id: int, after: str | None,
+                     limit: int) -> list[Upsert]:  # fmt: skip
+    rows = conn.execute(
+        "SELECT id, text, metadata, text_hash, vector FROM documents WHERE collection_id = ? "
+        "AND id > ? ORDER BY id LIMIT ?",
+        (collection_id, after if after is not None else "", limit),
+    )
+    return [Upsert(Document(i, text, json.loads(meta)), digest, from_blob(blob))
+            for i, text, meta, digest, blob in rows]  # fmt: skip
+
+
 def all_vectors(conn: sqlite3.Connection, collection_id: int, dimensions: int
                 ) -> tuple[Labels, Labels, npt.NDArray[np.float32]]:  # fmt: skip
     """The collection's labels, the versions that last changed them, and their vectors."""

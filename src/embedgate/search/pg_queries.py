@@ -50,6 +50,10 @@ PAGE = (
     "SELECT d.id, d.text, d.metadata " + IN_COLLECTION
     + " AND (%s::text IS NULL OR d.id > %s) ORDER BY d.id LIMIT %s"
 )  # fmt: skip
+EXPORT = (
+    "SELECT d.id, d.text, d.metadata, d.text_hash, d.embedding " + IN_COLLECTION
+    + " AND (%s::text IS NULL OR d.id > %s) ORDER BY d.id LIMIT %s"
+)  # fmt: skip
 EXISTING = """SELECT count(*) FROM embedgate_search.documents
 WHERE collection_id = %s AND id = ANY(%s)"""
 UPSERT = """INSERT INTO embedgate_search.documents

@@ -180,6 +180,16 @@ class PgVectorStore:
             cursor = await connection.execute(q.PAGE, [tenant, name, after, after, limit + 1])
             return [Document(*row) for row in await cursor.fetchall()]
 
+    async def export_documents(
+        self, tenant: str, name: str, *, after: str | None, limit: int
+    ) -> list[Upsert]:
+        params = [tenant, name, after, after, limit]
+        async with self._tenant(tenant) as connection:
+            cursor = await connection.execute(q.EXPORT, params, binary=True)
+            rows = await cursor.fetchall()
+        return [Upsert(Document(i, text, meta), digest, vector)
+                for i, text, meta, digest, vector in rows]  # fmt: skip
+
     async def delete_document(self, tenant: str, name: str, doc_id: str) -> bool:
         async with self._tenant(tenant) as connection:
             ref = await _ref(connection, tenant, name, lock=True)

@@ -9,6 +9,7 @@ from typing import Any, Literal, Protocol
 from embedgate.storage.records import (
     ApiKey,
     AuditEvent,
+    ConsoleSession,
     Tenant,
     TenantStatus,
     UsageBucket,
@@ -32,6 +33,8 @@ class StateStore(Protocol):
 
     async def list_tenants(self, *, after: str | None = None, limit: int = 100) -> list[Tenant]: ...
 
+    async def count_tenants(self) -> int: ...
+
     async def update_tenant(
         self,
         tenant_id: str,
@@ -50,6 +53,11 @@ class StateStore(Protocol):
     async def key_by_digest(self, digest: str) -> ApiKey | None: ...
 
     async def list_keys(self, tenant_id: str) -> list[ApiKey]: ...
+
+    async def export_keys(self, tenant_id: str) -> list[tuple[ApiKey, str]]:
+        """Every key of the tenant (revoked and expired ones too) with its digest, for a
+        backup: ``add_key(key, digest)`` restores it."""
+        ...
 
     async def get_key(self, tenant_id: str, key_id: str) -> ApiKey | None: ...
 
@@ -88,3 +96,28 @@ class StateStore(Protocol):
     ) -> UsageTotals: ...
 
     async def delete_usage_before(self, at: datetime) -> int: ...
+
+    async def export_usage(
+        self, tenant_id: str, start: datetime, end: datetime, *, after_id: int, limit: int
+    ) -> list[tuple[int, UsageRecord]]:
+        """The tenant's records in ``[start, end)`` with ids above ``after_id``, by id, at
+        most ``limit``: a backup reads them page by page."""
+        ...
+
+    async def delete_usage(self, tenant_id: str, start: datetime, end: datetime) -> int:
+        """Remove the tenant's records in ``[start, end)``: a restore replaces that window."""
+        ...
+
+    async def add_session(self, session: ConsoleSession, digest: str) -> None:
+        """Raises ``Conflict`` for a duplicate digest or an unknown tenant."""
+        ...
+
+    async def session_by_digest(self, digest: str) -> ConsoleSession | None:
+        """The session stored under ``digest``, expired or not: the caller judges."""
+        ...
+
+    async def delete_session(self, digest: str) -> bool: ...
+
+    async def delete_sessions_before(self, at: datetime) -> int:
+        """Remove the sessions that expired before ``at``; how many went."""
+        ...

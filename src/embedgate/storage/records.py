@@ -39,6 +39,24 @@ class ApiKey:
         return self.expires_at is None or now < self.expires_at
 
 
+SessionKind = Literal["tenant", "admin"]
+
+
+@dataclass(frozen=True, slots=True)
+class ConsoleSession:
+    """A web console login. Stored under a digest of its token: the token itself (the
+    cookie) is never stored; a tenant session re-checks its key on every request, and an
+    admin session holds a digest of the admin key it was opened with."""
+
+    kind: SessionKind
+    created_at: datetime
+    expires_at: datetime
+    tenant_id: str | None = None
+    key_id: str | None = None
+    key_prefix: str | None = None
+    admin_digest: str | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class AuditEvent:
     event: str

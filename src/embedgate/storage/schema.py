@@ -113,3 +113,20 @@ usage_records = Table(
     Index("ix_usage_tenant_at", "tenant_id", "at"),
     Index("ix_usage_at", "at"),
 )
+
+# Web console sessions, under an HMAC digest of their token (the cookie): a database dump
+# opens no session. A tenant's sessions go with it.
+console_sessions = Table(
+    "console_sessions",
+    metadata,
+    Column("digest", String(64), primary_key=True),  # HMAC-SHA256 of the token, hex
+    Column("kind", String(16), nullable=False),
+    Column("tenant_id", String(63), ForeignKey("tenants.id", ondelete="CASCADE")),
+    Column("key_id", String(40)),
+    Column("key_prefix", String(100)),
+    Column("admin_digest", String(64)),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Index("ix_console_sessions_tenant", "tenant_id"),
+    Index("ix_console_sessions_expires", "expires_at"),
+)

@@ -40,7 +40,14 @@ from embedgate.storage.records import (
     UsageRecord,
     UsageTotals,
 )
-from embedgate.storage.schema import api_keys, audit_events, tenants, usage_records
+from embedgate.storage.schema import (
+    api_keys,
+    audit_events,
+    console_sessions,
+    tenants,
+    usage_records,
+)
+from embedgate.storage.sql_sessions import SqlSessions
 
 ASYNC_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+psycopg"}
 BUCKET_HOURS: dict[Granularity, int] = {"hour": 1, "day": 24}
@@ -67,7 +74,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _: Any) -> None:
     cursor.close()
 
 
-class SqlStateStore:
+class SqlStateStore(SqlSessions):
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
         self.backend = engine.dialect.name
@@ -111,6 +118,11 @@ class SqlStateStore:
         async with self._engine.connect() as connection:
             return [_tenant(row) for row in await connection.execute(query)]
 
+    async def count_tenants(self) -> int:
+        query = select(func.count()).select_from(tenants)
+        async with self._engine.connect() as connection:
+            return int((await connection.execute(query)).scalar_one())
+
     async def update_tenant(
         self,
         tenant_id: str,
@@ -133,6 +145,9 @@ class SqlStateStore:
     async def delete_tenant(self, tenant_id: str) -> bool:
         async with self._engine.begin() as connection:
             await connection.execute(delete(api_keys).where(api_keys.c.tenant_id == tenant_id))
+            await connection.execute(
+                delete(console_sessions).where(console_sessions.c.tenant_id == tenant_id)
+            )
             result = await connection.execute(delete(tenants).where(tenants.c.id == tenant_id))
         return bool(result.rowcount)
 
@@ -162,6 +177,15 @@ class SqlStateStore:
         )
         async with self._engine.connect() as connection:
             return [_key(row) for row in await connection.execute(query)]
+
+    async def export_keys(self, tenant_id: str) -> list[tuple[ApiKey, str]]:
+        query = (
+            select(api_keys)
+            .where(api_keys.c.tenant_id == tenant_id)
+            .order_by(api_keys.c.created_at, api_keys.c.id)
+        )
+        async with self._engine.connect() as connection:
+            return [(_key(row), row.digest) for row in await connection.execute(query)]
 
     async def get_key(self, tenant_id: str, key_id: str) -> ApiKey | None:
         query = select(api_keys).where(api_keys.c.tenant_id == tenant_id, api_keys.c.id == key_id)
@@ -261,6 +285,26 @@ class SqlStateStore:
     async def delete_usage_before(self, at: datetime) -> int:
         async with self._engine.begin() as connection:
             result = await connection.execute(delete(usage_records).where(usage_records.c.at < at))
+        return int(result.rowcount)
+
+    async def export_usage(
+        self, tenant_id: str, start: datetime, end: datetime, *, after_id: int, limit: int
+    ) -> list[tuple[int, UsageRecord]]:
+        query = (
+            select(usage_records)
+            .where(*_window(tenant_id, start, end), usage_records.c.id > after_id)
+            .order_by(usage_records.c.id)
+            .limit(limit)
+        )
+        async with self._engine.connect() as connection:
+            rows = (await connection.execute(query)).all()
+        fields = UsageRecord.__slots__
+        return [(row.id, UsageRecord(**{f: getattr(row, f) for f in fields})) for row in rows]
+
+    async def delete_usage(self, tenant_id: str, start: datetime, end: datetime) -> int:
+        query = delete(usage_records).where(*_window(tenant_id, start, end))
+        async with self._engine.begin() as connection:
+            result = await connection.execute(query)
         return int(result.rowcount)
 
 

@@ -1,0 +1,136 @@
+"""`embedgate tenants export TENANT_ID FILE` and `embedgate tenants import FILE`: back up
+and restore one tenant (docs/backup.md), on the data dir or database directly.
+
+Not through ``--server``: a backup holds every document and vector of a tenant (gigabytes)
+and its key digests; it is an operator's job on the machine or database, like pg_dump, not
+something to stream through the public admin API and its proxies.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from embedgate.cli_admin import Admin, LocalAdmin, _override, execute
+from embedgate.search.stores import open_store
+from embedgate.services.backup import Backup, UsageScope
+from embedgate.services.keys import utcnow
+
+T = TypeVar("T")
+NOT_REMOTE = (
+    "`tenants export` and `tenants import` work on the data dir or the database directly "
+    "(EMBEDGATE_DATA_DIR, EMBEDGATE_DATABASE_URL, EMBEDGATE_VECTOR_URL), not through a "
+    "server: drop --server and unset EMBEDGATE_SERVER (see docs/backup.md)"
+)
+
+
+class Bar:
+    """``backup.Progress`` as click progress bars on standard error, one per stage."""
+
+    def __init__(self) -> None:
+        self._bar: Any = None
+
+    def start(self, label: str, total: int) -> None:
+        self.close()
+        self._bar = click.progressbar(length=total, label=label, file=sys.stderr)
+        self._bar.__enter__()
+
+    def advance(self, count: int) -> None:
+        if self._bar is not None:
+            self._bar.update(count)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(None, None, None)
+            self._bar = None
+
+
+def _local_flags(command: Callable[..., Any]) -> Any:
+    """The target flags of the other admin commands, less --server."""
+    for option in (
+        click.option("--config", type=click.Path(path_type=Path),
+                     help="YAML config file (plans, models)."),
+        click.option("--data-dir", type=click.Path(path_type=Path),
+                     help="Data directory (default ./embedgate-data)."),
+    ):  # fmt: skip
+        command = option(command)
+    return command
+
+
+def _run(ctx: click.Context, action: Callable[[Backup], Awaitable[T]]) -> T:
+    if ctx.obj.get("server"):
+        raise click.ClickException(NOT_REMOTE)
+    bar = Bar()
+
+    async def work(admin: Admin) -> T:
+        assert isinstance(admin, LocalAdmin)  # no --server, so the data dir or database
+        control, settings = admin.control, admin.settings
+        models = frozenset(name for model, spec in settings.models.items()
+                           for name in (model, *spec.aliases))  # fmt: skip
+        try:
+            store = await open_store(settings)
+        except Exception as exc:  # pgvector missing, database down: one line, no traceback
+            raise click.ClickException(f"the document store cannot be opened: {exc}") from exc
+        try:
+            return await action(Backup(control.store, store, control.audit, control.keys,
+                                       settings.plans, models, utcnow, bar))  # fmt: skip
+        finally:
+            await store.aclose()
+
+    try:
+        return execute(ctx, work)
+    finally:
+        bar.close()
+
+
+@click.command("export")
+@click.argument("tenant_id")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--usage", type=click.Choice(["all", "month", "none"]), default="all",
+              show_default=True, help="Usage records to include: all that are kept, this "
+              "month's (enough for quotas), or none.")  # fmt: skip
+@_local_flags
+@click.pass_context
+def export_tenant(ctx: click.Context, /, tenant_id: str, file: Path, usage: UsageScope,
+                  **target: Any) -> None:  # fmt: skip
+    """Write one tenant, complete, to FILE (JSON Lines; gzip if FILE ends in .gz).
+
+    The tenant, its API keys (digests only), collections, documents with their vectors, and
+    usage records. FILE is created with mode 0600 and replaced only once complete.
+    """
+    _override(ctx, **target)
+    summary = _run(ctx, lambda backup: backup.export(tenant_id, file, usage=usage))
+    click.echo(json.dumps(summary, indent=2))
+
+
+@click.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--replace", is_flag=True,
+              help="If the tenant exists, delete all of its data first.")  # fmt: skip
+@click.option("--plan", help="Restore under this plan instead of the file's.")
+@_local_flags
+@click.pass_context
+def import_tenant(ctx: click.Context, /, file: Path, replace: bool, plan: str | None,
+                  **target: Any) -> None:  # fmt: skip
+    """Restore the tenant in FILE (from `tenants export`) under its own id.
+
+    The whole file is checked before anything is written; an existing tenant is refused
+    unless --replace. Keys work only where EMBEDGATE_SECRET_KEY is the exporting server's.
+    """
+    _override(ctx, **target)
+    summary = _run(ctx, lambda backup: backup.restore(file, replace=replace, plan=plan))
+    click.echo(json.dumps(summary, indent=2))
+    if not summary["keys_work"]:
+        click.echo("Warning: this server's secret key is not the exporting server's: the "
+                   "restored API keys will not authenticate. Issue new ones with "
+                   "`embedgate keys create`, or restore with the same EMBEDGATE_SECRET_KEY "
+                   "(or secret.key).", err=True)  # fmt: skip
+    for model in summary["unknown_models"]:
+        click.echo(f"Warning: model {model!r} is not in this server's registry: its "
+                   "collections answer keyword searches, but vector searches and new "
+                   "documents need the model.", err=True)  # fmt: skip

@@ -1,0 +1,236 @@
+"""Back up and restore one tenant, completely: the tenant, its keys (digests), collections,
+documents with their vectors (nothing is embedded again) and usage records.
+
+Both directions stream, page by page: memory does not grow with the tenant. An import
+reads the file twice: first it checks every line and the trailer (a truncated or altered
+file is refused before anything is written), then it writes. The tenant is restored
+suspended and gets its exported status back only once everything is in, so its keys do
+not work on half a tenant; if the import fails, what it wrote is removed. See
+docs/backup.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from embedgate.search.base import Collection, DocumentStore
+from embedgate.services.audit import AuditLog
+from embedgate.services.backup_format import (
+    FORMAT,
+    VERSION,
+    BackupError,
+    CollectionLine,
+    DocumentLine,
+    Header,
+    KeyLine,
+    TenantRecord,
+    UsageLine,
+    UsageWindow,
+    encode_vector,
+)
+from embedgate.services.backup_io import (
+    COUNTED,
+    PAGE,
+    USAGE_PAGE,
+    Counts,
+    Writer,
+    atomic_output,
+    read_backup,
+)
+from embedgate.services.backup_restore import Restorer
+from embedgate.services.keys import KeyService
+from embedgate.services.policy import Policy
+from embedgate.services.tenants import tenant_not_found
+from embedgate.services.usage import month_start
+from embedgate.storage.base import StateStore
+from embedgate.storage.records import ApiKey, Conflict, Tenant, UsageRecord
+
+UsageScope = Literal["all", "month", "none"]
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+KEY_CHECK = "embedgate backup: key check"  # digested under the server secret, see key_check
+
+
+class Progress(Protocol):
+    def start(self, label: str, total: int) -> None: ...
+
+    def advance(self, count: int) -> None: ...
+
+
+class NoProgress:
+    def start(self, label: str, total: int) -> None:
+        pass
+
+    def advance(self, count: int) -> None:
+        pass
+
+
+@dataclass(frozen=True, slots=True)
+class Manifest:
+    """What a checked file holds."""
+
+    header: Header
+    counts: Counts
+    models: dict[str, str]  # collection -> model
+
+
+@dataclass(frozen=True, slots=True)
+class Backup:
+    state: StateStore
+    documents: DocumentStore
+    audit: AuditLog
+    keys: KeyService
+    plans: Mapping[str, Policy]
+    models: frozenset[str]  # the model names (and aliases) this server serves
+    clock: Callable[[], datetime]
+    progress: Progress = field(default_factory=NoProgress)
+    actor: str = "cli"
+
+    def key_check(self) -> str:
+        """Tells whether two servers share the secret keys are digested under (a restored
+        key works only then), without revealing it."""
+        return self.keys.digest(KEY_CHECK)[:16]
+
+    # export
+
+    async def export(self, tenant_id: str, path: Path, *, usage: UsageScope = "all"
+                     ) -> dict[str, Any]:  # fmt: skip
+        tenant = await self.state.get_tenant(tenant_id)
+        if tenant is None:
+            raise tenant_not_found()
+        now = self.clock()
+        window = _window(usage, now)
+        keys = await self.state.export_keys(tenant_id)
+        collections = await self.documents.list_collections(tenant_id)
+        with atomic_output(path) as stream:
+            self.progress.start(
+                f"exporting {tenant_id}", sum(c.document_count for c in collections)
+            )
+            out = Writer(stream)
+            record = TenantRecord(**{f: getattr(tenant, f) for f in Tenant.__slots__})
+            out.write(Header(format=FORMAT, version=VERSION, exported_at=now, usage=window,
+                             key_check=self.key_check(), tenant=record))  # fmt: skip
+            for key, digest in keys:
+                out.write(_key_line(key, digest))
+            for collection in collections:
+                await self._export_collection(out, tenant_id, collection)
+            if window is not None:
+                await self._export_usage(out, tenant_id, window)
+            out.end()
+        counts = out.counts.as_dict()
+        await self.audit.record("tenant.exported", actor=self.actor, tenant_id=tenant_id,
+                                format_version=VERSION, counts=counts)  # fmt: skip
+        return {"tenant": tenant_id, "file": str(path), "exported_at": now.isoformat(), **counts}
+
+    async def _export_collection(self, out: Writer, tenant: str, c: Collection) -> None:
+        out.write(CollectionLine(name=c.name, model=c.model, dimensions=c.dimensions,
+                                 metadata=c.metadata, created_at=c.created_at))  # fmt: skip
+        after: str | None = None
+        while page := await self.documents.export_documents(tenant, c.name, after=after,
+                                                            limit=PAGE):  # fmt: skip
+            for item in page:
+                doc, vector = item.document, item.vector
+                assert vector is not None  # exported documents always carry theirs
+                out.write(DocumentLine(collection=c.name, id=doc.id, text=doc.text,
+                                       metadata=doc.metadata, text_hash=item.text_hash,
+                                       vector=encode_vector(vector)))  # fmt: skip
+            self.progress.advance(len(page))
+            after = page[-1].document.id
+
+    async def _export_usage(self, out: Writer, tenant: str, window: UsageWindow) -> None:
+        after = 0
+        while page := await self.state.export_usage(tenant, window.start, window.end,
+                                                    after_id=after, limit=USAGE_PAGE):  # fmt: skip
+            for _, record in page:
+                values = {f: getattr(record, f) for f in UsageRecord.__slots__}
+                del values["tenant_id"]
+                out.write(UsageLine(**values))
+            after = page[-1][0]
+
+    # import
+
+    def check(self, path: Path) -> Manifest:
+        """Read the whole file once, checking every line; nothing is written."""
+        self.progress.start(f"checking {path.name}", path.stat().st_size)
+        header, counts, models = None, Counts(), {}
+        for _, line in read_backup(path, self.progress.advance):
+            if isinstance(line, Header):
+                header = line
+            elif isinstance(line, CollectionLine):
+                models[line.name] = line.model
+            kind = COUNTED.get(type(line))
+            if kind is not None:
+                setattr(counts, kind, getattr(counts, kind) + 1)
+        assert header is not None  # read_backup begins with it or raises
+        return Manifest(header, counts, models)
+
+    async def restore(self, path: Path, *, replace: bool = False, plan: str | None = None
+                      ) -> dict[str, Any]:  # fmt: skip
+        manifest = self.check(path)
+        tenant = manifest.header.tenant
+        plan = self._check_plan(plan or tenant.plan)
+        await self._make_room(tenant.id, replace)
+        created = Tenant(**{**tenant.model_dump(), "plan": plan, "status": "suspended"})
+        try:
+            await self.state.create_tenant(created)
+        except Conflict:
+            raise BackupError(f"tenant {tenant.id} was created meanwhile") from None
+        try:
+            await self._restore(path, manifest)
+        except BaseException:
+            await self._remove(tenant.id)
+            raise
+        await self.state.update_tenant(tenant.id, tenant.updated_at, status=tenant.status)
+        counts = manifest.counts.as_dict()
+        await self.audit.record("tenant.imported", actor=self.actor, tenant_id=tenant.id,
+                                exported_at=manifest.header.exported_at.isoformat(),
+                                replaced=replace, counts=counts)  # fmt: skip
+        return {"tenant": tenant.id, "file": str(path), "replaced": replace, **counts,
+                "keys_work": manifest.header.key_check == self.key_check(),
+                "unknown_models": sorted({m for m in manifest.models.values()
+                                          if m not in self.models})}  # fmt: skip
+
+    def _check_plan(self, plan: str) -> str:
+        if self.plans and plan not in self.plans:
+            known = ", ".join(sorted(self.plans))
+            raise BackupError(f"the plan {plan!r} is not in this server's config (its plans: "
+                              f"{known}); add it, or choose one with --plan")  # fmt: skip
+        return plan
+
+    async def _make_room(self, tenant_id: str, replace: bool) -> None:
+        exists = await self.state.get_tenant(tenant_id) is not None
+        leftovers = bool(await self.documents.list_collections(tenant_id))
+        if (exists or leftovers) and not replace:
+            what = "already exists" if exists else "has collections left in the document store"
+            raise BackupError(f"tenant {tenant_id} {what}: pass --replace to delete all of "
+                              "its data and restore the file in its place")  # fmt: skip
+        if exists or leftovers:
+            await self._remove(tenant_id)
+
+    async def _remove(self, tenant_id: str) -> None:
+        await self.documents.delete_tenant(tenant_id)
+        await self.state.delete_tenant(tenant_id)
+
+    async def _restore(self, path: Path, manifest: Manifest) -> None:
+        tenant, window = manifest.header.tenant, manifest.header.usage
+        self.progress.start(f"importing {tenant.id}", manifest.counts.documents)
+        if window is not None:  # the file's window replaces what this server holds
+            await self.state.delete_usage(tenant.id, window.start, window.end)
+        restorer = Restorer(self.state, self.documents, tenant.id, self.progress.advance)
+        for _, line in read_backup(path):
+            await restorer.take(line)
+        await restorer.finish()
+
+
+def _key_line(key: ApiKey, digest: str) -> KeyLine:
+    values = {f: getattr(key, f) for f in ApiKey.__slots__ if f != "tenant_id"}
+    return KeyLine.model_validate({**values, "scopes": list(key.scopes), "digest": digest})
+
+
+def _window(usage: UsageScope, now: datetime) -> UsageWindow | None:
+    if usage == "none":
+        return None
+    return UsageWindow(start=EPOCH if usage == "all" else month_start(now), end=now)
