@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from embedgate import __version__
-from embedgate.api import admin, collections, embeddings, me, models, system
+from embedgate.api import admin, collections, console, console_pages, embeddings, me, models, system
 from embedgate.api.middleware import BodyLimitMiddleware, ObservabilityMiddleware
 from embedgate.config import Settings
 from embedgate.errors import install_error_handlers
@@ -47,4 +47,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(me.router)
     app.include_router(collections.router)
     app.include_router(admin.router)
+    app.include_router(console.router)
+    console_pages.install(app)  # the web console: / and /static
     return app

@@ -282,6 +282,17 @@ class Settings(BaseSettings):
         description="Tenants with their own label on per-tenant metrics; the rest are "
         "counted as `other`.",
     )
+    console_session_ttl: int = Field(
+        default=8 * 3600,
+        ge=1,
+        le=30 * 86400,
+        description="Seconds a web console login lasts before the key must be entered again.",
+    )
+    console_secure_cookie: Literal["auto", "always", "never"] = Field(
+        default="auto",
+        description="`Secure` flag of the console session cookie: `auto` sets it on https "
+        "requests, `always` also behind a TLS-terminating proxy that forwards plain http.",
+    )
     models: dict[str, ModelSpec] = Field(
         default_factory=default_models,
         description="Model registry (config file, or JSON in the environment variable).",

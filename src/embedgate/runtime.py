@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from embedgate.config import Settings
 from embedgate.keyfiles import ensure_data_dir, load_admin_key, load_server_secret
@@ -23,6 +23,7 @@ from embedgate.services.limits import Limits
 from embedgate.services.metrics import Metrics
 from embedgate.services.ratelimit import Limiter, MemoryLimiter
 from embedgate.services.registry import ModelRegistry
+from embedgate.services.sessions import ConsoleSessions
 from embedgate.services.tenants import TenantService
 from embedgate.services.usage import UsageMeter
 from embedgate.storage.base import StateStore
@@ -32,7 +33,7 @@ log = logging.getLogger("embedgate")
 
 USAGE_FLUSH_SECONDS = 10.0  # keys' last-use times
 METER_FLUSH_SECONDS = 1.0  # usage records: what quotas and bills read
-PRUNE_SECONDS = 3600.0  # usage past retention
+PRUNE_SECONDS = 3600.0  # usage past retention, expired console sessions
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +97,9 @@ class Runtime:
     search: SearchService
     stores: StoreHolder
     admin_key: str
+    sessions: ConsoleSessions
     background: asyncio.Task[None]
+    started: float = field(default_factory=time.monotonic)
 
     @classmethod
     async def start(cls, settings: Settings, metrics: Metrics) -> Runtime:
@@ -124,11 +127,15 @@ class Runtime:
         stores = StoreHolder(settings)
         await stores.start()
         search = SearchService(stores, embeddings, registry, utcnow)
-        background = asyncio.create_task(_flush_key_usage(control.keys), name="key-usage")
+        sessions = ConsoleSessions(
+            control.store, control.auth, control.audit, control.keys.digest, admin_key,
+            settings.console_session_ttl,
+        )  # fmt: skip
+        background = asyncio.create_task(_housekeeping(control.keys, sessions), name="housekeeping")
         log.info("API key authentication enabled; rate limits in %s", limits.backend)
         return cls(
             settings, metrics, registry, embeddings, control, limits, cache,
-            DenialAudit(control.audit), search, stores, admin_key, background,
+            DenialAudit(control.audit), search, stores, admin_key, sessions, background,
         )  # fmt: skip
 
     async def aclose(self) -> None:
@@ -158,14 +165,22 @@ def _trusted_proxy(settings: Settings) -> TrustedProxy | None:
     return TrustedProxy(settings.trusted_proxy_secret.get_secret_value(), networks)
 
 
-async def _flush_key_usage(keys: KeyService) -> None:
-    """Keys' last-use times reach the database in one write every few seconds."""
+async def _housekeeping(keys: KeyService, sessions: ConsoleSessions) -> None:
+    """Keys' last-use times reach the database in one write every few seconds; expired
+    console sessions are removed hourly."""
+    next_prune = time.monotonic() + 60.0
     while True:
         await asyncio.sleep(USAGE_FLUSH_SECONDS)
         try:
             await keys.flush_usage()
         except Exception:  # the database may be restarting: the next round retries
             log.warning("could not record key usage", exc_info=True)
+        if time.monotonic() >= next_prune:
+            next_prune = time.monotonic() + PRUNE_SECONDS
+            try:
+                await sessions.prune()
+            except Exception:
+                log.warning("could not prune expired console sessions", exc_info=True)
 
 
 async def _meter(usage: UsageMeter) -> None:

@@ -17,6 +17,7 @@ from embedgate.services.auth import Caller, CallerDenied, invalid_api_key
 from embedgate.services.embeddings import EmbeddingService
 from embedgate.services.keys import Scope
 from embedgate.services.registry import ModelRegistry
+from embedgate.services.sessions import CSRF_HEADER, SESSION_COOKIE
 
 
 async def get_runtime(request: Request) -> Runtime:
@@ -49,8 +50,21 @@ def client_ip(request: Request) -> str | None:
     return request.client.host if request.client else None
 
 
+def session_token(request: Request) -> str | None:
+    """The web console's session cookie, read only when no Authorization header is sent:
+    API clients are never affected by a cookie."""
+    if "authorization" in request.headers:
+        return None
+    return request.cookies.get(SESSION_COOKIE) or None
+
+
 async def require_admin(request: Request) -> None:
+    """The admin key, or an admin console session (whose unsafe requests need CSRF)."""
     runtime = await get_runtime(request)
+    session = session_token(request)
+    if session is not None:
+        await runtime.sessions.admin(session, request.method, request.headers.get(CSRF_HEADER))
+        return
     token = bearer_token(request) or ""
     if not hmac.compare_digest(token.encode(), runtime.admin_key.encode()):
         await runtime.control.auth.failed(token, client_ip(request))
@@ -64,24 +78,31 @@ PROXY_SECRET_HEADER = "x-embedgate-proxy-secret"  # noqa: S105 - a header name
 
 
 async def authenticate(request: Request) -> Caller:
-    """The calling tenant, from its key alone; X-Tenant-ID is read only from a trusted
-    gateway (its shared secret, from its networks)."""
-    auth = (await get_runtime(request)).control.auth
+    """The calling tenant, from its key alone (or a console session, which stands for its
+    key); X-Tenant-ID is read only from a trusted gateway (its shared secret, from its
+    networks)."""
+    runtime = await get_runtime(request)
+    auth = runtime.control.auth
     proxy_secret = request.headers.get(PROXY_SECRET_HEADER)
     try:
         if proxy_secret is not None:
             tenant_id = request.headers.get("x-tenant-id")
             caller = await auth.from_proxy(proxy_secret, tenant_id, client_ip(request))
+        elif (session := session_token(request)) is not None:
+            csrf = request.headers.get(CSRF_HEADER)
+            caller = await runtime.sessions.caller(
+                session, request.method, csrf, client_ip(request)
+            )
         else:
             caller = await auth.authenticate(bearer_token(request), client_ip(request))
     except CallerDenied as denied:
-        _identify(request, denied.caller)
+        identify(request, denied.caller)
         raise
-    _identify(request, caller)
+    identify(request, caller)
     return caller
 
 
-def _identify(request: Request, caller: Caller) -> None:
+def identify(request: Request, caller: Caller) -> None:
     request.state.tenant_id = caller.tenant.id  # for the access log
     request.state.key_prefix = caller.key.prefix
     request.state.caller = caller  # for metering, per-tenant metrics and rate headers

@@ -1,9 +1,11 @@
-"""GET /health (liveness + readiness, no auth) and GET /metrics (Prometheus, admin key)."""
+"""GET /health (liveness + readiness, no auth), GET /metrics (Prometheus, admin key) and
+GET /admin/system (the admin console's status panel)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 from fastapi import APIRouter
@@ -12,7 +14,10 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from embedgate import __version__
 from embedgate.api.deps import AdminDep, RuntimeDep
+from embedgate.backends.devices import gpu_memory, gpu_name
 from embedgate.runtime import Runtime
+from embedgate.services.cache import EmbeddingCache
+from embedgate.services.registry import ServedModel
 
 router = APIRouter(tags=["system"])
 log = logging.getLogger("embedgate.health")
@@ -81,3 +86,60 @@ async def _database_up(runtime: Runtime) -> bool:
 @router.get("/metrics")
 async def metrics(runtime: RuntimeDep, _: AdminDep) -> Response:
     return Response(runtime.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+
+@router.get("/admin/system")
+async def system_status(runtime: RuntimeDep, _: AdminDep) -> dict[str, Any]:
+    """Every model (reserved ones named: this is the operator), the device and its memory,
+    queues, the embedding cache and uptime."""
+    models = [_model_status(model) for model in runtime.registry.all()]
+    return {
+        "object": "system",
+        "version": __version__,
+        "uptime_s": round(time.monotonic() - runtime.started, 1),
+        "models": models,
+        "device": _device_status([m["device"] for m in models if m["device"]]),
+        "queue_depth": sum(m["queue_depth"] for m in models),
+        "cache": _cache_status(runtime.cache),
+        "tenants": await runtime.control.store.count_tenants(),
+        "database": {"backend": runtime.control.store.backend},
+        "rate_limits": runtime.limits.health(),
+        "scheduling": runtime.settings.scheduling,
+    }
+
+
+def _model_status(model: ServedModel) -> dict[str, Any]:
+    health = model.backend.health()
+    status = {
+        "name": model.name, "backend": health["backend"], "device": health.get("device"),
+        "dtype": health.get("dtype"), "dimensions": model.dimensions,
+        "max_tokens": model.max_tokens, "ready": bool(health["ready"]),
+        "queue_depth": model.scheduler.queue_depth, "aliases": list(model.spec.aliases),
+        "reserved_for": model.spec.tenants,
+    }  # fmt: skip
+    if "upstreams" in health:
+        status["upstreams"] = health["upstreams"]
+    return status
+
+
+def _device_status(devices: list[str]) -> dict[str, Any]:
+    """The first local model's device (``none`` when every model is upstream); GPU memory
+    only where it is CUDA."""
+    if not devices:
+        return {"type": "none", "id": None, "name": None, "gpu_memory": None}
+    device = devices[0]
+    if not device.startswith("cuda"):
+        return {"type": device.partition(":")[0], "id": device, "name": None, "gpu_memory": None}
+    memory = {
+        name.replace("_bytes", "_mb"): round(value / 2**20, 1)
+        for name, value in gpu_memory(device).items()
+    }
+    return {"type": "cuda", "id": device, "name": gpu_name(device), "gpu_memory": memory}
+
+
+def _cache_status(cache: EmbeddingCache) -> dict[str, Any]:
+    return {
+        "enabled": cache.enabled, "entries": len(cache), "bytes": cache.bytes,
+        "max_bytes": cache.max_bytes, "hits": cache.hits, "misses": cache.misses,
+        "hit_ratio": round(cache.hit_ratio(), 4),
+    }  # fmt: skip

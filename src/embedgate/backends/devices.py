@@ -34,3 +34,9 @@ def gpu_memory(device: str) -> dict[str, int]:
         "used_bytes": int(total - free),
         "total_bytes": int(total),
     }
+
+
+def gpu_name(device: str) -> str:
+    import torch
+
+    return str(torch.cuda.get_device_name(torch.device(device).index or 0))

@@ -120,6 +120,15 @@ class Authenticator:
             raise invalid_api_key()
         return self._admit(member, key, client_ip)
 
+    async def from_session(self, tenant_id: str, key_id: str, client_ip: str | None) -> Caller:
+        """A console session's tenant, as its key: both re-read from the store (no cache),
+        so a revoked or expired key or a suspended tenant ends the session at once."""
+        key = await self._keys.live(tenant_id, key_id)
+        tenant = await self._store.get_tenant(tenant_id) if key is not None else None
+        if key is None or tenant is None:
+            raise invalid_api_key()
+        return self._admit((tenant, effective_policy(self._plans, tenant)), key, client_ip)
+
     def _admit(self, member: tuple[Tenant, Policy], key: ApiKey, client_ip: str | None) -> Caller:
         tenant, policy = member
         caller = Caller(tenant, key, policy)

@@ -104,6 +104,12 @@ class KeyService:
         now = self._clock()
         return [key for key in await self._store.list_keys(tenant_id) if key.usable(now)]
 
+    async def live(self, tenant_id: str, key_id: str) -> ApiKey | None:
+        """The key if it still works, read from the store (uncached: a console session
+        re-checks its key on every request, so revocation and expiry end it at once)."""
+        key = await self._store.get_key(tenant_id, key_id)
+        return key if key is not None and key.usable(self._clock()) else None
+
     async def verify(self, presented: str) -> ApiKey | None:
         """The key record if ``presented`` is a live key, else None. Never raises on junk."""
         if not KEY_PATTERN.fullmatch(presented):
