@@ -12,26 +12,30 @@ import contextlib
 import json
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 REQUEST_TIMEOUT_S = 120.0
 
 
 def post_requests(
-    port: int, path: str, bodies: Sequence[dict[str, object]], key: str
+    port: int, path: str, bodies: Sequence[Mapping[str, object]], key: str
 ) -> list[bytes]:
     """One complete, pre-encoded HTTP/1.1 POST per JSON body."""
-    out = []
-    for body in bodies:
-        payload = json.dumps(body).encode()
-        head = (
-            f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-            f"Authorization: Bearer {key}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(payload)}\r\n\r\n"
-        )
-        out.append(head.encode("latin-1") + payload)
-    return out
+    return [encode_request(port, "POST", path, key, body) for body in bodies]
+
+
+def encode_request(
+    port: int, method: str, path: str, key: str, body: Mapping[str, object] | None = None
+) -> bytes:
+    """One complete, pre-encoded HTTP/1.1 request, with a JSON body or none."""
+    payload = b"" if body is None else json.dumps(body).encode()
+    head = (
+        f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        f"Authorization: Bearer {key}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(payload)}\r\n\r\n"
+    )
+    return head.encode("latin-1") + payload
 
 
 async def read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
@@ -65,7 +69,7 @@ class LoadResult:
         self.ok += 1
         self.latencies.append(latency)
 
-    def percentile_ms(self, q: float) -> float:
+    def percentile_ms(self, q: int) -> float:
         if len(self.latencies) < 2:
             return 0.0
         return 1000 * statistics.quantiles(self.latencies, n=100, method="inclusive")[q - 1]
@@ -107,3 +111,126 @@ async def run_load(
             key = type(outcome).__name__
             result.errors[key] = result.errors.get(key, 0) + 1
     return result
+
+
+# -- a mix of requests ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """One pre-encoded request of a mix, counted under ``kind``; ``then`` goes next on the
+    same connection when this one succeeds (deleting the document it wrote, say)."""
+
+    kind: str
+    data: bytes
+    then: Prepared | None = None
+
+
+@dataclass
+class MixResult:
+    """Per kind: responses by status ("200", "429", ...; an exception's name when the
+    connection failed) and the latencies of the 2xx ones, within the measured window."""
+
+    window: tuple[float, float]
+    statuses: dict[str, dict[str, int]] = field(default_factory=dict)
+    latencies: dict[str, list[float]] = field(default_factory=dict)
+    succeeded: int = 0  # 2xx in the window so far: samplers read it while the load runs
+
+    @classmethod
+    def from_now(cls, warmup: float, seconds: float) -> MixResult:
+        start = time.monotonic() + warmup
+        return cls(window=(start, start + seconds))
+
+    def record(self, kind: str, finished: float, latency: float, status: str) -> None:
+        if not self.window[0] <= finished < self.window[1]:
+            return  # warm-up or drain
+        counts = self.statuses.setdefault(kind, {})
+        counts[status] = counts.get(status, 0) + 1
+        if status.startswith("2"):
+            self.succeeded += 1
+            self.latencies.setdefault(kind, []).append(latency)
+
+
+TRANSPORT_ERRORS = (
+    OSError, EOFError, TimeoutError, ValueError, asyncio.LimitOverrunError,
+)  # fmt: skip
+
+
+async def _mix_client(
+    port: int, requests: Sequence[Prepared], result: MixResult, backoff: float
+) -> None:
+    """Sends ``requests`` in a loop until the window closes; a failed connection is counted
+    and opened again, a 429 waits ``backoff`` seconds (as a client honouring Retry-After)."""
+    index = 0
+    while time.monotonic() < result.window[1]:
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError as error:
+            result.record("connect", time.monotonic(), 0.0, type(error).__name__)
+            await asyncio.sleep(1.0)
+            continue
+        try:
+            while time.monotonic() < result.window[1]:
+                status = await _chain(reader, writer, requests[index % len(requests)], result)
+                index += 1
+                if status == "429":
+                    await asyncio.sleep(backoff)
+        except TRANSPORT_ERRORS:
+            pass  # counted by _exchange; a fresh connection follows
+        finally:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+
+
+async def _chain(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, item: Prepared,
+    result: MixResult,
+) -> str:  # fmt: skip
+    """``item`` and, while each succeeds, what it says comes next; the last status."""
+    status = await _exchange(reader, writer, item, result)
+    while item.then is not None and status.startswith("2"):
+        item = item.then
+        status = await _exchange(reader, writer, item, result)
+    return status
+
+
+async def _exchange(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, item: Prepared,
+    result: MixResult,
+) -> str:  # fmt: skip
+    started = time.monotonic()
+    try:
+        writer.write(item.data)
+        async with asyncio.timeout(REQUEST_TIMEOUT_S):
+            status = str((await read_response(reader))[0])
+    except TRANSPORT_ERRORS as error:
+        result.record(item.kind, time.monotonic(), 0.0, type(error).__name__)
+        raise
+    finished = time.monotonic()
+    result.record(item.kind, finished, finished - started, status)
+    return status
+
+
+async def run_mix(
+    port: int, clients: Sequence[Sequence[Prepared]], *, seconds: float, warmup: float = 2.0,
+    backoff: float = 0.25,
+) -> MixResult:  # fmt: skip
+    """One closed-loop client per sequence in ``clients``, each cycling through its own
+    requests; counts what completes in a ``seconds`` window after ``warmup`` seconds."""
+    result = MixResult.from_now(warmup, seconds)
+    await drive_mix(port, clients, result, backoff)
+    return result
+
+
+async def drive_mix(
+    port: int, clients: Sequence[Sequence[Prepared]], result: MixResult, backoff: float = 0.25
+) -> None:
+    """``run_mix`` into a given result, which others may watch meanwhile."""
+    await asyncio.gather(*(_mix_client(port, c, result, backoff) for c in clients))
+
+
+def percentile_ms(latencies: Sequence[float], q: int) -> float:
+    if len(latencies) < 2:
+        return round(1000 * latencies[0], 1) if latencies else 0.0
+    return round(1000 * statistics.quantiles(latencies, n=100, method="inclusive")[q - 1], 1)

@@ -31,6 +31,7 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -115,6 +116,20 @@ def server(name: str, env: dict[str, str]) -> Iterator[tuple[int, str]]:
 @contextlib.contextmanager
 def serve(name: str, env: dict[str, str]) -> Iterator[int]:
     """A real `embedgate serve` of this checkout on a free loopback port, once healthy."""
+    with serve_process(name, env) as served:
+        yield served.port
+
+
+@dataclass(frozen=True)
+class Served:
+    port: int
+    pid: int  # of the server process itself: soak.py reads its memory from /proc
+    log: Path  # its stdout and stderr
+
+
+@contextlib.contextmanager
+def serve_process(name: str, env: dict[str, str]) -> Iterator[Served]:
+    """`serve`, telling its process id as well as its port."""
     port = free_port()
     with tempfile.TemporaryDirectory() as data, open(Path(data) / "log", "wb") as log_file:
         full_env = {
@@ -127,7 +142,7 @@ def serve(name: str, env: dict[str, str]) -> Iterator[int]:
         try:
             wait_healthy(port, proc, Path(data) / "log")
             log(f"{name} server ready on port {port}")
-            yield port
+            yield Served(port, proc.pid, Path(data) / "log")
         finally:
             proc.terminate()
             try:
