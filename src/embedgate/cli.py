@@ -93,12 +93,18 @@ def serve(**flags: Any) -> None:
         raise click.ClickException(str(exc)) from exc
     import uvicorn
 
+    from embedgate.api.protocol import HeadLimitProtocol
     from embedgate.app import create_app
 
     uvicorn.run(
         create_app(settings),
         host=settings.host,
         port=settings.port,
+        http=HeadLimitProtocol,
+        # uvicorn would believe X-Forwarded-For from 127.0.0.1 by default (or from its own
+        # FORWARDED_ALLOW_IPS variable); embedgate believes only the proxies it is told of.
+        proxy_headers=bool(settings.forwarded_allow_ips.strip()),
+        forwarded_allow_ips=settings.forwarded_allow_ips.strip() or "",
         log_config=None,
         access_log=False,
         server_header=False,

@@ -5,9 +5,17 @@ from __future__ import annotations
 import os
 from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, IPvAnyNetwork, SecretStr, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    IPvAnyNetwork,
+    SecretStr,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -109,6 +117,16 @@ class ModelSpec(BaseModel):
         return self
 
 
+def _cidr_text(value: Any) -> Any:
+    """pydantic would read an integer, even ``true``, as an address: a CIDR must be text."""
+    if not isinstance(value, str | IPv4Network | IPv6Network):
+        raise ValueError("expected a CIDR string, such as 10.0.0.0/8")
+    return value
+
+
+Cidr = Annotated[IPvAnyNetwork, BeforeValidator(_cidr_text)]
+
+
 class Policy(BaseModel):
     """A tenant's limits (DESIGN.md). Every field optional: unset means the plan's default,
     and unset there means no limit."""
@@ -128,7 +146,7 @@ class Policy(BaseModel):
     key_tpm: int | None = Field(default=None, ge=0)
     monthly_token_quota: int | None = Field(default=None, ge=0)
     max_concurrency: int | None = Field(default=None, ge=1)
-    ip_allowlist: list[IPvAnyNetwork] | None = None
+    ip_allowlist: list[Cidr] | None = None
     priority: float | None = Field(default=None, gt=0)
 
     def stored(self) -> dict[str, Any]:
@@ -217,6 +235,14 @@ class Settings(BaseSettings):
         default="",
         description="Comma-separated CIDRs the trusted gateway connects from, e.g. "
         "10.0.0.0/8. Both this and the secret are needed for proxy mode.",
+    )
+    forwarded_allow_ips: str = Field(
+        default="",
+        description="Comma-separated addresses or CIDRs of reverse proxies whose "
+        "X-Forwarded-For and X-Forwarded-Proto are believed (the client address for audit, "
+        "ip_allowlist and the trusted gateway check; https for the console's Secure cookie). "
+        "Empty: those headers are ignored and the TCP peer is the client, so no local "
+        "process can claim another address. e.g. 127.0.0.1 behind nginx on the same host.",
     )
     admin_key: SecretStr | None = Field(
         default=None,

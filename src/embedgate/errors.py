@@ -22,10 +22,12 @@ _TYPES = {
     404: "invalid_request_error",
     405: "invalid_request_error",
     413: "invalid_request_error",
+    431: "invalid_request_error",
     429: "rate_limit_error",
     502: "api_error",
     503: "server_error",
     504: "timeout_error",
+    507: "server_error",
 }
 
 

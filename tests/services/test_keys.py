@@ -95,3 +95,23 @@ async def test_last_use_is_written_in_one_batch(store: SqlStateStore) -> None:
     await service.flush_usage()
     assert [k.last_used_at for k in await store.list_keys("1001")] == [clock.now]
     assert [k.last_used_at for k in await store.list_keys("1002")] == [clock.now]
+
+
+async def test_last_use_waits_for_a_database_that_is_away(
+    store: SqlStateStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = Clock()
+    service = KeyService(store, b"s", clock)
+    issued = await service.issue("1001")
+    clock.now = NOW + timedelta(minutes=3)
+    await service.verify(issued.key)
+
+    async def away(last_used: object) -> None:
+        raise ConnectionError("the database is restarting")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(store, "touch_keys", away)
+        with pytest.raises(ConnectionError):
+            await service.flush_usage()
+    await service.flush_usage()  # it is back
+    assert [k.last_used_at for k in await store.list_keys("1001")] == [clock.now]

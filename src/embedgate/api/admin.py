@@ -5,22 +5,29 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from embedgate.api.deps import RuntimeDep, client_ip, require_admin
+from embedgate.api.routing import StrictJsonRoute
 from embedgate.errors import invalid_request
 from embedgate.services.keys import SCOPES, IssuedKey, Scope
 from embedgate.services.policy import Policy
+from embedgate.services.tenants import TENANT_ID
 from embedgate.services.usage import CSV_COLUMNS, isoformat, to_csv
 from embedgate.storage.records import ApiKey, AuditEvent, Tenant
 
-router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require_admin)])
+router = APIRouter(
+    prefix="/admin",
+    tags=["admin"],
+    dependencies=[Depends(require_admin)],
+    route_class=StrictJsonRoute,
+)
 
 
 class TenantCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    id: str
+    id: str = Field(json_schema_extra={"pattern": f"^{TENANT_ID.pattern}$"})
     name: str | None = Field(default=None, max_length=200)
     plan: str | None = Field(default=None, max_length=63)
     policy: Policy = Field(default_factory=Policy)
@@ -34,10 +41,17 @@ class TenantPatch(BaseModel):
     policy: Policy | None = None
 
 
+# Documented in the OpenAPI schema only: any other id is simply not found (404).
+TenantId = Annotated[str, Path(json_schema_extra={"pattern": f"^{TENANT_ID.pattern}$"})]
+MAX_KEY_LIFETIME = 100 * 366 * 86400  # 100 years; far larger values overflow dates (500)
+
+
 class KeyCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(default="", max_length=200)
-    expires_in: int | None = Field(default=None, ge=1, description="Seconds until it expires.")
+    expires_in: int | None = Field(
+        default=None, ge=1, le=MAX_KEY_LIFETIME, description="Seconds until it expires."
+    )
     scopes: list[Scope] = Field(default_factory=lambda: list(SCOPES), min_length=1)
 
 
@@ -101,14 +115,14 @@ async def list_tenants(
 
 
 @router.get("/tenants/{tenant_id}")
-async def get_tenant(tenant_id: str, runtime: RuntimeDep) -> Any:
+async def get_tenant(tenant_id: TenantId, runtime: RuntimeDep) -> Any:
     tenant = await runtime.control.tenants.get(tenant_id)
     return tenant_json(tenant, runtime.control.tenants.effective(tenant))
 
 
 @router.patch("/tenants/{tenant_id}")
 async def update_tenant(
-    tenant_id: str, body: TenantPatch, runtime: RuntimeDep, request: Request
+    tenant_id: TenantId, body: TenantPatch, runtime: RuntimeDep, request: Request
 ) -> Any:
     tenant = await runtime.control.tenants.update(
         tenant_id, actor="admin", client_ip=client_ip(request), name=body.name,
@@ -118,7 +132,7 @@ async def update_tenant(
 
 
 @router.delete("/tenants/{tenant_id}")
-async def delete_tenant(tenant_id: str, runtime: RuntimeDep, request: Request) -> Any:
+async def delete_tenant(tenant_id: TenantId, runtime: RuntimeDep, request: Request) -> Any:
     """The tenant, its keys, and its collections and documents (files or rows)."""
     await runtime.control.tenants.get(tenant_id)  # 404 before anything is erased
     await (await runtime.stores.get()).delete_tenant(tenant_id)
@@ -127,7 +141,9 @@ async def delete_tenant(tenant_id: str, runtime: RuntimeDep, request: Request) -
 
 
 @router.post("/tenants/{tenant_id}/keys", status_code=201)
-async def create_key(tenant_id: str, body: KeyCreate, runtime: RuntimeDep, request: Request) -> Any:
+async def create_key(
+    tenant_id: TenantId, body: KeyCreate, runtime: RuntimeDep, request: Request
+) -> Any:
     issued = await runtime.control.key_admin.create(
         tenant_id, actor="admin", client_ip=client_ip(request), name=body.name,
         scopes=body.scopes, expires_in=body.expires_in,
@@ -136,13 +152,15 @@ async def create_key(tenant_id: str, body: KeyCreate, runtime: RuntimeDep, reque
 
 
 @router.get("/tenants/{tenant_id}/keys")
-async def list_keys(tenant_id: str, runtime: RuntimeDep) -> Any:
+async def list_keys(tenant_id: TenantId, runtime: RuntimeDep) -> Any:
     keys = await runtime.control.key_admin.listed(tenant_id)
     return {"object": "list", "data": [key_json(k) for k in keys], "has_more": False}
 
 
 @router.delete("/tenants/{tenant_id}/keys/{key_id}")
-async def revoke_key(tenant_id: str, key_id: str, runtime: RuntimeDep, request: Request) -> Any:
+async def revoke_key(
+    tenant_id: TenantId, key_id: str, runtime: RuntimeDep, request: Request
+) -> Any:
     await runtime.control.key_admin.revoke(
         tenant_id, key_id, actor="admin", client_ip=client_ip(request)
     )
@@ -151,7 +169,7 @@ async def revoke_key(tenant_id: str, key_id: str, runtime: RuntimeDep, request: 
 
 @router.post("/tenants/{tenant_id}/keys/{key_id}/rotate", status_code=201)
 async def rotate_key(
-    tenant_id: str, key_id: str, runtime: RuntimeDep, request: Request,
+    tenant_id: TenantId, key_id: str, runtime: RuntimeDep, request: Request,
     body: KeyRotate | None = None,
 ) -> Any:  # fmt: skip
     grace = body.grace_period if body is not None else 0

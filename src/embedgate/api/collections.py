@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 from urllib.parse import unquote
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -17,16 +17,25 @@ from pydantic import (
 )
 
 from embedgate.api.deps import with_scope
+from embedgate.api.routing import StrictJsonRoute
 from embedgate.errors import EmbedgateError
 from embedgate.search.base import Collection, Document, Hit
-from embedgate.search.service import MAX_TOP_K, SearchService, check_name
+from embedgate.search.service import MAX_ID_CHARS, MAX_TOP_K, NAME, SearchService, check_name
 from embedgate.services.auth import Caller
 
-router = APIRouter(prefix="/v1/collections", tags=["collections"])
+
+class CollectionRoute(StrictJsonRoute):
+    checks_path = False  # the search service checks names and ids (400, param name or id)
+
+
+router = APIRouter(prefix="/v1/collections", tags=["collections"], route_class=CollectionRoute)
 MAX_DOCUMENTS = 2048
 Scalar = StrictStr | StrictInt | StrictFloat | bool | None
 
 
+# Documented in the OpenAPI schema only: the service checks names and ids itself (400).
+Name = Annotated[str, Path(json_schema_extra={"pattern": f"^{NAME.pattern}$"})]
+DocId = Annotated[str, Path(json_schema_extra={"minLength": 1, "maxLength": MAX_ID_CHARS})]
 Reader = Annotated[Caller, Depends(with_scope("search:read"))]
 Writer = Annotated[Caller, Depends(with_scope("search:write"))]
 
@@ -39,30 +48,13 @@ async def get_search(request: Request) -> SearchService:
 SearchDep = Annotated[SearchService, Depends(get_search)]
 
 
-def _no_nul(value: Any) -> Any:
-    """NUL characters are refused in stored text and metadata: PostgreSQL cannot store them,
-    and no real document needs them."""
-    if isinstance(value, str) and "\x00" in value:
-        raise ValueError("must not contain NUL characters")
-    if isinstance(value, dict):
-        for key, item in value.items():
-            _no_nul(key)
-            _no_nul(item)
-    if isinstance(value, list):
-        for item in value:
-            _no_nul(item)
-    return value
-
-
 class CollectionCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: StrictStr
+    name: StrictStr = Field(json_schema_extra={"pattern": f"^{NAME.pattern}$"})
     model: StrictStr | None = None
     dimensions: StrictInt | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
-
-    _checked = field_validator("metadata")(_no_nul)
 
 
 class DocumentIn(BaseModel):
@@ -71,8 +63,6 @@ class DocumentIn(BaseModel):
     id: StrictStr | None = None
     text: StrictStr = Field(min_length=1)
     metadata: dict[str, Any] = Field(default_factory=dict)
-
-    _checked = field_validator("text", "metadata")(_no_nul)
 
 
 class DocumentsUpsert(BaseModel):
@@ -87,11 +77,9 @@ class SearchRequest(BaseModel):
     query: StrictStr = Field(min_length=1)
     top_k: StrictInt = Field(default=5, ge=1, le=MAX_TOP_K)
     filter: dict[str, Scalar | dict[Literal["$in"], list[Scalar]]] | None = None
-    min_score: StrictFloat | StrictInt | None = None
+    min_score: StrictFloat | None = None  # integers too, but never strings or booleans
     mode: Literal["vector", "keyword", "hybrid"] = "vector"
     instruction: StrictStr | None = None
-
-    _checked = field_validator("query", "filter")(_no_nul)
 
     @field_validator("filter")
     @classmethod
@@ -146,19 +134,19 @@ async def list_collections(caller: Reader, search: SearchDep) -> Any:
 
 
 @router.get("/{name}")
-async def get_collection(name: str, caller: Reader, search: SearchDep) -> Any:
+async def get_collection(name: Name, caller: Reader, search: SearchDep) -> Any:
     return collection_json(await search.collection(caller, name))
 
 
 @router.delete("/{name}")
-async def delete_collection(name: str, caller: Writer, search: SearchDep) -> Any:
+async def delete_collection(name: Name, caller: Writer, search: SearchDep) -> Any:
     await search.delete_collection(caller, name)
     return {"name": name, "object": "collection", "deleted": True}
 
 
 @router.post("/{name}/documents")
 async def upsert_documents(
-    name: str, body: DocumentsUpsert, caller: Writer, search: SearchDep, request: Request
+    name: Name, body: DocumentsUpsert, caller: Writer, search: SearchDep, request: Request
 ) -> Any:
     """Add or replace documents; only new or changed texts are embedded."""
     documents = [d.model_dump() for d in body.documents]
@@ -176,7 +164,7 @@ async def upsert_documents(
 
 @router.get("/{name}/documents")
 async def list_documents(
-    name: str, caller: Reader, search: SearchDep,
+    name: Name, caller: Reader, search: SearchDep,
     after: Annotated[str | None, Query(max_length=256)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> Any:  # fmt: skip
@@ -190,7 +178,7 @@ async def list_documents(
 
 @router.get("/{name}/documents/{doc_id:path}")
 async def get_document(
-    name: str, doc_id: str, caller: Reader, search: SearchDep, include_vector: bool = False
+    name: Name, doc_id: DocId, caller: Reader, search: SearchDep, include_vector: bool = False
 ) -> Any:
     """A document; with ``include_vector=true`` also its stored embedding."""
     body = document_json(await search.document(caller, name, doc_id))
@@ -200,14 +188,14 @@ async def get_document(
 
 
 @router.delete("/{name}/documents/{doc_id:path}")
-async def delete_document(name: str, doc_id: str, caller: Writer, search: SearchDep) -> Any:
+async def delete_document(name: Name, doc_id: DocId, caller: Writer, search: SearchDep) -> Any:
     await search.delete_document(caller, name, doc_id)
     return {"id": doc_id, "object": "document", "deleted": True}
 
 
 @router.post("/{name}/search")
 async def search_collection(
-    name: str, body: SearchRequest, caller: Reader, search: SearchDep, request: Request
+    name: Name, body: SearchRequest, caller: Reader, search: SearchDep, request: Request
 ) -> Any:
     rate: dict[str, str] = {}
     found = await search.search(

@@ -17,6 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from embedgate.errors import EmbedgateError
 from embedgate.services.auth import Caller
 from embedgate.services.metrics import Metrics
+from embedgate.storage.faults import client_error, reason
 from embedgate.storage.records import UsageRecord
 
 access_log = logging.getLogger("embedgate.access")
@@ -56,12 +57,10 @@ class ObservabilityMiddleware:
         try:
             await self.app(scope, receive, send_with_id)
         except Exception as exc:
-            # A bug, not bad input: log the traceback (never the body), answer in the envelope.
-            log.error("unhandled error on %s %s", scope["method"], route_label(scope), exc_info=exc)
+            error = _answer(scope, exc)
             if status:
                 raise
-            state["error_code"] = "internal_error"
-            error = EmbedgateError(500, "Internal server error.", code="internal_error")
+            state["error_code"] = error.code
             await error.response()(scope, receive, send_with_id)
         finally:
             self._record(scope, state, status or 500, time.perf_counter() - started, request_id)
@@ -85,6 +84,18 @@ class ObservabilityMiddleware:
             "%s %s %d %.1fms %s tenant=%s key=%s", scope["method"], route, status,
             elapsed * 1000, request_id, state.get("tenant_id", "-"), state.get("key_prefix", "-"),
         )  # fmt: skip
+
+
+def _answer(scope: Scope, exc: Exception) -> EmbedgateError:
+    """A storage failure (database down, disk full) is the client's 503/507 and one log
+    line; anything else is a bug: its traceback (never the body) and a 500."""
+    error = client_error(exc)
+    if error is not None:
+        log.warning("%s on %s %s: %s", error.code, scope["method"], route_label(scope),
+                    reason(exc))  # fmt: skip
+        return error
+    log.error("unhandled error on %s %s", scope["method"], route_label(scope), exc_info=exc)
+    return EmbedgateError(500, "Internal server error.", code="internal_error")
 
 
 async def _rate_headers(

@@ -13,6 +13,14 @@ INPUT_SHAPES = (
 )
 
 TextOrTokens = list[str] | list[list[int]]
+_TEXT = {"type": "string", "minLength": 1}
+_TOKENS = {"type": "array", "items": {"type": "integer", "minimum": 0}, "minItems": 1}
+INPUT_SCHEMAS: list[Any] = [
+    _TEXT,
+    {"type": "array", "items": _TEXT, "minItems": 1, "maxItems": MAX_INPUTS},
+    _TOKENS,
+    {"type": "array", "items": _TOKENS, "minItems": 1, "maxItems": MAX_INPUTS},
+]
 
 
 def _is_int(value: Any) -> bool:
@@ -46,7 +54,8 @@ class EmbeddingRequest(BaseModel):
 
     input: TextOrTokens = Field(
         description="A string, an array of strings, an array of token ids, or an array of "
-        f"token-id arrays (at most {MAX_INPUTS} inputs)."
+        f"token-id arrays (at most {MAX_INPUTS} inputs).",
+        json_schema_extra={"anyOf": INPUT_SCHEMAS},  # the plain validator hides them
     )
     model: StrictStr | None = Field(
         default=None, description="Model name or alias; the server default when omitted."

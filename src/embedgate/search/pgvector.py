@@ -44,6 +44,12 @@ MIN_EF_SEARCH, MAX_EF_SEARCH = 100, 1000  # pgvector allows 1..1000
 # 5x one read by an exact scan, so past a quarter of the collection exact is cheaper.
 MIN_SCAN_TUPLES, MAX_SCAN_TUPLES = 10_000, 100_000
 
+# While the database is down a request waits at most POOL_TIMEOUT_S for a connection
+# (then 503 database_unavailable). The pool retries a lost connection with backoff, but
+# gives up after RECONNECT_S; the next request starts a fresh attempt at once, so a
+# database that is back is used within seconds, however long it was away.
+POOL_TIMEOUT_S, RECONNECT_S, CONNECT_TIMEOUT_S = 5.0, 4.0, 5
+
 Connection = AsyncConnection[Any]
 
 
@@ -84,9 +90,10 @@ class PgVectorStore:
             register_vector(connection, oid)
 
         pool = AsyncConnectionPool(
-            info, min_size=min_size, max_size=max_size, kwargs={"autocommit": True},
+            info, min_size=min_size, max_size=max_size,
+            kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT_S},
             configure=configure, check=AsyncConnectionPool.check_connection, open=False,
-            name="embedgate-pgvector",
+            name="embedgate-pgvector", timeout=POOL_TIMEOUT_S, reconnect_timeout=RECONNECT_S,
         )  # fmt: skip
         await pool.open(wait=True)
         return cls(pool, role)

@@ -130,7 +130,11 @@ class KeyService:
     async def flush_usage(self) -> None:
         """Write the last-use times gathered since the previous flush, in one statement."""
         used, self._used = self._used, {}
-        await self._store.touch_keys(used)
+        try:
+            await self._store.touch_keys(used)
+        except BaseException:  # the database is away: the next flush writes them
+            self._used = used | self._used  # uses since then are later: they win
+            raise
 
     def _remember(self, digest: str, record: ApiKey | None) -> None:
         self._cache[digest] = (time.monotonic() + CACHE_SECONDS, record)

@@ -209,6 +209,7 @@ class Limits:
             log.warning("rate limiter (%s) reachable again after %.1fs", self._limiter.backend,
                         time.monotonic() - self._down_since)  # fmt: skip
             self._down_since = None
+            self._down_until = 0.0  # a /health ping saw it back: ask it again at once
 
     def _unavailable(self) -> Decision | None:
         """No decision (admit without limits) when failing open; 503 when failing closed."""

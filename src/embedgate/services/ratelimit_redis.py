@@ -9,6 +9,9 @@ Redis's own clock, so replicas' clocks need not agree. Keys carry the tenant as 
 from __future__ import annotations
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from embedgate.services.ratelimit import Ask, Decision, Lease, QuotaAsk
 
@@ -106,9 +109,14 @@ class RedisLimiter:
     backend = "redis"
 
     def __init__(self, url: str, prefix: str) -> None:
+        # After a Redis restart every pooled connection is dead: one that fails is resent
+        # at once on a fresh connection, instead of counting as "Redis down" (a timeout
+        # is not resent: that would double the wait on a Redis that hangs).
+        resend = Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
         self._redis = aioredis.Redis.from_url(
             url, socket_timeout=TIMEOUT_S, socket_connect_timeout=TIMEOUT_S,
-            health_check_interval=30, decode_responses=True,
+            health_check_interval=30, decode_responses=True, retry=resend,
+            retry_on_error=[RedisConnectionError],
         )  # fmt: skip
         self._prefix = prefix
         self._check = self._redis.register_script(CHECK)

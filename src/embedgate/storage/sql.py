@@ -51,6 +51,7 @@ from embedgate.storage.sql_sessions import SqlSessions
 
 ASYNC_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+psycopg"}
 BUCKET_HOURS: dict[Granularity, int] = {"hour": 1, "day": 24}
+CONNECT_TIMEOUT_S = 5  # a database host that drops packets fails requests, never hangs them
 
 
 def async_url(database_url: str | None, data_dir: Path) -> URL:
@@ -81,7 +82,12 @@ class SqlStateStore(SqlSessions):
 
     @classmethod
     async def open(cls, database_url: str | None, data_dir: Path) -> SqlStateStore:
-        engine = create_async_engine(async_url(database_url, data_dir), pool_pre_ping=True)
+        url = async_url(database_url, data_dir)
+        # Pre-ping: a connection that a database restart broke is replaced, not used.
+        options: dict[str, Any] = {"pool_pre_ping": True}
+        if url.get_backend_name() == "postgresql":
+            options["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_S}
+        engine = create_async_engine(url, **options)
         if engine.dialect.name == "sqlite":
             event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         async with engine.begin() as connection:
