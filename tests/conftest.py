@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import secrets
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 import redis
 from fastapi import FastAPI
@@ -22,6 +24,9 @@ from tests.qwen3_tiny import build_tiny_qwen3
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+ADMIN_URL = os.environ.get(
+    "EMBEDGATE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
 REDIS_URL = os.environ.get("EMBEDGATE_TEST_REDIS", "redis://127.0.0.1:6379/0")
 ADMIN_KEY = "admin_test_key_0123456789abcdefghijklmnopqrstuvwxyz"
 # DESIGN.md's 401 body, exactly, for every bad key.
@@ -148,3 +153,16 @@ def issue_key(url: str, tenant_id: str = TEST_TENANT) -> str:
     response = httpx.post(f"{url}/admin/tenants/{tenant_id}/keys", json={}, headers=admin)
     response.raise_for_status()
     return str(response.json()["key"])
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A database of its own on the machine's PostgreSQL for one test, dropped afterwards."""
+    name = f"embedgate_test_{secrets.token_hex(6)}"
+    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

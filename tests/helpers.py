@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import socket
@@ -71,3 +72,16 @@ def start_server(
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+async def spread_embeddings(servers: list[ServerProcess], key: str, count: int) -> list[int]:
+    """``count`` concurrent one-text embedding requests spread over ``servers`` in turn; their
+    statuses."""
+    headers = {"Authorization": f"Bearer {key}"}
+    async with httpx.AsyncClient(headers=headers, timeout=60) as client:
+        responses = await asyncio.gather(*(
+            client.post(f"{servers[i % len(servers)].url}/v1/embeddings",
+                        json={"input": f"text {i}"})
+            for i in range(count)
+        ))  # fmt: skip
+    return [r.status_code for r in responses]

@@ -12,9 +12,8 @@ import httpx
 import psycopg
 import pytest
 
-from tests.conftest import ADMIN_KEY, REDIS_URL
-from tests.helpers import ServerProcess, start_server
-from tests.storage.conftest import ADMIN_URL
+from tests.conftest import ADMIN_KEY, ADMIN_URL, REDIS_URL
+from tests.helpers import ServerProcess, spread_embeddings, start_server
 
 pytestmark = pytest.mark.slow
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
@@ -53,16 +52,6 @@ def replicas(tmp_path: Path, database: str, prefix: str) -> Iterator[list[Server
         yield [first, second]
 
 
-async def _spread(servers: list[ServerProcess], key: str, count: int) -> list[int]:
-    headers = {"Authorization": f"Bearer {key}"}
-    async with httpx.AsyncClient(headers=headers, timeout=60) as client:
-        responses = await asyncio.gather(*(
-            client.post(f"{servers[i % 2].url}/v1/embeddings", json={"input": f"text {i}"})
-            for i in range(count)
-        ))  # fmt: skip
-    return [r.status_code for r in responses]
-
-
 def test_rpm_20_over_two_replicas_admits_20(
     tmp_path: Path, shared_services: tuple[str, str]
 ) -> None:
@@ -76,7 +65,7 @@ def test_rpm_20_over_two_replicas_admits_20(
         me = httpx.get(f"{second.url}/v1/me", headers={"Authorization": f"Bearer {key}"})
         assert me.status_code == 200
         assert me.json()["policy"]["rpm"] == 20
-        statuses = asyncio.run(_spread(servers, key, 40))
+        statuses = asyncio.run(spread_embeddings(servers, key, 40))
         assert set(statuses) <= {200, 429}, statuses
         assert 20 <= statuses.count(200) <= 21, statuses
         assert statuses.count(429) >= 19

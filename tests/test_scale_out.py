@@ -22,7 +22,7 @@ import pytest
 
 from embedgate.storage.sql import SqlStateStore
 from tests.conftest import ADMIN_KEY, INVALID_KEY_BODY, REDIS_URL
-from tests.helpers import ServerProcess, start_server
+from tests.helpers import ServerProcess, spread_embeddings, start_server
 from tests.search.pg_fixtures import *  # noqa: F403  (the fixtures)
 from tests.search.pg_fixtures import OWNER, new_database, url_for
 
@@ -178,19 +178,9 @@ def _rate_limit_is_one_for_both(a: ServerProcess, b: ServerProcess, key: str) ->
     while any(ok(call(s, "GET", "/v1/me", key))["policy"]["rpm"] != RPM for s in (a, b)):
         assert time.monotonic() < deadline, "the policy change did not reach both replicas"
         time.sleep(0.1)
-    statuses = asyncio.run(_spread([a, b], key, 2 * RPM))
+    statuses = asyncio.run(spread_embeddings([a, b], key, 2 * RPM))
     assert set(statuses) <= {200, 429}, statuses
     assert RPM <= statuses.count(200) <= RPM + 2, statuses
-
-
-async def _spread(servers: list[ServerProcess], key: str, count: int) -> list[int]:
-    headers = {"Authorization": f"Bearer {key}"}
-    async with httpx.AsyncClient(headers=headers, timeout=60) as client:
-        responses = await asyncio.gather(*(
-            client.post(f"{servers[i % 2].url}/v1/embeddings", json={"input": f"text {i}"})
-            for i in range(count)
-        ))  # fmt: skip
-    return [r.status_code for r in responses]
 
 
 def _revocation_on_a_holds_on_b_within_2s(

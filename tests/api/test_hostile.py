@@ -7,16 +7,13 @@ on; nothing is a 5xx. Requests that were 5xx before are marked as such.
 from __future__ import annotations
 
 import json
-import secrets
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
-import psycopg
 import pytest
 
 from tests.conftest import ADMIN_KEY, AppClient, make_settings, open_app
-from tests.storage.conftest import ADMIN_URL
 
 pytestmark = pytest.mark.anyio
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
@@ -283,19 +280,6 @@ async def test_nul_characters_are_refused(
 ) -> None:
     response = await api.http.request(method, path, json=body)
     refused(response, 400, "invalid_value", param)
-
-
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    """A database of its own on the machine's PostgreSQL, dropped afterwards."""
-    name = f"embedgate_test_{secrets.token_hex(6)}"
-    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 async def test_nul_characters_on_postgresql(app_factory: Any, postgres_url: str) -> None:
