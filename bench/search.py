@@ -1,7 +1,8 @@
 """Collections and search: ingest vs the raw model, ANN search at 100k, 10,000 tenants.
 
     python bench/search.py [--docs 400] [--rounds 12] [--concurrency 4] [--count 100000]
-                           [--queries 1000] [--tenants 10000] [--parts ingest,search,tenants]
+                           [--queries 1000] [--passes 3] [--tenants 10000]
+                           [--parts ingest,search,tenants]
     python bench/search.py --quick          # everything smaller
 
 Three parts, in one run, on one machine (docs/benchmarks.md, "Search"):
@@ -20,8 +21,9 @@ Three parts, in one run, on one machine (docs/benchmarks.md, "Search"):
    texts, written through `LocalDocumentStore` opened as the server opens it; `--queries`
    single queries through `search_vector` (top 10, texts and metadata read from SQLite):
    through the HNSW graph, then exactly (the same database opened with an exact threshold
-   above its size). recall@10 is against the exact results. Query embedding is left out:
-   it is model time, which throughput.py measures.
+   above its size), `--passes` times each; p50 and p99 are the median pass's. recall@10 is
+   against the exact results. Query embedding is left out: it is model time, which
+   throughput.py measures.
 3. tenants: search_index.py's tenants bench in a fresh process, so that the resident
    memory and open files it reports are that bench's alone.
 
@@ -288,7 +290,7 @@ def latency(passes: list[Array], found: list[Any] | None = None,
 async def through_graph(settings: Settings, args: argparse.Namespace, asked: Array,
                         warm: Array) -> tuple[dict[str, Any], list[Any], list[Array]]:  # fmt: skip
     """Fill the store, then its first search (load, build and save the graph) and the
-    timed ones; the figures, what each query found, and its milliseconds."""
+    timed ones; the figures, what each query found, and each pass's milliseconds."""
     store = await open_local(settings)
     log(f"writing {args.count} documents into the store")
     written = await fill(store, args.count, vectors(args.count, DIMS, "clustered", seed=1))
