@@ -211,13 +211,17 @@ def run(ctx: click.Context, operation: str, **args: Any) -> Any:
     return result
 
 
-def _target_flags(command: Callable[..., Any], *, env: bool) -> Any:
+def _target_flags(command: Callable[..., Any], *, env: bool, server: bool = True) -> Any:
     def envvar(name: str) -> dict[str, Any]:
         return {"envvar": name, "show_envvar": True} if env else {}
 
+    remote = click.option(
+        "--server",
+        **envvar("EMBEDGATE_SERVER"),
+        help="A running server's URL; default: the data dir or database.",
+    )
     for option in (
-        click.option("--server", **envvar("EMBEDGATE_SERVER"),
-                     help="A running server's URL; default: the data dir or database."),
+        *([remote] if server else []),
         click.option("--config", type=click.Path(path_type=Path), **envvar("EMBEDGATE_CONFIG"),
                      help="YAML config file (for its plans)."),
         click.option("--data-dir", type=click.Path(path_type=Path),

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import click
 
-from embedgate.cli_admin import Admin, LocalAdmin, _override, execute
+from embedgate.cli_admin import Admin, LocalAdmin, _override, _target_flags, execute
 from embedgate.search.stores import open_store
 from embedgate.services.backup import Backup, UsageScope
 from embedgate.services.keys import utcnow
@@ -52,14 +52,7 @@ class Bar:
 
 def _local_flags(command: Callable[..., Any]) -> Any:
     """The target flags of the other admin commands, less --server."""
-    for option in (
-        click.option("--config", type=click.Path(path_type=Path),
-                     help="YAML config file (plans, models)."),
-        click.option("--data-dir", type=click.Path(path_type=Path),
-                     help="Data directory (default ./embedgate-data)."),
-    ):  # fmt: skip
-        command = option(command)
-    return command
+    return _target_flags(command, env=False, server=False)
 
 
 def _run(ctx: click.Context, action: Callable[[Backup], Awaitable[T]]) -> T:
