@@ -25,6 +25,12 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     EMBEDGATE_PORT=8000 \
     EMBEDGATE_DATA_DIR=/data
 
+# jemalloc: `embedgate serve` preloads it (EMBEDGATE_ALLOCATOR=auto), which keeps a long-running
+# server's memory flat at full speed; glibc's heap grows under torch (docs/benchmarks.md#soak).
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends libjemalloc2 \
+    && rm -rf /var/lib/apt/lists/*
+
 # A fixed uid, so that bind-mounted data and secret files can be owned by it on the host.
 RUN useradd --system --uid 10001 --user-group --home-dir /data --shell /usr/sbin/nologin \
         embedgate \

@@ -15,7 +15,7 @@ import click
 from pydantic import ValidationError
 from pydantic.fields import FieldInfo
 
-from embedgate import __version__
+from embedgate import __version__, allocator
 from embedgate.config import NOT_ON_COMMAND_LINE, Settings
 from embedgate.keyfiles import (
     SecretFileError,
@@ -90,6 +90,10 @@ def serve(**flags: Any) -> None:
         load_admin_key(settings)
         load_server_secret(settings)
     except (SecretFileError, OSError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    try:  # re-executes this process once, before anything large is allocated
+        allocator.ensure(settings.allocator)
+    except allocator.AllocatorError as exc:
         raise click.ClickException(str(exc)) from exc
     import uvicorn
 
