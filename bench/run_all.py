@@ -181,8 +181,17 @@ def machine() -> dict[str, Any]:
         "cpu": models[0] if models else platform.processor() or platform.machine(),
         "cores": os.cpu_count(), "ram_gb": round(total_kb / 2**20, 1),
         "os": f"{os_name()}, {platform.system()} {platform.release()}",
-        "python": platform.python_version(), **torch_info(),
+        "python": platform.python_version(), **torch_info(), "allocator": allocator(),
     }  # fmt: skip
+
+
+def allocator() -> str:
+    """What the benches' `embedgate serve` runs on (EMBEDGATE_ALLOCATOR, default auto)."""
+    sys.path.insert(0, str(ROOT / "src"))
+    from embedgate.allocator import plan
+
+    choice = os.environ.get("EMBEDGATE_ALLOCATOR", "auto")
+    return f"{plan(choice, dict(os.environ))[0]} (EMBEDGATE_ALLOCATOR={choice})"  # type: ignore[arg-type]
 
 
 def os_name() -> str:
@@ -291,6 +300,7 @@ def header(report: dict[str, Any]) -> list[str]:
         f"| CPU | {m['cpu']}, {m['cores']} cores |", f"| memory | {m['ram_gb']} GB |",
         f"| OS | {m['os']} |", f"| Python | {m['python']} |",
         f"| torch | {m['torch']} ({m['torch_threads']} threads) |", f"| GPU | {gpu} |",
+        f"| server allocator | {m.get('allocator', 'not recorded')} |",
         f"| load average, start / end | {report['load_avg'][0]} / {report['load_avg'][1]} |",
         f"| total time | {report['seconds']} s |", "",
         *(QUICK_NOTE if "--quick" in report["command"] else []),
