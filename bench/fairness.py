@@ -1,6 +1,6 @@
 """Fair scheduling: one tenant's latency while another floods the model, fair vs fifo.
 
-    python bench/fairness.py [--rounds 1] [--requests 300] [--flood-seconds 60]
+    python bench/fairness.py [--rounds 3] [--requests 300] [--flood-seconds 60]
 
 Two real `embedgate serve` processes of this checkout, started side by side, one with
 `EMBEDGATE_SCHEDULING=fair` and one with `fifo`, each with two tenants of the default plan
@@ -228,7 +228,7 @@ def report(rounds: list[dict[str, Any]], args: argparse.Namespace) -> dict[str, 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--requests", type=int, default=300, help="light requests per phase")
     parser.add_argument("--flood-seconds", type=float, default=60.0,
                         help="most time for the light stream under flood")  # fmt: skip

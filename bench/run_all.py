@@ -48,7 +48,7 @@ BENCHES: dict[str, Bench] = {
                         1200),
     "auth": Bench("auth.py", ("--requests", "300"), 600),
     "limits": Bench("limits.py", ("--requests", "300"), 900),
-    "fairness": Bench("fairness.py", ("--requests", "40", "--flood-seconds", "10",
+    "fairness": Bench("fairness.py", ("--rounds", "1", "--requests", "40", "--flood-seconds", "10",
                       "--flood-warmup", "2", "--texts", "500"), 2400),
     "search": Bench("search.py", ("--quick",), 3600),
     "search_index": Bench("search_index.py", ("--count", "30000", "--queries", "200"), 1800),

@@ -6,8 +6,10 @@ Measured in one run, on one machine:
 
 - raw: `SentenceTransformer.encode` on the bundled all-MiniLM-L6-v2 at its best batch size
   (swept first), in its own process;
-- served: a real `embedgate serve` (default settings) with 64 concurrent clients, each
-  sending one text per request over HTTP (keep-alive, base64 like the openai SDK);
+- served: a real `embedgate serve` (default settings, except no embedding cache: the rounds
+  send the same texts, which the cache would answer from the second round on) with 64
+  concurrent clients, each sending one text per request over HTTP (keep-alive, base64 like
+  the openai SDK);
 - unbatched: the same server with `EMBEDGATE_MAX_BATCH_SIZE=1`.
 
 Shared machines drift by tens of percent over minutes, so the three are measured in
@@ -109,7 +111,8 @@ ADMIN_KEY = "admin_" + secrets.token_urlsafe(32)
 @contextlib.contextmanager
 def server(name: str, env: dict[str, str]) -> Iterator[tuple[int, str]]:
     """A real `embedgate serve` of this checkout on a free loopback port, and a tenant key."""
-    with serve(name, env) as port:
+    # The model is measured, not the embedding cache: later rounds repeat the same texts.
+    with serve(name, {"EMBEDGATE_EMBEDDING_CACHE_MB": "0", **env}) as port:
         yield port, issue_key(port)
 
 

@@ -5,7 +5,7 @@ after the first large free, and from then on the activations of batches of varyi
 carved out of the heap, which fragments (bench/soak.py measured 765 -> 1,076 MB in 240 s,
 and `encode` alone does the same). Two remedies hold it flat (docs/benchmarks.md#soak):
 
-- jemalloc, preloaded: its size classes do not fragment this way, and at no cost in speed;
+- jemalloc, preloaded: its size classes do not fragment this way, at about glibc's speed;
 - glibc with a fixed 64 KiB mmap threshold (large blocks go straight back to the kernel),
   with transparent huge pages for those blocks to cheapen the page faults. It costs speed.
 
@@ -28,9 +28,9 @@ Allocator = Literal["auto", "jemalloc", "glibc", "system"]
 
 APPLIED = "EMBEDGATE_ALLOCATOR_APPLIED"  # set on the re-executed process: what it runs on
 GLIBC_TUNABLES = "glibc.malloc.mmap_threshold=65536:glibc.malloc.hugetlb=1"
-# jemalloc's defaults (pages purged 10 s after they fall idle) cost speed under this load;
-# without purging it keeps the busiest moment's pages (a plateau) and runs as fast as glibc.
-JEMALLOC_CONF = "dirty_decay_ms:-1,muzzy_decay_ms:-1"
+# jemalloc runs on its defaults (idle pages purged after 10 s): without purging
+# (dirty_decay_ms:-1) it was faster but grew by 130 MB over the last two minutes of a 300 s
+# soak; with them it stayed flat (docs/benchmarks.md#the-fix-embedgate_allocator).
 _JEMALLOC_GLOBS = (
     "/usr/lib/*-linux-gnu/libjemalloc.so.2",
     "/usr/lib64/libjemalloc.so.2",
@@ -80,8 +80,7 @@ def plan(choice: Allocator, environ: dict[str, str]) -> tuple[str, dict[str, str
         )
     if jemalloc is not None:
         preload = " ".join(p for p in (jemalloc, environ.get("LD_PRELOAD", "")) if p)
-        conf = environ.get("MALLOC_CONF") or JEMALLOC_CONF
-        return f"jemalloc ({jemalloc})", {"LD_PRELOAD": preload, "MALLOC_CONF": conf}
+        return f"jemalloc ({jemalloc})", {"LD_PRELOAD": preload}
     tunables = ":".join(t for t in (environ.get("GLIBC_TUNABLES", ""), GLIBC_TUNABLES) if t)
     return "glibc (64 KiB mmap threshold, huge pages)", {"GLIBC_TUNABLES": tunables}
 

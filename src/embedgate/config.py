@@ -182,11 +182,11 @@ class Settings(BaseSettings):
     allocator: Literal["auto", "jemalloc", "glibc", "system"] = Field(
         default="auto",
         description="C allocator of `embedgate serve`, which re-executes itself once to apply "
-        "it (Linux with glibc): jemalloc (preloaded, when libjemalloc.so.2 is installed; full "
-        "speed, memory plateaus), glibc (a fixed 64 KiB mmap threshold with huge pages; "
-        "memory flat, slower), auto (jemalloc if found, else glibc; nothing when LD_PRELOAD, "
-        "GLIBC_TUNABLES or MALLOC_CONF is already set), or system (glibc's defaults, whose "
-        "heap grows under a long varied load).",
+        "it (Linux with glibc): jemalloc (preloaded, when libjemalloc.so.2 is installed; "
+        "memory flat at about glibc's speed), glibc (a fixed 64 KiB mmap threshold with huge "
+        "pages; memory flat, slower), auto (jemalloc if found, else glibc; nothing when "
+        "LD_PRELOAD, GLIBC_TUNABLES or MALLOC_CONF is already set), or system (glibc's "
+        "defaults, whose heap grows under a long varied load).",
     )
     torch_threads: int | None = Field(
         default=None, ge=1, description="CPU threads for inference (default: torch's choice)."
