@@ -428,12 +428,24 @@ async def test_acknowledged_documents_survive_kill_9(tmp_path: Path) -> None:
                      for i in line.split()]  # fmt: skip
     assert len(acknowledged) >= 600
     store = await LocalDocumentStore.open(tmp_path, exact_threshold=40)
+    missed = []  # by the caught-up graph
     for doc_id in acknowledged:
         n = int(doc_id[1:])
         assert await store.get_document("t", "docs", doc_id) is not None
-        assert doc_id in await ids_by_vector(store, "t", child_vector(n), top_k=3)
+        if doc_id not in await ids_by_vector(store, "t", child_vector(n), top_k=3):
+            missed.append(doc_id)
         assert await ids_by_keyword(store, "t", f"word{n}", top_k=1) == [doc_id]
     await store.aclose()
+    # HNSW is approximate: a node can end up unreachable from the graph's entry point.
+    # About one run in twelve, one of these 600 (the same one, built the same way) is not
+    # found even in the graph's top 100 although the graph holds its vector (cosine 0.9999
+    # to the query). The exact path must find every one: each vector is intact in storage.
+    assert len(missed) <= len(acknowledged) // 100, missed
+    exact = await LocalDocumentStore.open(tmp_path, exact_threshold=10**6)
+    for doc_id in acknowledged:
+        top = await ids_by_vector(exact, "t", child_vector(int(doc_id[1:])), top_k=1)
+        assert top == [doc_id]
+    await exact.aclose()
 
 
 # keywords
