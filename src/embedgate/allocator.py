@@ -65,9 +65,10 @@ def plan(choice: Allocator, environ: dict[str, str]) -> tuple[str, dict[str, str
     The operator's own LD_PRELOAD, MALLOC_CONF or GLIBC_TUNABLES always win: `auto` then
     leaves the process as it is, and an explicit choice adds to them.
     """
-    if choice == "system" or not _on_glibc():
-        if choice == "jemalloc" and not _on_glibc():
-            raise AllocatorError("EMBEDGATE_ALLOCATOR=jemalloc needs Linux with glibc")
+    on_glibc = _on_glibc()
+    if choice == "jemalloc" and not on_glibc:
+        raise AllocatorError("EMBEDGATE_ALLOCATOR=jemalloc needs Linux with glibc")
+    if choice == "system" or not on_glibc:
         return "system", {}
     own = any(environ.get(v) for v in ("LD_PRELOAD", "GLIBC_TUNABLES", "MALLOC_CONF"))
     if choice == "auto" and own:
