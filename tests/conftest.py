@@ -29,6 +29,22 @@ ADMIN_URL = os.environ.get(
 )
 REDIS_URL = os.environ.get("EMBEDGATE_TEST_REDIS", "redis://127.0.0.1:6379/0")
 ADMIN_KEY = "admin_test_key_0123456789abcdefghijklmnopqrstuvwxyz"
+
+
+def replica_env(database: str, redis_prefix: str, **extra: str) -> dict[str, str]:
+    """What every replica of one deployment shares: the admin key, the server secret (so
+    each verifies the others' keys), PostgreSQL and Redis; no warm-up, to start fast."""
+    return {
+        "EMBEDGATE_ADMIN_KEY": ADMIN_KEY,
+        "EMBEDGATE_SECRET_KEY": "replica-shared-secret-" + "x" * 32,
+        "EMBEDGATE_DATABASE_URL": database,
+        "EMBEDGATE_REDIS_URL": REDIS_URL,
+        "EMBEDGATE_REDIS_KEY_PREFIX": redis_prefix,
+        "EMBEDGATE_WARMUP": "false",
+        **extra,
+    }
+
+
 # DESIGN.md's 401 body, exactly, for every bad key.
 INVALID_KEY_BODY = {
     "error": {

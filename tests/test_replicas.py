@@ -12,7 +12,7 @@ import httpx
 import psycopg
 import pytest
 
-from tests.conftest import ADMIN_KEY, ADMIN_URL, REDIS_URL
+from tests.conftest import ADMIN_KEY, ADMIN_URL, replica_env
 from tests.helpers import ServerProcess, spread_embeddings, start_server
 
 pytestmark = pytest.mark.slow
@@ -36,15 +36,7 @@ def shared_services(redis_prefix: str) -> Iterator[tuple[str, str]]:
 def replicas(tmp_path: Path, database: str, prefix: str) -> Iterator[list[ServerProcess]]:
     config = tmp_path / "embedgate.yaml"
     config.write_text("plans:\n  default:\n    rpm: 20\n    max_concurrency: 100\n")
-    env = {
-        "EMBEDGATE_ADMIN_KEY": ADMIN_KEY,
-        "EMBEDGATE_SECRET_KEY": "replica-shared-secret-" + "x" * 32,
-        "EMBEDGATE_DATABASE_URL": database,
-        "EMBEDGATE_REDIS_URL": REDIS_URL,
-        "EMBEDGATE_REDIS_KEY_PREFIX": prefix,
-        "EMBEDGATE_CONFIG": str(config),
-        "EMBEDGATE_WARMUP": "false",
-    }
+    env = replica_env(database, prefix, EMBEDGATE_CONFIG=str(config))
     with (
         start_server(tmp_path / "replica-a", env=env) as first,
         start_server(tmp_path / "replica-b", env=env) as second,

@@ -21,7 +21,7 @@ import psycopg
 import pytest
 
 from embedgate.storage.sql import SqlStateStore
-from tests.conftest import ADMIN_KEY, INVALID_KEY_BODY, REDIS_URL
+from tests.conftest import ADMIN_KEY, INVALID_KEY_BODY, replica_env
 from tests.helpers import ServerProcess, spread_embeddings, start_server
 from tests.search.pg_fixtures import *  # noqa: F403  (the fixtures)
 from tests.search.pg_fixtures import OWNER, new_database, url_for
@@ -68,14 +68,7 @@ async def _migrate(url: str, data_dir: Path) -> None:
 def two_replicas(
     tmp_path: Path, database: str, prefix: str
 ) -> Iterator[tuple[ServerProcess, ServerProcess]]:
-    env = {
-        "EMBEDGATE_ADMIN_KEY": ADMIN_KEY,
-        "EMBEDGATE_SECRET_KEY": "scale-out-shared-secret-" + "s" * 32,
-        "EMBEDGATE_DATABASE_URL": database,
-        "EMBEDGATE_REDIS_URL": REDIS_URL,
-        "EMBEDGATE_REDIS_KEY_PREFIX": prefix,
-        "EMBEDGATE_WARMUP": "false",
-    }
+    env = replica_env(database, prefix)
     servers = [start_server(tmp_path / name, env=env) for name in ("replica-a", "replica-b")]
     with contextlib.ExitStack() as stack:
         first, second = _enter_together(stack, servers)
