@@ -267,6 +267,13 @@ class Settings(BaseSettings):
         "the database URL when that is PostgreSQL, else the embedded store in the data dir. "
         "Environment only: it may hold a password.",
     )
+    vector_index_retry_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="pgvector store: after building a dimension count's HNSW index crashed "
+        "the database server, seconds before it is tried again (doubled after each further "
+        "crash, at most an hour); meanwhile such collections answer 503.",
+    )
     search_memory_mb: float = Field(
         default=1024.0,
         gt=0,

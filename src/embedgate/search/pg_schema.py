@@ -1,4 +1,5 @@
-"""The pgvector store's schema: tables, row-level security, grants and HNSW indexes.
+"""The pgvector store's schema: tables, row-level security and grants (the per-dimension
+HNSW indexes are pg_index's).
 
 Everything lives in the schema ``embedgate_search``. The login of the store's URL owns it
 and runs the DDL; data queries switch to a non-owner role (``embedgate_app`` by default)
@@ -8,7 +9,6 @@ Setup is idempotent and runs under an advisory lock, so replicas may start at on
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any
 
@@ -21,13 +21,7 @@ log = logging.getLogger(__name__)
 SCHEMA = "embedgate_search"  # pg_queries spells it out in its statements
 VERSION = 1
 SETUP_LOCK = 0x656D6267_00000001  # advisory lock keys: "embg" + a number
-INDEX_LOCK = 0x656D6267_00000002
-LOCK_POLL_SECONDS = 0.2
 MIN_PGVECTOR = (0, 8)  # hnsw.iterative_scan
-HNSW_M = 16  # pgvector's defaults: good recall up to millions of rows
-HNSW_EF_CONSTRUCTION = 64
-MAX_VECTOR_INDEX_DIMS = 2000  # pgvector's HNSW limits: vector 2000, halfvec 4000
-MAX_HALFVEC_INDEX_DIMS = 4000
 
 TENANT_MATCHES = "tenant_id = current_setting('embedgate.tenant', true)"
 
@@ -173,71 +167,3 @@ async def _version(connection: AsyncConnection[Any]) -> int:
         return 0
     row = await (await connection.execute(GET_VERSION)).fetchone()
     return int(row[0]) if row is not None and row[0] is not None else 0
-
-
-def index_type(dimensions: int) -> str | None:
-    """The type an HNSW index of this many dimensions is built on; None: too many."""
-    if dimensions <= MAX_VECTOR_INDEX_DIMS:
-        return "vector"
-    if dimensions <= MAX_HALFVEC_INDEX_DIMS:
-        return "halfvec"
-    return None
-
-
-def index_name(dimensions: int) -> str:
-    return f"documents_hnsw_{dimensions}"
-
-
-async def ensure_index(connection: AsyncConnection[Any], dimensions: int) -> bool:
-    """Build the partial HNSW index for one dimension count, unless it is there and valid.
-
-    ``CONCURRENTLY`` keeps writes to other collections flowing while it builds; a session
-    advisory lock makes replicas build it once. ``connection`` must be in autocommit mode.
-    False when no index can exist for that many dimensions (searches are then exact)."""
-    kind = index_type(dimensions)
-    if kind is None:
-        return False
-    await _lock(connection, INDEX_LOCK)
-    try:
-        valid = await _index_valid(connection, dimensions)
-        if valid is False:  # a build that died half-way leaves an invalid index
-            await connection.execute(f"DROP INDEX CONCURRENTLY {SCHEMA}.{index_name(dimensions)}")
-        if not valid:
-            await connection.execute(_create_index(dimensions, kind))
-            log.info("built the HNSW index for %d dimensions", dimensions)
-    finally:
-        await connection.execute("SELECT pg_advisory_unlock(%s)", [INDEX_LOCK])
-    return True
-
-
-async def _lock(connection: AsyncConnection[Any], key: int) -> None:
-    """Take a session advisory lock by polling: a replica blocked inside
-    ``pg_advisory_lock`` would be a transaction that the holder's CREATE INDEX CONCURRENTLY
-    waits for, a deadlock."""
-    while True:
-        row = await (await connection.execute("SELECT pg_try_advisory_lock(%s)", [key])).fetchone()
-        if row is not None and row[0]:
-            return
-        await asyncio.sleep(LOCK_POLL_SECONDS)
-
-
-async def _index_valid(connection: AsyncConnection[Any], dimensions: int) -> bool | None:
-    query = "SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass(%s)"
-    row = await (await connection.execute(query, [f"{SCHEMA}.{index_name(dimensions)}"])).fetchone()
-    return None if row is None else bool(row[0])
-
-
-def _create_index(dimensions: int, kind: str) -> sql.Composed:
-    return sql.SQL(
-        "CREATE INDEX CONCURRENTLY IF NOT EXISTS {name} ON {schema}.documents "
-        "USING hnsw ((embedding::{kind}({dims})) {ops}) "
-        "WITH (m = {m}, ef_construction = {ef}) WHERE dimensions = {dims}"
-    ).format(
-        name=sql.Identifier(index_name(dimensions)),
-        schema=sql.Identifier(SCHEMA),
-        kind=sql.SQL(kind),
-        dims=sql.Literal(dimensions),
-        ops=sql.SQL(f"{kind}_ip_ops"),
-        m=sql.Literal(HNSW_M),
-        ef=sql.Literal(HNSW_EF_CONSTRUCTION),
-    )

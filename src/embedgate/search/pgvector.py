@@ -10,6 +10,7 @@ the per-dimension HNSW index (iterative scans) in large ones; keywords by full t
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC
@@ -30,7 +31,8 @@ from embedgate.search.base import (
     Upsert,
     Vector,
 )
-from embedgate.search.pg_schema import ensure_index, index_type, install
+from embedgate.search.pg_index import IndexBackoff, IndexBuildCrashed, ensure_index, index_type
+from embedgate.search.pg_schema import install
 from embedgate.search.pg_text import query_terms
 from embedgate.search.pg_types import register_vector
 
@@ -49,6 +51,7 @@ MIN_SCAN_TUPLES, MAX_SCAN_TUPLES = 10_000, 100_000
 # gives up after RECONNECT_S; the next request starts a fresh attempt at once, so a
 # database that is back is used within seconds, however long it was away.
 POOL_TIMEOUT_S, RECONNECT_S, CONNECT_TIMEOUT_S = 5.0, 4.0, 5
+INDEX_RETRY_S = 60.0  # after an index build crashed the server (pg_index.IndexBackoff)
 
 Connection = AsyncConnection[Any]
 
@@ -71,15 +74,20 @@ def conninfo(url: str) -> str:
 class PgVectorStore:
     backend = "pgvector"
 
-    def __init__(self, pool: AsyncConnectionPool[Connection], role: str) -> None:
+    def __init__(
+        self, pool: AsyncConnectionPool[Connection], role: str, index_retry_s: float
+    ) -> None:
         self._pool = pool
         self._role = role
         self._indexed: set[int] = set()
+        self._index_lock = asyncio.Lock()  # one build at a time here; waiters see a backoff
+        self._backoff = IndexBackoff(index_retry_s)
 
     @classmethod
     async def open(
-        cls, url: str, *, role: str = DEFAULT_ROLE, min_size: int = 1, max_size: int = 10
-    ) -> PgVectorStore:
+        cls, url: str, *, role: str = DEFAULT_ROLE, min_size: int = 1, max_size: int = 10,
+        index_retry_s: float = INDEX_RETRY_S,
+    ) -> PgVectorStore:  # fmt: skip
         """Install or check the schema (see pg_schema), then open a connection pool.
         The URL's login owns the schema and may ``SET ROLE`` to ``role``."""
         info = conninfo(url)
@@ -96,7 +104,7 @@ class PgVectorStore:
             name="embedgate-pgvector", timeout=POOL_TIMEOUT_S, reconnect_timeout=RECONNECT_S,
         )  # fmt: skip
         await pool.open(wait=True)
-        return cls(pool, role)
+        return cls(pool, role, index_retry_s)
 
     async def ping(self) -> None:
         async with self._pool.connection() as connection:
@@ -104,6 +112,11 @@ class PgVectorStore:
 
     async def aclose(self) -> None:
         await self._pool.close()
+
+    def health(self) -> dict[str, Any]:
+        """What /health adds: the dimension counts whose index build crashed the server."""
+        crashed = self._backoff.state()
+        return {"index_backoff": crashed} if crashed else {}
 
     @asynccontextmanager
     async def _tenant(self, tenant: str) -> AsyncIterator[Connection]:
@@ -119,15 +132,28 @@ class PgVectorStore:
     async def create_collection(self, tenant: str, collection: Collection) -> None:
         dims = collection.dimensions
         if index_type(dims) and dims not in self._indexed:
-            async with self._pool.connection() as connection:
-                await ensure_index(connection, dims)
-            self._indexed.add(dims)
+            await self._ensure_index(dims)
         c = collection
         params = [tenant, c.name, c.model, dims, Jsonb(c.metadata), c.created_at]
         async with self._tenant(tenant) as connection:
             created = await _one(connection, q.CREATE_COLLECTION, params)
         if created is None:
             raise CollectionExists(collection.name)
+
+    async def _ensure_index(self, dims: int) -> None:
+        """The index first, the collection row after: a build that fails leaves no
+        collection. A build that crashed the server is not retried during its backoff."""
+        async with self._index_lock:
+            if dims in self._indexed:
+                return
+            self._backoff.check(dims)
+            try:
+                async with self._pool.connection() as connection:
+                    await ensure_index(connection, dims)
+            except IndexBuildCrashed as exc:
+                raise self._backoff.failed(dims, str(exc)) from None
+            self._backoff.succeeded(dims)
+            self._indexed.add(dims)
 
     async def get_collection(self, tenant: str, name: str) -> Collection | None:
         async with self._tenant(tenant) as connection:

@@ -34,7 +34,7 @@ async def open_store(settings: Settings) -> DocumentStore:
     if url is not None:
         from embedgate.search.pgvector import PgVectorStore
 
-        return await PgVectorStore.open(url)
+        return await PgVectorStore.open(url, index_retry_s=settings.vector_index_retry_s)
     from embedgate.search.local import LocalDocumentStore
 
     return await LocalDocumentStore.open(
@@ -92,7 +92,9 @@ class StoreHolder:
         except Exception as exc:
             return {"backend": self._store.backend, "ready": False,
                     "error": type(exc).__name__}  # fmt: skip
-        return {"backend": self._store.backend, "ready": True}
+        # The pgvector store tells which index builds crashed its server (pg_index).
+        extra = getattr(self._store, "health", None)
+        return {"backend": self._store.backend, "ready": True, **(extra() if extra else {})}
 
     async def aclose(self) -> None:
         if self._store is not None:
