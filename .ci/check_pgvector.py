@@ -5,8 +5,9 @@ AVX-512 dies with SIGILL on one without it (an AMD EPYC before Zen 4, for one), 
 ``CREATE INDEX ... USING hnsw`` or the first vector cast. Two checks, both must pass:
 
 1. static: ``objdump`` finds no AVX-512 (EVEX-encoded) instruction in ``bin/postgres``,
-   ``bin/initdb`` or any ``lib/postgresql/*.so``, outside the functions that PostgreSQL and
-   pgvector call only after ``cpuid`` said the CPU has AVX-512 (``DISPATCHED``);
+   ``bin/initdb`` or any ``lib/*.so`` or ``lib/postgresql/*.so``, outside the functions
+   that PostgreSQL and pgvector call only after ``cpuid`` said the CPU has AVX-512
+   (``DISPATCHED``);
 2. emulated: ``qemu-x86_64 -cpu EPYC-Rome`` (Zen 2: AVX2, no AVX-512; QEMU cannot run
    AVX-512 at all) runs the bundled ``postgres --single`` through what the store does:
    ``CREATE EXTENSION vector``, casts, partial HNSW indexes on ``vector`` and ``halfvec``,
@@ -98,9 +99,9 @@ def main() -> int:
     for failure in failures:
         print(f"check_pgvector: FAIL: {failure}", file=sys.stderr)
     if failures:
-        print("check_pgvector: this PostgreSQL/pgvector needs AVX-512 and dies with SIGILL on "
-              "CPUs without it; build pgvector with `make OPTFLAGS=\"\"` or use a package "
-              "built for x86-64 (see docs/pgvector.md)", file=sys.stderr)  # fmt: skip
+        print("check_pgvector: failed. A pgvector that needs AVX-512 dies with SIGILL on CPUs "
+              "without it: build pgvector with `make OPTFLAGS=\"\"` or use a package built "
+              "for x86-64 (see docs/pgvector.md)", file=sys.stderr)  # fmt: skip
         return 1
     print(f"check_pgvector: ok: {root} runs without AVX-512")
     return 0
@@ -117,11 +118,14 @@ def _pgserver_install() -> Path:
 
 
 def static_check(root: Path) -> list[str]:
-    binaries = [root / "bin" / "postgres", root / "bin" / "initdb",
-                *sorted((root / "lib" / "postgresql").glob("*.so"))]  # fmt: skip
+    # Extensions live in lib/postgresql/ (a source build, pgserver) or lib/ (Debian's).
+    libraries = {*(root / "lib").glob("*.so"), *(root / "lib" / "postgresql").glob("*.so")}
+    binaries = [root / "bin" / "postgres", root / "bin" / "initdb", *sorted(libraries)]
     missing = [str(path) for path in binaries[:2] if not path.is_file()]
     if missing:
         return [f"not a PostgreSQL install, missing {', '.join(missing)}"]
+    if not any(path.name == "vector.so" for path in libraries):
+        return [f"no pgvector: no vector.so in {root / 'lib'} or {root / 'lib' / 'postgresql'}"]
     with ThreadPoolExecutor(4) as pool:
         found = list(pool.map(avx512_functions, binaries))
     failures = []
