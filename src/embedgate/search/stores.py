@@ -34,7 +34,7 @@ async def open_store(settings: Settings) -> DocumentStore:
     if url is not None:
         from embedgate.search.pgvector import PgVectorStore
 
-        return await PgVectorStore.open(url)
+        return await PgVectorStore.open(url, tenant_concurrency=settings.search_tenant_concurrency)
     from embedgate.search.local import LocalDocumentStore
 
     return await LocalDocumentStore.open(
@@ -42,6 +42,7 @@ async def open_store(settings: Settings) -> DocumentStore:
         exact_threshold=settings.search_exact_threshold,
         memory_budget_bytes=int(settings.search_memory_mb * 1024 * 1024),
         max_open_tenants=settings.search_open_tenants,
+        tenant_concurrency=settings.search_tenant_concurrency,
     )
 
 
