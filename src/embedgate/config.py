@@ -148,6 +148,12 @@ class Policy(BaseModel):
     max_concurrency: int | None = Field(default=None, ge=1)
     ip_allowlist: list[Cidr] | None = None
     priority: float | None = Field(default=None, gt=0)
+    # storage caps of collections (docs/policy.md#storage-caps)
+    max_collections: int | None = Field(default=None, ge=0)
+    max_documents: int | None = Field(default=None, ge=0)  # all collections together
+    max_metadata_bytes: int | None = Field(default=None, ge=0)  # per document, as JSON
+    max_collection_metadata_bytes: int | None = Field(default=None, ge=0)
+    max_stored_bytes: int | None = Field(default=None, ge=0)  # texts + metadata + vectors
 
     def stored(self) -> dict[str, Any]:
         return self.model_dump(mode="json", exclude_none=True)
@@ -290,6 +296,14 @@ class Settings(BaseSettings):
         default=256,
         ge=1,
         description="Embedded store: most tenant databases open at once (file handles).",
+    )
+    search_tenant_concurrency: int = Field(
+        default=4,
+        ge=1,
+        description="Document store calls of one tenant running at once, each holding a "
+        "worker thread (embedded store, 40 shared) or a pool connection (pgvector, 10 "
+        "shared); its further calls wait without holding one, so a flooding tenant cannot "
+        "take the others' share.",
     )
     redis_url: SecretStr | None = Field(
         default=None,

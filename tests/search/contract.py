@@ -14,6 +14,7 @@ Tenants are plain strings; each test uses its own tenant and collection names.
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,7 +28,10 @@ from embedgate.search.base import (
     Document,
     DocumentStore,
     Hit,
+    LimitExceeded,
+    Limits,
     Upsert,
+    Usage,
     Vector,
 )
 
@@ -427,3 +431,82 @@ async def test_delete_tenant_erases_everything_of_it_only(store: DocumentStore) 
     await store.delete_tenant("never-seen")
     await fill(store, "a")  # the tenant can start over
     assert await count(store, "a") == 4
+
+
+# storage usage and caps (base.Usage, base.Limits)
+
+
+def pet_bytes() -> int:
+    """PETS as base.Usage counts them with compact JSON metadata (the smallest encoding)."""
+    compact = [len(json.dumps(p.document.metadata, separators=(",", ":"))) for p in PETS]
+    return sum(len(p.document.text.encode()) + 16 for p in PETS) + sum(compact)
+
+
+async def test_tenant_usage_counts_collections_documents_and_bytes(store: DocumentStore) -> None:
+    assert await store.tenant_usage("nobody") == Usage(0, 0, 0)
+    await fill(store, "t1")
+    await fill(store, "t1", "more")
+    await fill(store, "t2")
+    usage = await store.tenant_usage("t1")
+    assert (usage.collections, usage.documents) == (2, 8)
+    # stores encode JSON their own way (PostgreSQL adds spaces): near, never below
+    assert 2 * pet_bytes() <= usage.stored_bytes <= 2 * pet_bytes() * 1.3
+    assert await store.delete_document("t1", "more", "cat")
+    smaller = await store.tenant_usage("t1")
+    assert smaller.documents == 7
+    assert smaller.stored_bytes < usage.stored_bytes
+    assert (await store.tenant_usage("t2")).documents == 4  # tenants apart
+
+
+async def test_a_write_over_a_cap_is_refused_whole(store: DocumentStore) -> None:
+    await store.create_collection("t1", collection(), Limits(collections=1))
+    with pytest.raises(LimitExceeded) as refused:
+        await store.create_collection("t1", collection("second"), Limits(collections=1))
+    assert (refused.value.field, refused.value.limit, refused.value.usage.collections) == (
+        "collections", 1, 2,
+    )  # fmt: skip
+    assert [c.name for c in await store.list_collections("t1")] == ["docs"]
+    await store.upsert("t1", "docs", PETS[:2], Limits(documents=3))
+    with pytest.raises(LimitExceeded) as refused:
+        await store.upsert("t1", "docs", PETS[2:], Limits(documents=3))
+    assert (refused.value.field, refused.value.usage.documents) == ("documents", 4)
+    assert await count(store, "t1") == 2
+    assert await store.get_document("t1", "docs", "fish") is None
+    assert await ids_by_keyword(store, "t1", "sea") == []
+
+
+async def test_a_replacement_over_the_byte_cap_keeps_the_old_document(
+    store: DocumentStore,
+) -> None:
+    await fill(store, "t1")
+    cap = Limits(stored_bytes=(await store.tenant_usage("t1")).stored_bytes + 100)
+    await store.upsert("t1", "docs", [item("cat", "a cat", unit(1, 0, 0, 0))], cap)  # shrinks
+    with pytest.raises(LimitExceeded) as refused:
+        await store.upsert("t1", "docs", [item("cat", "cat " * 100, unit(1, 0, 0, 0))], cap)
+    assert refused.value.field == "stored_bytes"
+    found = await store.get_document("t1", "docs", "cat")
+    assert found is not None
+    assert found.text == "a cat"
+    assert sorted(await ids_by_keyword(store, "t1", "cat")) == ["cat", "dog"]
+
+
+async def test_concurrent_capped_writes_never_cross_the_cap(store: DocumentStore) -> None:
+    await store.create_collection("t1", collection())
+    await store.create_collection("t1", collection("other"))
+    cap = Limits(documents=5)
+    outcomes: list[bool] = []
+
+    async def write(i: int) -> None:
+        try:
+            await store.upsert("t1", ("docs", "other")[i % 2], [item(f"d{i}", f"t {i}",
+                               unit(1, i, 0, 0))], cap)  # fmt: skip
+            outcomes.append(True)
+        except LimitExceeded:
+            outcomes.append(False)
+
+    async with anyio.create_task_group() as group:
+        for i in range(12):
+            group.start_soon(write, i)
+    assert sorted(outcomes) == [False] * 7 + [True] * 5
+    assert (await store.tenant_usage("t1")).documents == 5
+    assert await count(store, "t1") + await count(store, "t1", "other") == 5

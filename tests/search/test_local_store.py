@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import numpy as np
 import pytest
 
@@ -482,4 +483,26 @@ async def test_keywords_are_stemmed_and_operators_are_words(tmp_path: Path) -> N
     assert set(await ids_by_keyword(store, "t1", '"cat')) == {"cat", "dog"}
     assert await ids_by_keyword(store, "t1", "NOT") == []
     assert sorted(await ids_by_keyword(store, "t1", "sea*")) == ["car", "fish"]
+    await store.aclose()
+
+
+async def test_a_stuck_tenant_holds_only_its_share_of_threads(tmp_path: Path) -> None:
+    """60 calls of a tenant whose lock is taken (as by one slow call) hold at most
+    ``tenant_concurrency`` worker threads: another tenant is served meanwhile, not after
+    them (without the share, they took all 40 of anyio's threads)."""
+    store = await LocalDocumentStore.open(tmp_path / "data", tenant_concurrency=4)
+    await fill(store, "a")
+    await fill(store, "b")
+    handle = store.cache.tenant("a")
+    handle.lock.acquire()
+    async with anyio.create_task_group() as group:
+        try:
+            for _ in range(60):
+                group.start_soon(store.list_collections, "a")
+            await anyio.sleep(0.3)
+            with anyio.fail_after(5):
+                served = await store.list_collections("b")
+        finally:
+            handle.lock.release()
+    assert [c.name for c in served] == ["docs"]
     await store.aclose()

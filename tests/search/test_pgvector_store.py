@@ -12,6 +12,7 @@ import secrets
 from collections.abc import AsyncIterator
 from typing import Any
 
+import anyio
 import numpy as np
 import psycopg
 import pytest
@@ -22,7 +23,7 @@ from embedgate.search.base import Hit, Vector
 from embedgate.search.pg_schema import PgVectorUnavailable
 from embedgate.search.pgvector import DEFAULT_ROLE, PgVectorStore, conninfo
 from tests.search.contract import *  # noqa: F403  (the DocumentStore contract suite)
-from tests.search.contract import collection, fill, item, unit
+from tests.search.contract import collection, count, fill, item, unit
 from tests.search.pg_fixtures import *  # noqa: F403  (the fixtures)
 from tests.search.pg_fixtures import new_database, url_for
 
@@ -337,3 +338,34 @@ async def test_gin_index_needs_a_leakproof_match_operator(
         assert "documents_tsv" in await plan()
     finally:
         pg_admin.execute(f"ALTER FUNCTION {function} NOT LEAKPROOF")
+
+
+async def test_a_stuck_tenant_holds_only_its_share_of_the_pool(
+    pgvector_url: str, pg_admin: psycopg.Connection[Any]
+) -> None:
+    """Writes of a tenant whose collection row is locked (as by one slow transaction) hold
+    at most ``tenant_concurrency`` pool connections: another tenant gets one meanwhile
+    (without the share, they took the whole pool and it waited for the pool timeout)."""
+    store = await PgVectorStore.open(pgvector_url, max_size=6, tenant_concurrency=2)
+    try:
+        await fill(store, "a")
+        await fill(store, "b")
+        pg_admin.execute("BEGIN")
+        pg_admin.execute("SELECT 1 FROM embedgate_search.collections WHERE tenant_id = 'a' "
+                         "FOR UPDATE")  # fmt: skip
+        async with anyio.create_task_group() as group:
+            try:
+                for n in range(20):
+                    write = [item(f"x{n}", "x", unit(1, 0, 0, 0))]
+                    group.start_soon(store.upsert, "a", "docs", write)
+                await anyio.sleep(0.5)
+                with anyio.fail_after(3):
+                    served = await store.get_collection("b", "docs")
+            finally:
+                pg_admin.execute("COMMIT")  # the writes of "a" go through now
+        assert served is not None
+        assert served.document_count == 4
+        assert await count(store, "a") == 24
+    finally:
+        await store.aclose()
+        pg_admin.execute("TRUNCATE embedgate_search.collections, embedgate_search.documents")

@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter
 
 from embedgate.api.deps import CallerDep, RuntimeDep
+from embedgate.search.caps import usage_json
 from embedgate.services.usage import UsageMeter, isoformat, month_start
 
 router = APIRouter(prefix="/v1", tags=["tenant"])
@@ -39,7 +40,8 @@ async def me(caller: CallerDep, runtime: RuntimeDep) -> dict[str, Any]:
         "usage": with_quota(
             await usage_this_month(runtime.control.usage, caller.tenant.id),
             caller.policy.monthly_token_quota,
-        ),
+        )
+        | {"storage": usage_json(await runtime.search.storage_usage(caller))},
     }
 
 

@@ -61,6 +61,51 @@ class CollectionExists(Exception):
     """A collection of that name already exists for this tenant."""
 
 
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """What a tenant stores. ``stored_bytes`` is approximate: per document the UTF-8 bytes
+    of its text and of its metadata as stored (JSON), plus 4 bytes per dimension of its
+    vector; plus each collection's metadata. Indexes and database overhead are not counted."""
+
+    collections: int = 0
+    documents: int = 0
+    stored_bytes: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Caps on a tenant's ``Usage`` (None: no cap), checked by a write inside its own
+    transaction, so that a write that would cross one is rolled back whole."""
+
+    collections: int | None = None
+    documents: int | None = None
+    stored_bytes: int | None = None
+
+    def crossed(self, usage: Usage) -> str | None:
+        """The first ``Usage`` field over its cap, or None."""
+        for name in ("collections", "documents", "stored_bytes"):
+            cap = getattr(self, name)
+            if cap is not None and getattr(usage, name) > cap:
+                return name
+        return None
+
+
+class LimitExceeded(Exception):
+    """A write would take the tenant past a cap; nothing of it was written."""
+
+    def __init__(self, field: str, limit: int, usage: Usage) -> None:
+        super().__init__(f"{field} limit {limit}")
+        self.field = field  # a Usage field
+        self.limit = limit
+        self.usage = usage  # as it would have been after the write
+
+
+def check_limits(limits: Limits | None, usage: Usage) -> None:
+    crossed = None if limits is None else limits.crossed(usage)
+    if limits is not None and crossed is not None:
+        raise LimitExceeded(crossed, getattr(limits, crossed), usage)
+
+
 class DocumentStore(Protocol):
     backend: str  # "local" or "pgvector"
 
@@ -69,7 +114,11 @@ class DocumentStore(Protocol):
     async def aclose(self) -> None: ...
 
     # collections
-    async def create_collection(self, tenant: str, collection: Collection) -> None: ...
+    async def create_collection(
+        self, tenant: str, collection: Collection, limits: Limits | None = None
+    ) -> None:
+        """Raises ``LimitExceeded`` (and creates nothing) if it would cross ``limits``."""
+        ...
 
     async def get_collection(self, tenant: str, name: str) -> Collection | None: ...
 
@@ -82,7 +131,11 @@ class DocumentStore(Protocol):
         """id -> stored text_hash, for the ids that exist."""
         ...
 
-    async def upsert(self, tenant: str, name: str, items: Sequence[Upsert]) -> None: ...
+    async def upsert(
+        self, tenant: str, name: str, items: Sequence[Upsert], limits: Limits | None = None
+    ) -> None:
+        """Raises ``LimitExceeded`` (and writes nothing) if it would cross ``limits``."""
+        ...
 
     async def get_document(self, tenant: str, name: str, doc_id: str) -> Document | None: ...
 
@@ -125,6 +178,10 @@ class DocumentStore(Protocol):
         ...
 
     # whole tenant
+    async def tenant_usage(self, tenant: str) -> Usage:
+        """The tenant's collections, documents and stored bytes, all collections together."""
+        ...
+
     async def delete_tenant(self, tenant: str) -> None: ...
 
 

@@ -15,25 +15,30 @@ from __future__ import annotations
 
 import functools
 import shutil
+import sqlite3
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio.to_thread
 
-from embedgate.search import local_db, local_docs, local_index_files
+from embedgate.search import local_db, local_docs, local_index_files, local_usage
 from embedgate.search.base import (
     Collection,
     CollectionExists,
     Document,
     Filter,
     Hit,
+    Limits,
     Upsert,
+    Usage,
     Vector,
+    check_limits,
 )
 from embedgate.search.local_cache import Tenant, TenantCache
 from embedgate.search.local_db import transaction
 from embedgate.search.local_vectors import Vectors
+from embedgate.search.tenant_gate import DEFAULT_LIMIT, TenantGate
 
 T = TypeVar("T")
 
@@ -44,6 +49,7 @@ class LocalDocumentStore:
     ``exact_threshold``: collections with up to this many vectors are searched exactly
     (numpy), larger ones through an HNSW graph. ``memory_budget_bytes``: loaded vectors and
     graphs, all tenants together. ``max_open_tenants``: SQLite databases open at once.
+    ``tenant_concurrency``: worker threads one tenant's calls hold at once (tenant_gate).
     """
 
     backend = "local"
@@ -51,11 +57,13 @@ class LocalDocumentStore:
     def __init__(
         self, data_dir: Path, *, exact_threshold: int = 20_000,
         memory_budget_bytes: int = 1 << 30, max_open_tenants: int = 256,
+        tenant_concurrency: int = DEFAULT_LIMIT,
     ) -> None:  # fmt: skip
         self.data_dir = Path(data_dir)
         self._cache = TenantCache(self.data_dir / "tenants", max_open=max_open_tenants,
                                   budget=memory_budget_bytes)  # fmt: skip
         self._vectors = Vectors(self._cache, exact_threshold)
+        self._gate = TenantGate(tenant_concurrency)
 
     @classmethod
     async def open(cls, data_dir: Path, **options: Any) -> LocalDocumentStore:
@@ -73,8 +81,10 @@ class LocalDocumentStore:
     async def aclose(self) -> None:
         await self._run(self._cache.close_all)
 
-    async def create_collection(self, tenant: str, collection: Collection) -> None:
-        await self._run(self._locked, tenant, self._create_collection, collection)
+    async def create_collection(
+        self, tenant: str, collection: Collection, limits: Limits | None = None
+    ) -> None:
+        await self._tenant_call(tenant, self._create_collection, collection, limits)
 
     async def get_collection(self, tenant: str, name: str) -> Collection | None:
         return await self._read(tenant, local_db.select_collection, name)
@@ -83,14 +93,16 @@ class LocalDocumentStore:
         return await self._read(tenant, local_db.select_collections) or []
 
     async def delete_collection(self, tenant: str, name: str) -> bool:
-        return await self._run(self._locked, tenant, self._delete_collection, name)
+        return await self._tenant_call(tenant, self._delete_collection, name)
 
     async def text_hashes(self, tenant: str, name: str, ids: Sequence[str]) -> dict[str, str]:
         found = await self._in_collection(tenant, name, local_docs.text_hashes, ids)
         return found or {}
 
-    async def upsert(self, tenant: str, name: str, items: Sequence[Upsert]) -> None:
-        await self._run(self._locked, tenant, self._upsert, name, items)
+    async def upsert(
+        self, tenant: str, name: str, items: Sequence[Upsert], limits: Limits | None = None
+    ) -> None:
+        await self._tenant_call(tenant, self._upsert, name, items, limits)
 
     async def get_document(self, tenant: str, name: str, doc_id: str) -> Document | None:
         return await self._in_collection(tenant, name, local_docs.get_document, doc_id)
@@ -112,7 +124,7 @@ class LocalDocumentStore:
         return found or []
 
     async def delete_document(self, tenant: str, name: str, doc_id: str) -> bool:
-        return await self._run(self._locked, tenant, self._delete_document, name, doc_id)
+        return await self._tenant_call(tenant, self._delete_document, name, doc_id)
 
     async def search_vector(
         self, tenant: str, name: str, query: Vector, *, top_k: int, filter: Filter | None,
@@ -120,7 +132,7 @@ class LocalDocumentStore:
     ) -> list[Hit]:  # fmt: skip
         search = functools.partial(self._search_vector, query=query, top_k=top_k, flt=filter,
                                    min_score=min_score)  # fmt: skip
-        return await self._run(self._locked, tenant, search, name)
+        return await self._tenant_call(tenant, search, name)
 
     async def search_keyword(
         self, tenant: str, name: str, query: str, *, top_k: int, filter: Filter | None
@@ -129,8 +141,11 @@ class LocalDocumentStore:
                                           filter)  # fmt: skip
         return found or []
 
+    async def tenant_usage(self, tenant: str) -> Usage:
+        return await self._read(tenant, local_usage.usage) or Usage()
+
     async def delete_tenant(self, tenant: str) -> None:
-        await self._run(self._locked, tenant, self._delete_tenant)
+        await self._tenant_call(tenant, self._delete_tenant)
 
     # -- in worker threads, under the tenant's lock ------------------------------------
 
@@ -146,12 +161,18 @@ class LocalDocumentStore:
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         return await anyio.to_thread.run_sync(functools.partial(fn, *args))
 
+    async def _tenant_call(self, tenant: str, body: Callable[..., T], *args: Any) -> T:
+        """``body(handle, *args)`` under the tenant's lock, in a thread taken only once
+        the tenant is within its share of threads (the wait is on the event loop)."""
+        async with self._gate.hold(tenant):
+            return await self._run(self._locked, tenant, body, *args)
+
     async def _read(self, tenant: str, query: Callable[..., T], *args: Any) -> T | None:
         def body(handle: Tenant) -> T | None:
             conn = self._cache.connection(handle, create=False)
             return None if conn is None else query(conn, *args)
 
-        return await self._run(self._locked, tenant, body)
+        return await self._tenant_call(tenant, body)
 
     async def _in_collection(self, tenant: str, name: str, query: Callable[..., T],
                              *args: Any) -> T | None:  # fmt: skip
@@ -160,14 +181,17 @@ class LocalDocumentStore:
             key = None if conn is None else local_db.collection_key(conn, name)
             return None if conn is None or key is None else query(conn, key[0], *args)
 
-        return await self._run(self._locked, tenant, body)
+        return await self._tenant_call(tenant, body)
 
-    def _create_collection(self, tenant: Tenant, collection: Collection) -> None:
+    def _create_collection(self, tenant: Tenant, collection: Collection,
+                           limits: Limits | None) -> None:  # fmt: skip
         self._make_root()
         conn = self._cache.connection(tenant, create=True)
         assert conn is not None
         with transaction(conn):
             created = local_db.insert_collection(conn, collection)
+            if created:
+                self._check(conn, limits)
         if not created:
             raise CollectionExists(collection.name)
 
@@ -183,7 +207,8 @@ class LocalDocumentStore:
         local_db.purge(conn)
         return True
 
-    def _upsert(self, tenant: Tenant, name: str, items: Sequence[Upsert]) -> None:
+    def _upsert(self, tenant: Tenant, name: str, items: Sequence[Upsert],
+                limits: Limits | None) -> None:  # fmt: skip
         conn = self._cache.connection(tenant, create=False)
         if conn is None:
             raise LookupError("no such collection")
@@ -192,7 +217,15 @@ class LocalDocumentStore:
             if key is None:
                 raise LookupError("no such collection")
             changes = local_docs.write_documents(conn, key, items)
+            self._check(conn, limits)
         self._vectors.apply(tenant, key, changes)
+
+    @staticmethod
+    def _check(conn: sqlite3.Connection, limits: Limits | None) -> None:
+        """Inside the write's transaction: over a cap, it raises and so rolls back."""
+        if limits is not None and limits != Limits():
+            with_bytes = limits.stored_bytes is not None
+            check_limits(limits, local_usage.usage(conn, with_bytes=with_bytes))
 
     def _delete_document(self, tenant: Tenant, name: str, doc_id: str) -> bool:
         conn = self._cache.connection(tenant, create=False)

@@ -65,6 +65,18 @@ SET_METADATA = """UPDATE embedgate_search.documents SET metadata = %s
 WHERE collection_id = %s AND id = %s"""
 DELETE_DOCUMENT = "DELETE FROM embedgate_search.documents WHERE collection_id = %s AND id = %s"
 
+# Storage caps (base.Usage): the counts come from the collection rows; the bytes read the
+# tenant's documents (through the primary key, collection by collection). The advisory
+# lock serializes a tenant's capped writes on every replica, so a cap is never crossed.
+CAPPED_WRITE = """SELECT pg_advisory_xact_lock(hashtextextended('embedgate-caps:' || %s, 0))"""
+USAGE = """SELECT count(*), coalesce(sum(document_count), 0)::bigint,
+    coalesce(sum(octet_length(metadata::text)), 0)::bigint
+FROM embedgate_search.collections WHERE tenant_id = %s"""
+DOCUMENT_BYTES = """SELECT coalesce(sum(octet_length(d.text) + octet_length(d.metadata::text)
+    + 4 * d.dimensions), 0)::bigint
+FROM embedgate_search.documents d JOIN embedgate_search.collections c
+ON c.id = d.collection_id WHERE c.tenant_id = %s"""
+
 # The planner cannot estimate a JSONB filter's selectivity and would at times choose a
 # sequential scan over the approximate one it was asked for; the exact path is separate.
 HNSW_SETTINGS = """SELECT set_config('hnsw.ef_search', %s, true),

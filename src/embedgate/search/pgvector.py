@@ -28,13 +28,17 @@ from embedgate.search.base import (
     Document,
     Filter,
     Hit,
+    Limits,
     Upsert,
+    Usage,
     Vector,
+    check_limits,
 )
 from embedgate.search.pg_index import IndexBackoff, IndexBuildCrashed, ensure_index, index_type
 from embedgate.search.pg_schema import install
 from embedgate.search.pg_text import query_terms
 from embedgate.search.pg_types import register_vector
+from embedgate.search.tenant_gate import DEFAULT_LIMIT, TenantGate
 
 DEFAULT_ROLE = "embedgate_app"
 # Up to these sizes an exact scan is about as fast as HNSW (~30 ms for 20k rows of 384
@@ -75,18 +79,20 @@ class PgVectorStore:
     backend = "pgvector"
 
     def __init__(
-        self, pool: AsyncConnectionPool[Connection], role: str, index_retry_s: float
-    ) -> None:
+        self, pool: AsyncConnectionPool[Connection], role: str, index_retry_s: float,
+        tenant_concurrency: int = DEFAULT_LIMIT,
+    ) -> None:  # fmt: skip
         self._pool = pool
         self._role = role
         self._indexed: set[int] = set()
         self._index_lock = asyncio.Lock()  # one build at a time here; waiters see a backoff
         self._backoff = IndexBackoff(index_retry_s)
+        self._gate = TenantGate(tenant_concurrency)  # pool connections a tenant may hold
 
     @classmethod
     async def open(
         cls, url: str, *, role: str = DEFAULT_ROLE, min_size: int = 1, max_size: int = 10,
-        index_retry_s: float = INDEX_RETRY_S,
+        index_retry_s: float = INDEX_RETRY_S, tenant_concurrency: int = DEFAULT_LIMIT,
     ) -> PgVectorStore:  # fmt: skip
         """Install or check the schema (see pg_schema), then open a connection pool.
         The URL's login owns the schema and may ``SET ROLE`` to ``role``."""
@@ -104,7 +110,7 @@ class PgVectorStore:
             name="embedgate-pgvector", timeout=POOL_TIMEOUT_S, reconnect_timeout=RECONNECT_S,
         )  # fmt: skip
         await pool.open(wait=True)
-        return cls(pool, role, index_retry_s)
+        return cls(pool, role, index_retry_s, tenant_concurrency)
 
     async def ping(self) -> None:
         async with self._pool.connection() as connection:
@@ -120,23 +126,33 @@ class PgVectorStore:
 
     @asynccontextmanager
     async def _tenant(self, tenant: str) -> AsyncIterator[Connection]:
-        """One transaction as the non-owner role, confined to ``tenant`` by the database."""
+        """One transaction as the non-owner role, confined to ``tenant`` by the database,
+        on a connection taken once the tenant is within its share of the pool."""
         if not tenant:
             raise ValueError("a tenant id is required")
-        async with self._pool.connection() as connection, connection.transaction():
+        async with (
+            self._gate.hold(tenant), self._pool.connection() as connection,
+            connection.transaction(),
+        ):  # fmt: skip
             await connection.execute(q.BEGIN, [self._role, tenant])
             yield connection
 
     # collections
 
-    async def create_collection(self, tenant: str, collection: Collection) -> None:
+    async def create_collection(
+        self, tenant: str, collection: Collection, limits: Limits | None = None
+    ) -> None:
         dims = collection.dimensions
         if index_type(dims) and dims not in self._indexed:
-            await self._ensure_index(dims)
+            async with self._gate.hold(tenant):
+                await self._ensure_index(dims)
         c = collection
         params = [tenant, c.name, c.model, dims, Jsonb(c.metadata), c.created_at]
         async with self._tenant(tenant) as connection:
+            await _lock_capped(connection, tenant, limits)
             created = await _one(connection, q.CREATE_COLLECTION, params)
+            if created is not None:
+                await _check(connection, tenant, limits)
         if created is None:
             raise CollectionExists(collection.name)
 
@@ -176,10 +192,13 @@ class PgVectorStore:
             cursor = await connection.execute(q.TEXT_HASHES, [tenant, name, list(ids)])
             return {doc_id: digest for doc_id, digest in await cursor.fetchall()}
 
-    async def upsert(self, tenant: str, name: str, items: Sequence[Upsert]) -> None:
+    async def upsert(
+        self, tenant: str, name: str, items: Sequence[Upsert], limits: Limits | None = None
+    ) -> None:
         fresh = [item for item in items if item.vector is not None]
         kept = [item for item in items if item.vector is None]
         async with self._tenant(tenant) as connection:
+            await _lock_capped(connection, tenant, limits)
             ref = await _ref(connection, tenant, name, lock=True)
             if ref is None:
                 raise LookupError(f"no collection named {name!r}")
@@ -193,6 +212,7 @@ class PgVectorStore:
                     await cursor.executemany(q.SET_METADATA, metadata)
             if created:
                 await connection.execute(q.ADD_COUNT, [created, ref.id])
+            await _check(connection, tenant, limits)
 
     async def get_document(self, tenant: str, name: str, doc_id: str) -> Document | None:
         async with self._tenant(tenant) as connection:
@@ -270,6 +290,10 @@ class PgVectorStore:
             cursor = await connection.execute(statement, params, prepare=False)
             return _hits(await cursor.fetchall())
 
+    async def tenant_usage(self, tenant: str) -> Usage:
+        async with self._tenant(tenant) as connection:
+            return await _usage(connection, tenant, with_bytes=True)
+
     async def delete_tenant(self, tenant: str) -> None:
         async with self._tenant(tenant) as connection:
             await connection.execute(q.DELETE_TENANT, [tenant])
@@ -293,6 +317,32 @@ async def _approximate(
     rows = await _all(connection, q.hnsw_search(ref.dimensions, kind, where), params)
     await connection.execute(q.PLANNER_DEFAULTS)
     return rows if len(rows) >= min(top_k, ref.document_count) else None
+
+
+def _capped(limits: Limits | None) -> bool:
+    return limits is not None and limits != Limits()
+
+
+async def _lock_capped(connection: Connection, tenant: str, limits: Limits | None) -> None:
+    """Before a capped write reads anything: one capped writer per tenant at a time."""
+    if _capped(limits):
+        await connection.execute(q.CAPPED_WRITE, [tenant])
+
+
+async def _check(connection: Connection, tenant: str, limits: Limits | None) -> None:
+    """After the write, in its transaction: over a cap, it raises and so rolls back."""
+    if limits is not None and _capped(limits):
+        with_bytes = limits.stored_bytes is not None
+        check_limits(limits, await _usage(connection, tenant, with_bytes=with_bytes))
+
+
+async def _usage(connection: Connection, tenant: str, *, with_bytes: bool) -> Usage:
+    collections, documents, collection_bytes = await _one(connection, q.USAGE, [tenant])
+    document_bytes = 0
+    if with_bytes:
+        (document_bytes,) = await _one(connection, q.DOCUMENT_BYTES, [tenant])
+    return Usage(int(collections), int(documents),
+                 int(collection_bytes) + int(document_bytes) if with_bytes else 0)  # fmt: skip
 
 
 async def _ref(

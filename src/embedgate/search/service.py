@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from embedgate.errors import EmbedgateError, invalid_request
+from embedgate.search import caps
 from embedgate.search.base import (
     Collection,
     CollectionExists,
@@ -24,8 +25,10 @@ from embedgate.search.base import (
     DocumentStore,
     Filter,
     Hit,
+    LimitExceeded,
     SearchMode,
     Upsert,
+    Usage,
 )
 from embedgate.services.auth import Caller
 from embedgate.services.embeddings import EmbeddingJob, EmbeddingService
@@ -119,12 +122,25 @@ class SearchService:
                 code="dimension_limit_exceeded", param="dimensions",
             )  # fmt: skip
         collection = Collection(name, served.name, dims, metadata, self._now())
+        caps.check_collection_metadata(caller.policy, metadata)
+        limits = caps.limits(caller.policy)
+        await caps.precheck_collection(store, caller.tenant.id, limits, metadata)
         try:
-            await store.create_collection(caller.tenant.id, collection)
+            await store.create_collection(caller.tenant.id, collection, limits)
         except CollectionExists:
             raise EmbedgateError(409, f"A collection named `{name}` already exists.",
                                  code="collection_exists", param="name") from None  # fmt: skip
+        except LimitExceeded as exc:
+            raise await caps.refused(store, caller.tenant.id, exc) from None
         return collection
+
+    async def storage_usage(self, caller: Caller) -> Usage | None:
+        """What the tenant stores (None while the document store cannot be opened)."""
+        try:
+            store = await self._stores.get()
+        except EmbedgateError:
+            return None
+        return await store.tenant_usage(caller.tenant.id)
 
     async def collection(self, caller: Caller, name: str) -> Collection:
         store = await self._stores.get()
@@ -156,8 +172,11 @@ class SearchService:
         ids = [d.id for d in docs]
         if len(set(ids)) != len(ids):
             raise invalid_request("Document ids must be unique within a request.", "documents")
+        caps.check_document_metadata(caller.policy, docs)
         tenant = caller.tenant.id
         stored = await store.text_hashes(tenant, name, ids)
+        limits = caps.limits(caller.policy)
+        await caps.precheck_upsert(store, tenant, limits, docs, stored, collection.dimensions)
         hashes = [text_hash(d.text) for d in docs]
         changed = [i for i, (d, h) in enumerate(zip(docs, hashes, strict=True))
                    if stored.get(d.id) != h]  # fmt: skip
@@ -172,7 +191,9 @@ class SearchService:
         pairs = enumerate(zip(docs, hashes, strict=True))
         items = [Upsert(doc, digest, vectors.get(i)) for i, (doc, digest) in pairs]
         try:
-            await store.upsert(tenant, name, items)
+            await store.upsert(tenant, name, items, limits)
+        except LimitExceeded as exc:  # crossed by replaced documents or a concurrent write
+            raise await caps.refused(store, tenant, exc) from None
         except LookupError:  # the collection was deleted meanwhile
             raise collection_not_found(name) from None
         except ValueError:  # a text changed by a concurrent write since it was compared

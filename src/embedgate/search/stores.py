@@ -34,7 +34,10 @@ async def open_store(settings: Settings) -> DocumentStore:
     if url is not None:
         from embedgate.search.pgvector import PgVectorStore
 
-        return await PgVectorStore.open(url, index_retry_s=settings.vector_index_retry_s)
+        return await PgVectorStore.open(
+            url, index_retry_s=settings.vector_index_retry_s,
+            tenant_concurrency=settings.search_tenant_concurrency,
+        )  # fmt: skip
     from embedgate.search.local import LocalDocumentStore
 
     return await LocalDocumentStore.open(
@@ -42,6 +45,7 @@ async def open_store(settings: Settings) -> DocumentStore:
         exact_threshold=settings.search_exact_threshold,
         memory_budget_bytes=int(settings.search_memory_mb * 1024 * 1024),
         max_open_tenants=settings.search_open_tenants,
+        tenant_concurrency=settings.search_tenant_concurrency,
     )
 
 
