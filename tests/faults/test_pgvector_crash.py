@@ -147,7 +147,7 @@ async def test_the_store_backs_off_a_build_that_crashed_the_server(
                 _refused(again.value)
             assert time.monotonic() - started < 2.0
             assert crasher.kills == 1
-            [state] = store.health()["index_backoff"]
+            [state] = store.index_health()["index_backoff"]
             assert state["dimensions"] == 8
             assert state["crashes"] == 1
             assert 0 <= state["retry_in_s"] <= 2
@@ -165,19 +165,19 @@ async def test_the_store_backs_off_a_build_that_crashed_the_server(
                 await store.create_collection("t", _collection("new", 8))
             assert crasher.kills == 2  # retried once the backoff was over ...
             assert 3 <= _refused(second.value) <= 4  # ... and backed off twice as long
-            assert store.health()["index_backoff"][0]["crashes"] == 2
+            assert store.index_health()["index_backoff"][0]["crashes"] == 2
 
         await _sleep_until_retry(store)
         await _eventually(store.create_collection, "t", _collection("new", 8))
         assert crasher.kills == 2
         assert _index_valid(postgres.url, 8) is True
-        assert store.health() == {}
+        assert store.index_health() == {}
     finally:
         await store.aclose()
 
 
 async def _sleep_until_retry(store: PgVectorStore) -> None:
-    for state in store.health().get("index_backoff", []):
+    for state in store.index_health().get("index_backoff", []):
         await asyncio.sleep(state["retry_in_s"] + 0.2)
 
 
@@ -195,11 +195,12 @@ async def _eventually(call: Any, *args: Any) -> None:
             await asyncio.sleep(0.2)
 
 
+RETRY_S = 8  # long enough for the requests below on a loaded machine
 ENV = {
     "EMBEDGATE_ADMIN_KEY": ADMIN_KEY,
     "EMBEDGATE_SECRET_KEY": "faults-secret-" + "x" * 32,
     "EMBEDGATE_WARMUP": "false",
-    "EMBEDGATE_VECTOR_INDEX_RETRY_S": "4",
+    "EMBEDGATE_VECTOR_INDEX_RETRY_S": str(RETRY_S),
 }
 
 
@@ -222,15 +223,15 @@ def test_collections_answer_503_and_do_not_crash_loop_the_database(
         message = first.json()["error"]["message"]
         assert "crashed the database server" in message
         assert "AVX-512" in message
-        assert 1 <= int(first.headers["Retry-After"]) <= 4
+        assert 1 <= int(first.headers["Retry-After"]) <= RETRY_S
         assert crasher.kills == 1
 
         started = time.monotonic()
-        during = [create(f"kb{n}") for n in range(8)]
-        assert time.monotonic() - started < 4.0  # at once, not a build each
+        during = [create(f"kb{n}") for n in range(5)]
+        assert time.monotonic() - started < RETRY_S  # at once, not a build each
         assert [(r.status_code, error_code(r)) for r in during] == [
             (503, "vector_index_unavailable")
-        ] * 8
+        ] * 5
         assert crasher.kills == 1  # the database was not crashed again
 
         listed = httpx.get(f"{base}/v1/collections", headers=tenant, timeout=30)
@@ -247,7 +248,7 @@ def test_collections_answer_503_and_do_not_crash_loop_the_database(
         second = create("kb")
         assert (second.status_code, error_code(second)) == (503, "vector_index_unavailable")
         assert crasher.kills == 2  # retried after the backoff, and backed off longer
-        assert int(second.headers["Retry-After"]) > 4
+        assert int(second.headers["Retry-After"]) > RETRY_S
 
         crasher.disarm()
         time.sleep(int(second.headers["Retry-After"]) + 0.3)

@@ -119,7 +119,7 @@ class PgVectorStore:
     async def aclose(self) -> None:
         await self._pool.close()
 
-    def health(self) -> dict[str, Any]:
+    def index_health(self) -> dict[str, Any]:
         """What /health adds: the dimension counts whose index build crashed the server."""
         crashed = self._backoff.state()
         return {"index_backoff": crashed} if crashed else {}

@@ -97,7 +97,7 @@ class StoreHolder:
             return {"backend": self._store.backend, "ready": False,
                     "error": type(exc).__name__}  # fmt: skip
         # The pgvector store tells which index builds crashed its server (pg_index).
-        extra = getattr(self._store, "health", None)
+        extra = getattr(self._store, "index_health", None)
         return {"backend": self._store.backend, "ready": True, **(extra() if extra else {})}
 
     async def aclose(self) -> None:
