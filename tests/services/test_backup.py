@@ -5,12 +5,15 @@ stores (SQLite + local files) and on PostgreSQL (the machine's) + pgvector (pgse
 from __future__ import annotations
 
 import gzip
+import hashlib
+import hmac
 import json
 import os
 import stat
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +25,9 @@ from click.testing import CliRunner
 from embedgate.app import create_app
 from embedgate.cli import main
 from embedgate.config import Settings
+from embedgate.services.backup_format import BackupError, Header, KeyLine, TenantRecord
+from embedgate.services.backup_io import Writer, read_backup
+from embedgate.services.backup_signing import UnsignedBackup, signing_key
 from tests.conftest import ADMIN_KEY, INVALID_KEY_BODY, make_settings
 from tests.search.pg_fixtures import pg_server, pg_superuser_url, pgvector_url  # noqa: F401
 
@@ -178,17 +184,10 @@ SECRET = b"the-servers-secret"
 
 
 def digest_under(secret: bytes) -> Any:
-    import hmac as hmac_module
-
-    return lambda text: hmac_module.new(secret, text.encode(), "sha256").hexdigest()
+    return lambda text: hmac.new(secret, text.encode(), "sha256").hexdigest()
 
 
 def signed_file(path: Path, secret: bytes = SECRET, *, status: str = "active") -> Path:
-    from datetime import UTC, datetime
-
-    from embedgate.services.backup_format import Header, KeyLine, TenantRecord
-    from embedgate.services.backup_io import Writer, signing_key
-
     now = datetime.now(UTC)
     tenant = TenantRecord(id="acme", name="Acme", plan="default", status=status,  # type: ignore[arg-type]
                           policy={"rpm": 5}, created_at=now, updated_at=now)  # fmt: skip
@@ -204,24 +203,17 @@ def signed_file(path: Path, secret: bytes = SECRET, *, status: str = "active") -
 
 
 def read_all(path: Path, secret: bytes = SECRET) -> list[Any]:
-    from embedgate.services.backup_io import read_backup, signing_key
-
     check = digest_under(secret)("embedgate backup: key check")[:16]
     return [line for _, line in read_backup(path, signing_key(digest_under(secret)), check)]
 
 
 def test_the_trailer_is_an_hmac_under_a_subkey_of_the_secret(tmp_path: Path) -> None:
-    import hashlib
-    import hmac as hmac_module
-
-    from embedgate.services.backup_io import signing_key
-
     path = signed_file(tmp_path / "a.jsonl")
     *body, trailer = path.read_bytes().splitlines(keepends=True)
     key = signing_key(digest_under(SECRET))
     assert key not in (SECRET, hashlib.sha256(SECRET).digest())  # a key of its own
     assert key != signing_key(digest_under(b"another secret"))
-    expected = hmac_module.new(key, b"".join(body), "sha256").hexdigest()
+    expected = hmac.new(key, b"".join(body), "sha256").hexdigest()
     assert json.loads(trailer)["signature"] == expected
     assert "sha256" not in json.loads(trailer)
     assert len(read_all(path)) == 2  # reads back, verified
@@ -235,15 +227,12 @@ def test_the_trailer_is_an_hmac_under_a_subkey_of_the_secret(tmp_path: Path) -> 
 def test_a_file_this_server_did_not_sign_is_unsigned(
     tmp_path: Path, edit: str, message: str
 ) -> None:
-    from embedgate.services.backup_io import UnsignedBackup
-
-    path = signed_file(tmp_path / "a.jsonl", b"another secret" if edit == "foreign" else SECRET)
+    secret = b"another secret" if edit == "foreign" else SECRET
+    path = signed_file(tmp_path / "a.jsonl", secret, status="suspended")
     rows = path.read_text().splitlines()
     if edit == "status":  # suspended -> active, the trailer left as it was
-        rows[0] = rows[0].replace('"status":"active"', '"status":"suspended"')
+        rows[0] = rows[0].replace('"status":"suspended"', '"status":"active"')
     elif edit == "rehashed":  # what an attacker can do: a new checksum of the edited text
-        import hashlib
-
         rows[1] = rows[1].replace('"name":"live"', '"name":"mine"')
         trailer = json.loads(rows[-1])
         body = "".join(row + "\n" for row in rows[:-1]).encode()
@@ -255,11 +244,6 @@ def test_a_file_this_server_did_not_sign_is_unsigned(
 
 
 def test_a_version_1_file_is_unsigned_and_still_checked_for_damage(tmp_path: Path) -> None:
-    import hashlib
-
-    from embedgate.services.backup_format import BackupError
-    from embedgate.services.backup_io import UnsignedBackup
-
     path = signed_file(tmp_path / "a.jsonl")
     rows = path.read_text().splitlines()
     rows[0] = rows[0].replace('"version":2', '"version":1')

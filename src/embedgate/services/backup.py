@@ -48,9 +48,9 @@ from embedgate.services.backup_io import (
     Writer,
     atomic_output,
     read_backup,
-    signing_key,
 )
 from embedgate.services.backup_restore import Restorer
+from embedgate.services.backup_signing import signing_key
 from embedgate.services.keys import KeyService
 from embedgate.services.policy import Policy
 from embedgate.services.tenants import DEFAULT_PLAN, tenant_not_found

@@ -27,7 +27,6 @@ from embedgate.services.backup_format import (
     HEADER,
     KINDS,
     LINE,
-    SIGNING_LABEL,
     BackupError,
     CollectionLine,
     DocumentLine,
@@ -39,6 +38,9 @@ from embedgate.services.backup_format import (
     decode_vector,
     dump,
 )
+from embedgate.services.backup_signing import UnsignedBackup, check_signature, signer
+
+__all__ = ["UnsignedBackup", "Writer", "atomic_output", "read_backup"]
 
 GZIP_MAGIC = b"\x1f\x8b"
 GZIP_LEVEL = 1  # vectors hardly compress: level 6 takes 50% longer for 2% less
@@ -48,22 +50,6 @@ COUNTED: dict[type[BaseModel], str] = {
     KeyLine: "keys", CollectionLine: "collections", DocumentLine: "documents",
     UsageLine: "usage",
 }  # fmt: skip
-
-
-class UnsignedBackup(BackupError):
-    """The file is whole and well-formed, but not signed under this server's secret: it may
-    only be imported as untrusted (see ``Backup.restore``)."""
-
-
-def signing_key(digest: Callable[[str], str]) -> bytes:
-    """The backup signing key, HMAC-SHA256(server secret, ``SIGNING_LABEL``), given the
-    server's keyed digest: a subkey of its own, so the secret is never used directly as a
-    MAC key here, and no stored API key digest can equal it (keys read ``tenant_...``)."""
-    return bytes.fromhex(digest(SIGNING_LABEL))
-
-
-def _signer(key: bytes) -> hmac.HMAC:
-    return hmac.new(key, digestmod=hashlib.sha256)
 
 
 @dataclass
@@ -88,7 +74,7 @@ class Writer:
     _mac: hmac.HMAC = field(init=False)
 
     def __post_init__(self) -> None:
-        self._mac = _signer(self.key)
+        self._mac = signer(self.key)
 
     def write(self, line: BaseModel) -> None:
         data = dump(line)
@@ -173,7 +159,7 @@ def _lines(stream: IO[bytes]) -> Iterator[tuple[int, bytes]]:
 
 def _checked(lines: Iterator[tuple[int, bytes]], key: bytes, key_check: str
              ) -> Iterator[tuple[int, Header | Line]]:  # fmt: skip
-    digest: hmac.HMAC | hashlib._Hash = _signer(key)
+    digest: hmac.HMAC | hashlib._Hash = signer(key)
     header: Header | None = None
     counts = Counts()
     dimensions: dict[str, int] = {}  # collection name -> dimensions
@@ -208,7 +194,7 @@ def _checked(lines: Iterator[tuple[int, bytes]], key: bytes, key_check: str
         raise BackupError("the file ends without its trailer: it is truncated")
     assert header is not None  # line 1 is the header or _parse raised
     _check_end(end[0], end[1], counts)
-    _check_signature(end[0], end[1], header, digest.hexdigest(), key_check)
+    check_signature(end[0], end[1], header, digest.hexdigest(), key_check)
 
 
 def _parse(number: int, data: bytes) -> Header | Line:
@@ -254,23 +240,3 @@ def _check_end(number: int, end: EndLine, counts: Counts) -> None:
             raise BackupError(f"line {number}: the trailer counts {getattr(end, kind)} "
                               f"{kind}, the file holds {getattr(counts, kind)}: it is "
                               "incomplete")  # fmt: skip
-
-
-def _check_signature(number: int, end: EndLine, header: Header, computed: str,
-                     key_check: str) -> None:  # fmt: skip
-    """Nothing, for a file this server signed; else why it is not trusted."""
-    if header.version == 1:
-        if end.sha256 is None or not hmac.compare_digest(end.sha256, computed):
-            raise BackupError(f"line {number}: the checksum does not match: the file was "
-                              "changed")  # fmt: skip
-        raise UnsignedBackup("the file is format version 1, from an older embedgate: it is not "
-                             "signed")  # fmt: skip
-    if end.signature is None:
-        raise BackupError(f"line {number}: the trailer has no signature")
-    if hmac.compare_digest(end.signature, computed):
-        return
-    if not hmac.compare_digest(header.key_check, key_check):
-        raise UnsignedBackup(f"the file is signed under another server secret (its key check "
-                             f"{header.key_check}, this server's {key_check})")  # fmt: skip
-    raise UnsignedBackup(f"line {number}: the signature does not match: the file was changed "
-                         "after it was exported")  # fmt: skip
