@@ -23,6 +23,7 @@ from embedgate.cli import main
 from embedgate.runtime import ControlPlane
 from embedgate.search.base import Collection, Document, Upsert
 from embedgate.search.local import LocalDocumentStore
+from embedgate.services.backup import Backup
 from embedgate.services.policy import Policy
 from embedgate.storage.records import UsageRecord
 from tests.conftest import make_settings
@@ -329,3 +330,27 @@ def test_an_unknown_plan_is_refused_unless_another_is_chosen(data: Path, tmp_pat
     assert run(data, "show", "acme")["plan"] == "default"  # nothing was deleted
     run(data, "--config", str(config), "import", str(path), "--replace", "--plan", "pro")
     assert run(data, "show", "acme")["plan"] == "pro"
+
+
+def test_a_file_swapped_between_check_and_write_is_refused(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The check reads the file, then the import reads it again to write: a file replaced
+    in between (here by another tenant's signed export) is refused, and nothing is left."""
+    path, other = tmp_path / "acme.jsonl", tmp_path / "other.jsonl"
+    run(data, "export", "acme", str(path))
+    run(data, "export", "other", str(other))
+    run(data, "delete", "acme", "--yes")
+    checked = Backup.check
+
+    def check_then_swap(self: Backup, file: Path, **options: Any) -> Any:
+        manifest = checked(self, file, **options)
+        file.write_bytes(other.read_bytes())
+        return manifest
+
+    monkeypatch.setattr(Backup, "check", check_then_swap)
+    assert "the file changed since it was checked" in run(data, "import", str(path), ok=False)
+    monkeypatch.undo()
+    assert "No such tenant" in run(data, "show", "acme", ok=False)
+    assert documents(data) == []
+    assert run(data, "show", "other")["status"] == "active"  # untouched
