@@ -44,13 +44,12 @@ from embedgate.services.backup_io import (
     PAGE,
     USAGE_PAGE,
     Counts,
-    UnsignedBackup,
     Writer,
     atomic_output,
     read_backup,
 )
 from embedgate.services.backup_restore import Restorer
-from embedgate.services.backup_signing import signing_key
+from embedgate.services.backup_signing import UnsignedBackup, signing_key
 from embedgate.services.keys import KeyService
 from embedgate.services.policy import Policy
 from embedgate.services.tenants import DEFAULT_PLAN, tenant_not_found

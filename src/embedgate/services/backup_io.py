@@ -38,9 +38,7 @@ from embedgate.services.backup_format import (
     decode_vector,
     dump,
 )
-from embedgate.services.backup_signing import UnsignedBackup, check_signature, signer
-
-__all__ = ["UnsignedBackup", "Writer", "atomic_output", "read_backup"]
+from embedgate.services.backup_signing import check_signature, signer
 
 GZIP_MAGIC = b"\x1f\x8b"
 GZIP_LEVEL = 1  # vectors hardly compress: level 6 takes 50% longer for 2% less
