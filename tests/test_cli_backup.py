@@ -23,6 +23,7 @@ from embedgate.cli import main
 from embedgate.runtime import ControlPlane
 from embedgate.search.base import Collection, Document, Upsert
 from embedgate.search.local import LocalDocumentStore
+from embedgate.services.backup import Backup
 from embedgate.services.policy import Policy
 from embedgate.storage.records import UsageRecord
 from tests.conftest import make_settings
@@ -120,7 +121,7 @@ def test_export_writes_the_documented_format(data: Path, tmp_path: Path, name: s
     rows = lines(path)
     header, end = rows[0], rows[-1]
     assert (header["format"], header["version"], header["tenant"]["id"]) == (
-        "embedgate-tenant", 1, "acme")  # fmt: skip
+        "embedgate-tenant", 2, "acme")  # fmt: skip
     assert header["tenant"]["policy"] == {"rpm": 60}
     assert [r["type"] for r in rows[1:]] == ["key", "key", "collection", "collection", "document",
                                              "document", "document", "usage", "usage", "usage",
@@ -133,6 +134,8 @@ def test_export_writes_the_documented_format(data: Path, tmp_path: Path, name: s
     raw = np.frombuffer(__import__("base64").b64decode(document["vector"]), dtype="<f4")
     assert np.allclose(raw, vector(1, 0, 0, 0))
     assert (end["keys"], end["collections"], end["documents"], end["usage"]) == (2, 2, 3, 3)
+    assert len(end["signature"]) == 64  # an HMAC, not a checksum
+    assert "sha256" not in end
 
 
 def test_export_never_holds_another_tenants_data(data: Path, tmp_path: Path) -> None:
@@ -232,7 +235,7 @@ def _damaged(path: Path, how: str) -> None:
     ("last line lost", "without its trailer"),
     ("cut mid-line", "line 12 is cut off"),
     ("a document lost", "the trailer counts 3 documents, the file holds 2"),
-    ("text changed", "checksum does not match"),
+    ("text changed", "the signature does not match: the file was changed"),
     ("not JSON", "line 4: line: Invalid JSON"),
     ("bad vector", "line 6: vector: 1 dimensions, the collection has 4"),
 ])  # fmt: skip
@@ -265,7 +268,7 @@ def test_other_files_are_refused(data: Path, tmp_path: Path) -> None:
     for text, message in [
         ("", "the file is empty"),
         ('{"a": 1}\n', "not an embedgate tenant"),
-        ('{"format": "embedgate-tenant", "version": 2}\n', "version 2"),
+        ('{"format": "embedgate-tenant", "version": 3}\n', "version 3"),
     ]:
         path.write_text(text)
         assert message in run(data, "import", str(path), ok=False)
@@ -289,18 +292,28 @@ def test_a_failed_import_removes_what_it_wrote(
     assert run(data, "import", str(path))["documents"] == 3  # and it can be run again
 
 
-def test_another_server_gets_the_data_and_a_warning_about_keys(data: Path, tmp_path: Path) -> None:
+def test_another_server_imports_the_data_only_untrusted(data: Path, tmp_path: Path) -> None:
     path = tmp_path / "acme.jsonl"
     run(data, "export", "acme", str(path))
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     (elsewhere / "secret.key").write_text("another-secret\n")
     (elsewhere / "secret.key").chmod(0o600)
-    result = CliRunner().invoke(main, ["tenants", "--data-dir", str(elsewhere), "import",
-                                       str(path)], env=CLEAN_ENV)  # fmt: skip
+    argv = ["tenants", "--data-dir", str(elsewhere), "import", str(path)]
+    refused = CliRunner().invoke(main, argv, env=CLEAN_ENV)
+    assert refused.exit_code != 0
+    assert "signed under another server secret" in refused.output
+    assert "--untrusted-source" in refused.output
+    result = CliRunner().invoke(main, [*argv, "--untrusted-source"], env=CLEAN_ENV)
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout)["keys_work"] is False
-    assert "restored API keys will not authenticate" in result.stderr
+    summary = json.loads(result.stdout)
+    assert (summary["trusted"], summary["keys_work"], summary["keys"]) == (False, False, 0)
+    assert summary["left_out"] == {"keys": 2, "status": "active", "plan": "default",
+                                   "policy": {"rpm": 60}}  # fmt: skip
+    assert "its 2 API keys were not imported" in result.stderr
+    shown = cli("tenants", "--data-dir", str(elsewhere), "show", "acme")
+    assert (shown["status"], shown["policy"]) == ("suspended", {})
+    assert cli("keys", "--data-dir", str(elsewhere), "list", "acme") == []
     assert "'some-other-model' is not in this server's registry" in result.stderr
     usage = cli("usage", "--data-dir", str(elsewhere), "export", "--tenant", "acme",
                 "--format", "json")  # fmt: skip
@@ -317,3 +330,27 @@ def test_an_unknown_plan_is_refused_unless_another_is_chosen(data: Path, tmp_pat
     assert run(data, "show", "acme")["plan"] == "default"  # nothing was deleted
     run(data, "--config", str(config), "import", str(path), "--replace", "--plan", "pro")
     assert run(data, "show", "acme")["plan"] == "pro"
+
+
+def test_a_file_swapped_between_check_and_write_is_refused(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The check reads the file, then the import reads it again to write: a file replaced
+    in between (here by another tenant's signed export) is refused, and nothing is left."""
+    path, other = tmp_path / "acme.jsonl", tmp_path / "other.jsonl"
+    run(data, "export", "acme", str(path))
+    run(data, "export", "other", str(other))
+    run(data, "delete", "acme", "--yes")
+    checked = Backup.check
+
+    def check_then_swap(self: Backup, file: Path, **options: Any) -> Any:
+        manifest = checked(self, file, **options)
+        file.write_bytes(other.read_bytes())
+        return manifest
+
+    monkeypatch.setattr(Backup, "check", check_then_swap)
+    assert "the file changed since it was checked" in run(data, "import", str(path), ok=False)
+    monkeypatch.undo()
+    assert "No such tenant" in run(data, "show", "acme", ok=False)
+    assert documents(data) == []
+    assert run(data, "show", "other")["status"] == "active"  # untouched

@@ -106,23 +106,31 @@ def export_tenant(ctx: click.Context, /, tenant_id: str, file: Path, usage: Usag
 @click.option("--replace", is_flag=True,
               help="If the tenant exists, delete all of its data first.")  # fmt: skip
 @click.option("--plan", help="Restore under this plan instead of the file's.")
+@click.option("--untrusted-source", is_flag=True,
+              help="Import a file this server did not sign (another server's, an older "
+              "embedgate's, or an edited one) as untrusted: without its API keys, "
+              "policy overrides and plan, and suspended.")  # fmt: skip
 @_local_flags
 @click.pass_context
 def import_tenant(ctx: click.Context, /, file: Path, replace: bool, plan: str | None,
-                  **target: Any) -> None:  # fmt: skip
+                  untrusted_source: bool, **target: Any) -> None:  # fmt: skip
     """Restore the tenant in FILE (from `tenants export`) under its own id.
 
-    The whole file is checked before anything is written; an existing tenant is refused
-    unless --replace. Keys work only where EMBEDGATE_SECRET_KEY is the exporting server's.
+    The whole file and its signature are checked before anything is written; a file not
+    signed under this server's secret is refused unless --untrusted-source. An existing
+    tenant is refused unless --replace.
     """
     _override(ctx, **target)
-    summary = _run(ctx, lambda backup: backup.restore(file, replace=replace, plan=plan))
+    summary = _run(ctx, lambda backup: backup.restore(file, replace=replace, plan=plan,
+                                                      untrusted=untrusted_source))  # fmt: skip
     click.echo(json.dumps(summary, indent=2))
-    if not summary["keys_work"]:
-        click.echo("Warning: this server's secret key is not the exporting server's: the "
-                   "restored API keys will not authenticate. Issue new ones with "
-                   "`embedgate keys create`, or restore with the same EMBEDGATE_SECRET_KEY "
-                   "(or secret.key).", err=True)  # fmt: skip
+    if not summary["trusted"]:
+        left = summary["left_out"]
+        click.echo(f"Warning: imported untrusted (not signed by this server): its {left['keys']} "
+                   "API keys were not imported: issue new ones with `embedgate keys create`; "
+                   f"its policy overrides were not applied and it has the plan "
+                   f"{summary['plan']!r}; it stays suspended: review it, then run `embedgate "
+                   f"tenants update {summary['tenant']} --status active`.", err=True)  # fmt: skip
     for model in summary["unknown_models"]:
         click.echo(f"Warning: model {model!r} is not in this server's registry: its "
                    "collections answer keyword searches, but vector searches and new "

@@ -210,7 +210,10 @@ class Settings(BaseSettings):
         default=2.0, ge=0, description="How long an idle model waits for a batch to fill."
     )
     max_queue_inputs: int = Field(
-        default=8192, ge=1, description="Inputs waiting per model before 503 `overloaded`."
+        default=8192,
+        ge=1,
+        description="Inputs waiting per model before 503 `overloaded`; past it a tenant "
+        "within its weighted share of the queue is still admitted (at most twice this).",
     )
     request_timeout: float = Field(
         default=60.0, gt=0, description="Seconds before a request gives up with 504."

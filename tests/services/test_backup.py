@@ -5,12 +5,15 @@ stores (SQLite + local files) and on PostgreSQL (the machine's) + pgvector (pgse
 from __future__ import annotations
 
 import gzip
+import hashlib
+import hmac
 import json
 import os
 import stat
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +25,9 @@ from click.testing import CliRunner
 from embedgate.app import create_app
 from embedgate.cli import main
 from embedgate.config import Settings
+from embedgate.services.backup_format import BackupError, Header, KeyLine, TenantRecord
+from embedgate.services.backup_io import Writer, read_backup
+from embedgate.services.backup_signing import UnsignedBackup, signing_key
 from tests.conftest import ADMIN_KEY, INVALID_KEY_BODY, make_settings
 from tests.search.pg_fixtures import pg_server, pg_superuser_url, pgvector_url  # noqa: F401
 
@@ -169,3 +175,120 @@ async def test_a_tenant_survives_export_delete_and_import(
     assert len(before["document/notes"]["embedding"]) == 64
     assert all(before[f"search/{n}"] for n in range(len(QUERIES)))
     assert after == before
+
+
+# The signature (backup_io): made with a subkey of the server secret, checked in constant
+# time, and the reason a file is not trusted named in one line.
+
+SECRET = b"the-servers-secret"
+
+
+def digest_under(secret: bytes) -> Any:
+    return lambda text: hmac.new(secret, text.encode(), "sha256").hexdigest()
+
+
+def signed_file(path: Path, secret: bytes = SECRET, *, status: str = "active") -> Path:
+    now = datetime.now(UTC)
+    tenant = TenantRecord(id="acme", name="Acme", plan="default", status=status,  # type: ignore[arg-type]
+                          policy={"rpm": 5}, created_at=now, updated_at=now)  # fmt: skip
+    with path.open("wb") as stream:
+        out = Writer(stream, signing_key(digest_under(secret)))
+        out.write(Header(format="embedgate-tenant", version=2, exported_at=now, usage=None,
+                         key_check=digest_under(secret)("embedgate backup: key check")[:16],
+                         tenant=tenant))  # fmt: skip
+        out.write(KeyLine(id="key_1", name="live", prefix="tenant_acme_Ab3d", digest="a" * 64,
+                          scopes=["embeddings"], created_at=now))  # fmt: skip
+        out.end()
+    return path
+
+
+def read_all(path: Path, secret: bytes = SECRET) -> list[Any]:
+    check = digest_under(secret)("embedgate backup: key check")[:16]
+    return [line for _, line in read_backup(path, signing_key(digest_under(secret)), check)]
+
+
+def test_the_trailer_is_an_hmac_under_a_subkey_of_the_secret(tmp_path: Path) -> None:
+    path = signed_file(tmp_path / "a.jsonl")
+    *body, trailer = path.read_bytes().splitlines(keepends=True)
+    key = signing_key(digest_under(SECRET))
+    assert key not in (SECRET, hashlib.sha256(SECRET).digest())  # a key of its own
+    assert key != signing_key(digest_under(b"another secret"))
+    expected = hmac.new(key, b"".join(body), "sha256").hexdigest()
+    assert json.loads(trailer)["signature"] == expected
+    assert "sha256" not in json.loads(trailer)
+    assert len(read_all(path)) == 2  # reads back, verified
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    ("status", "the signature does not match: the file was changed after it was exported"),
+    ("rehashed", "the signature does not match"),
+    ("foreign", "signed under another server secret"),
+])  # fmt: skip
+def test_a_file_this_server_did_not_sign_is_unsigned(
+    tmp_path: Path, edit: str, message: str
+) -> None:
+    secret = b"another secret" if edit == "foreign" else SECRET
+    path = signed_file(tmp_path / "a.jsonl", secret, status="suspended")
+    rows = path.read_text().splitlines()
+    if edit == "status":  # suspended -> active, the trailer left as it was
+        rows[0] = rows[0].replace('"status":"suspended"', '"status":"active"')
+    elif edit == "rehashed":  # what an attacker can do: a new checksum of the edited text
+        rows[1] = rows[1].replace('"name":"live"', '"name":"mine"')
+        trailer = json.loads(rows[-1])
+        body = "".join(row + "\n" for row in rows[:-1]).encode()
+        trailer["signature"] = hashlib.sha256(body).hexdigest()
+        rows[-1] = json.dumps(trailer)
+    path.write_text("".join(row + "\n" for row in rows))
+    with pytest.raises(UnsignedBackup, match=message):
+        read_all(path)
+
+
+def test_a_version_1_file_is_unsigned_and_still_checked_for_damage(tmp_path: Path) -> None:
+    path = signed_file(tmp_path / "a.jsonl")
+    rows = path.read_text().splitlines()
+    rows[0] = rows[0].replace('"version":2', '"version":1')
+    body = "".join(row + "\n" for row in rows[:-1])
+    trailer = {**json.loads(rows[-1]), "sha256": hashlib.sha256(body.encode()).hexdigest()}
+    del trailer["signature"]
+    path.write_text(body + json.dumps(trailer) + "\n")
+    with pytest.raises(UnsignedBackup, match="format version 1, from an older embedgate"):
+        read_all(path)
+    path.write_text(body.replace("live", "LIVE") + json.dumps(trailer) + "\n")
+    with pytest.raises(BackupError, match="the checksum does not match"):
+        read_all(path)
+
+
+async def test_an_untrusted_import_is_rekeyed(tmp_path: Path) -> None:
+    """A file from another server secret, with --untrusted-source: the documents come, but
+    not its keys, policy or status, and its usage is added to this server's, not put in
+    place of it."""
+    tenant = f"moved-{uuid.uuid4().hex[:8]}"
+    source = make_settings(tmp_path / "source", warmup=False, secret_key="the source's secret")
+    async with running(source) as client:
+        live, _ = await make_tenant(client, tenant, "moved-private")
+        tokens = await tokens_this_month(client, live)
+        assert tokens > 0
+        await client.patch(f"/admin/tenants/{tenant}", headers=ADMIN,
+                           json={"status": "suspended"})  # fmt: skip
+    path = tmp_path / "moved.jsonl"
+    await cli(source.data_dir, {"secret_key": "the source's secret"}, "export", tenant,
+              str(path))  # fmt: skip
+    target = {"secret_key": "this server's secret"}
+    settings = make_settings(tmp_path / "target", warmup=False, **target)
+    for _ in range(2):  # the same file twice: usage adds up, nothing is replaced
+        summary = await cli(settings.data_dir, target, "import", str(path), "--replace",
+                            "--untrusted-source")  # fmt: skip
+        assert (summary["trusted"], summary["keys"], summary["documents"]) == (False, 0, 34)
+        assert summary["left_out"]["keys"] == 2
+        assert summary["left_out"]["policy"] == {"rpm": 900}
+    async with running(settings) as client:
+        shown = (await client.get(f"/admin/tenants/{tenant}", headers=ADMIN)).json()
+        assert (shown["status"], shown["policy"], shown["plan"]) == ("suspended", {}, "default")
+        keys = (await client.get(f"/admin/tenants/{tenant}/keys", headers=ADMIN)).json()
+        assert keys["data"] == []
+        await client.patch(f"/admin/tenants/{tenant}", headers=ADMIN, json={"status": "active"})
+        issued = await client.post(f"/admin/tenants/{tenant}/keys", headers=ADMIN, json={})
+        fresh = issued.json()["key"]
+        assert await tokens_this_month(client, fresh) == 2 * tokens
+        listed = await client.get("/v1/collections/kb/documents", headers=bearer(fresh))
+        assert len(listed.json()["data"]) == len(DOCS)

@@ -170,6 +170,85 @@ async def test_full_queue_answers_503_with_retry_after() -> None:
     await sched.aclose()
 
 
+async def test_a_full_queue_refuses_the_tenant_over_its_share_not_the_others() -> None:
+    backend = RecordingBackend()
+    backend.gate = asyncio.Event()
+    sched = scheduler(backend, max_queue=8, wait_s=0)
+    await sched.start()
+    flood = [asyncio.create_task(sched.submit([item(i) for i in range(4)], tenant="a"))
+             for i in range(2)]  # fmt: skip
+    await asyncio.sleep(0.01)
+    assert sched.queue_depth == 8  # full, all of it a's
+    light = [asyncio.create_task(sched.submit([item(20 + i)], tenant="b")) for i in range(4)]
+    await asyncio.sleep(0.01)
+    assert sched.queue_depth == 12  # b's share is 8 * 1/2: its 4 inputs are admitted
+    with pytest.raises(EmbedgateError) as over:  # the 5th is past b's share
+        await sched.submit([item(30)], tenant="b")
+    assert (over.value.status, over.value.code) == (503, "overloaded")
+    with pytest.raises(EmbedgateError) as flooder:  # a holds 8, its share is now 4
+        await sched.submit([item(31)], tenant="a")
+    assert (flooder.value.status, flooder.value.code) == (503, "overloaded")
+    backend.gate.set()
+    results = await asyncio.gather(*flood, *light)
+    assert [r.vectors[0, 0] for r in results[2:]] == [20, 21, 22, 23]
+    assert sched.queue_depth == 0
+    assert sched._shares.tenants_tracked == 0  # nothing kept once the queue is empty
+    await sched.aclose()
+
+
+async def test_the_queue_share_follows_the_weight() -> None:
+    backend = RecordingBackend()
+    backend.gate = asyncio.Event()
+    sched = scheduler(backend, max_queue=12, wait_s=0)
+    await sched.start()
+    flood = asyncio.create_task(sched.submit([item(i) for i in range(12)], tenant="a"))
+    await asyncio.sleep(0.01)
+    # b weighs 2 against a's 1: its share is 12 * 2/3 = 8 inputs, c's (weight 1) 12 * 1/4.
+    heavy = asyncio.create_task(sched.submit([item(i) for i in range(8)], tenant="b",
+                                             weight=2.0))  # fmt: skip
+    await asyncio.sleep(0.01)
+    with pytest.raises(EmbedgateError):
+        await sched.submit([item(1)] * 4, tenant="c")
+    light = asyncio.create_task(sched.submit([item(1)] * 3, tenant="c"))
+    await asyncio.sleep(0.01)
+    assert sched.queue_depth == 23
+    backend.gate.set()
+    await asyncio.gather(flood, heavy, light)
+    await sched.aclose()
+
+
+async def test_the_queue_never_holds_more_than_twice_its_bound() -> None:
+    backend = RecordingBackend()
+    backend.gate = asyncio.Event()
+    sched = scheduler(backend, max_queue=12, wait_s=0)
+    await sched.start()
+    tasks = [asyncio.create_task(sched.submit([item(0)] * 12, tenant="t0"))]
+    # Each newcomer's share (12 / n with n tenants) is admitted in full: 12 + 6 + 4 = 22 ...
+    for n, share in [(1, 6), (2, 4)]:
+        await asyncio.sleep(0.01)
+        tasks.append(asyncio.create_task(sched.submit([item(n)] * share, tenant=f"t{n}")))
+    await asyncio.sleep(0.01)
+    assert sched.queue_depth == 22
+    with pytest.raises(EmbedgateError) as refused:  # ... but not 3 more: past 2 x 12
+        await sched.submit([item(3)] * 3, tenant="t3")
+    assert refused.value.code == "overloaded"
+    tasks.append(asyncio.create_task(sched.submit([item(3)] * 2, tenant="t3")))
+    await asyncio.sleep(0.01)
+    assert sched.queue_depth == 24
+    backend.gate.set()
+    await asyncio.gather(*tasks)
+    await sched.aclose()
+
+
+async def test_an_invalid_weight_is_refused_before_anything_is_queued() -> None:
+    sched = scheduler(RecordingBackend())
+    await sched.start()
+    with pytest.raises(ValueError, match="weight"):
+        await sched.submit([item(1)], tenant="a", weight=0.0)
+    assert sched.queue_depth == 0
+    await sched.aclose()
+
+
 async def test_cancelled_requests_are_skipped_and_free_the_queue() -> None:
     backend = RecordingBackend()
     backend.gate = asyncio.Event()
@@ -233,6 +312,23 @@ async def test_passthrough_bounds_the_inputs_in_flight() -> None:
     assert refused.value.status == 503
     backend.gate.set()
     assert (await first).vectors.shape == (2, 4)
+    assert sched.queue_depth == 0
+
+
+async def test_passthrough_refuses_the_tenant_over_its_share_not_the_others() -> None:
+    backend = RecordingBackend()
+    backend.gate = asyncio.Event()
+    sched = PassthroughScheduler("up", backend, Metrics(), max_queue=4)
+    flood = asyncio.create_task(sched.submit([item(i) for i in range(4)], tenant="a"))
+    await asyncio.sleep(0.01)
+    with pytest.raises(EmbedgateError):  # a is past its share of a full queue
+        await sched.submit([item(5)], tenant="a")
+    light = asyncio.create_task(sched.submit([item(6), item(7)], tenant="b"))  # share 2
+    await asyncio.sleep(0.01)
+    assert sched.queue_depth == 6
+    backend.gate.set()
+    assert (await light).vectors.shape == (2, 4)
+    await flood
     assert sched.queue_depth == 0
 
 

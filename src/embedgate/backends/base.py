@@ -1,4 +1,5 @@
-"""The model backend interface: tokenize up front, embed a batch, report health."""
+"""The model backend interface: tokenize up front (and decode back, for content checks),
+embed a batch, report health."""
 
 from __future__ import annotations
 
@@ -54,6 +55,11 @@ class Backend(Protocol):
     def can_tokenize(self) -> bool: ...
 
     async def tokenize(self, texts: Sequence[str], truncate_to: int | None) -> list[list[int]]: ...
+
+    async def decode(self, id_lists: Sequence[Sequence[int]]) -> list[str]:
+        """The text of each token-id list, special tokens left out; only where
+        ``can_tokenize()``."""
+        ...
 
     async def embed(self, inputs: Sequence[ModelInput]) -> Embedded: ...
 

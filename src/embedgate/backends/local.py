@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from embedgate.backends.base import BackendInfo, Embedded, ModelInput, Vectors, l2_normalize
+from embedgate.backends.decoding import TokenDecoder
 from embedgate.backends.devices import gpu_memory, pick_device, pick_dtype
 from embedgate.backends.tokenizing import TokenizerRunner, pad
 from embedgate.config import BUNDLED_MINILM, ModelSpec
@@ -55,6 +56,7 @@ class LocalBackend:
         )
         self._model: Any = None
         self._tokenizer: TokenizerRunner | None = None
+        self._decoder: TokenDecoder | None = None
         self._pad_id = 0
         self._pad_left = False
         self._info: BackendInfo | None = None
@@ -76,8 +78,9 @@ class LocalBackend:
 
     async def aclose(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=True)
-        if self._tokenizer is not None:
-            self._tokenizer.close()
+        for runner in (self._tokenizer, self._decoder):
+            if runner is not None:
+                runner.close()
         self._model = None
 
     def can_tokenize(self) -> bool:
@@ -86,6 +89,10 @@ class LocalBackend:
     async def tokenize(self, texts: Sequence[str], truncate_to: int | None) -> list[list[int]]:
         assert self._tokenizer is not None, "backend not started"
         return await self._tokenizer(texts, truncate_to)
+
+    async def decode(self, id_lists: Sequence[Sequence[int]]) -> list[str]:
+        assert self._decoder is not None, "backend not started"
+        return await self._decoder(id_lists)
 
     async def embed(self, inputs: Sequence[ModelInput]) -> Embedded:
         id_lists = [list(item.token_ids or ()) for item in inputs]
@@ -127,6 +134,7 @@ class LocalBackend:
         self._pad_id = int(tokenizer.pad_token_id or 0)
         self._pad_left = family == "qwen3" or tokenizer.padding_side == "left"
         self._tokenizer = TokenizerRunner(tokenizer, self.name)
+        self._decoder = TokenDecoder(tokenizer, self.name)
         native = int(model.get_embedding_dimension())
         self._info = BackendInfo(
             dimensions=native,

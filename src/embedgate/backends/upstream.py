@@ -19,6 +19,7 @@ import httpx
 import numpy as np
 
 from embedgate.backends.base import BackendInfo, Embedded, ModelInput, Vectors, l2_normalize
+from embedgate.backends.decoding import TokenDecoder
 from embedgate.backends.tokenizing import TokenizerRunner
 from embedgate.config import ModelSpec
 from embedgate.errors import EmbedgateError
@@ -52,6 +53,7 @@ class UpstreamBackend:
         self._transport = transport
         self._client: httpx.AsyncClient | None = None
         self._tokenizer: TokenizerRunner | None = None
+        self._decoder: TokenDecoder | None = None
         self._info = BackendInfo(
             dimensions=spec.dimensions or 0,
             max_tokens=spec.max_tokens or 8192,
@@ -80,12 +82,14 @@ class UpstreamBackend:
 
             tokenizer = AutoTokenizer.from_pretrained(self._spec.tokenizer)
             self._tokenizer = TokenizerRunner(tokenizer, self.name)
+            self._decoder = TokenDecoder(tokenizer, self.name)
 
     async def aclose(self) -> None:
         if self._client is not None:
             await self._client.aclose()
-        if self._tokenizer is not None:
-            self._tokenizer.close()
+        for runner in (self._tokenizer, self._decoder):
+            if runner is not None:
+                runner.close()
 
     def can_tokenize(self) -> bool:
         return self._tokenizer is not None
@@ -93,6 +97,10 @@ class UpstreamBackend:
     async def tokenize(self, texts: Sequence[str], truncate_to: int | None) -> list[list[int]]:
         assert self._tokenizer is not None, "no tokenizer configured"
         return await self._tokenizer(texts, truncate_to)
+
+    async def decode(self, id_lists: Sequence[Sequence[int]]) -> list[str]:
+        assert self._decoder is not None, "no tokenizer configured"
+        return await self._decoder(id_lists)
 
     async def embed(self, inputs: Sequence[ModelInput]) -> Embedded:
         size = self._spec.max_batch_size

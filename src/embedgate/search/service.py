@@ -32,7 +32,7 @@ from embedgate.search.base import (
 )
 from embedgate.services.auth import Caller
 from embedgate.services.embeddings import EmbeddingJob, EmbeddingService
-from embedgate.services.policy import check_model, denied
+from embedgate.services.policy import check_model, check_texts, denied
 from embedgate.services.registry import ModelRegistry
 
 if TYPE_CHECKING:
@@ -173,6 +173,8 @@ class SearchService:
         if len(set(ids)) != len(ids):
             raise invalid_request("Document ids must be unique within a request.", "documents")
         caps.check_document_metadata(caller.policy, docs)
+        # Every text, not only those to embed: an unchanged one is written again too.
+        check_texts(caller.policy, [d.text for d in docs])
         tenant = caller.tenant.id
         stored = await store.text_hashes(tenant, name, ids)
         limits = caps.limits(caller.policy)
@@ -243,6 +245,7 @@ class SearchService:
         """``rate_headers`` receives the x-ratelimit-* headers when the query is embedded."""
         store = await self._stores.get()
         collection = await self.collection(caller, name)
+        check_texts(caller.policy, [query])  # keyword searches embed nothing
         try:
             return await self._search(store, caller, collection, query, top_k=top_k, mode=mode,
                                       filter=filter, min_score=min_score,

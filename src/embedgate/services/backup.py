@@ -5,13 +5,19 @@ Both directions stream, page by page: memory does not grow with the tenant. An i
 reads the file twice: first it checks every line and the trailer (a truncated or altered
 file is refused before anything is written), then it writes. The tenant is restored
 suspended and gets its exported status back only once everything is in, so its keys do
-not work on half a tenant; if the import fails, what it wrote is removed. See
-docs/backup.md.
+not work on half a tenant; if the import fails, what it wrote is removed.
+
+Only a file signed under this server's secret is trusted. Any other (another server's, an
+edited one, an unsigned version 1 file) is refused, or with ``untrusted=True`` imported
+*re-keyed*: whatever its author could have written is left out. No API keys (the operator
+issues new ones), the tenant stays suspended, its policy overrides are dropped (the plan's
+defaults, of ``--plan`` or the default plan, apply), and its usage records are added, never
+replacing this server's. See docs/backup.md.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,6 +33,7 @@ from embedgate.services.backup_format import (
     DocumentLine,
     Header,
     KeyLine,
+    Line,
     TenantRecord,
     UsageLine,
     UsageWindow,
@@ -42,9 +49,10 @@ from embedgate.services.backup_io import (
     read_backup,
 )
 from embedgate.services.backup_restore import Restorer
+from embedgate.services.backup_signing import UnsignedBackup, signing_key
 from embedgate.services.keys import KeyService
 from embedgate.services.policy import Policy
-from embedgate.services.tenants import tenant_not_found
+from embedgate.services.tenants import DEFAULT_PLAN, tenant_not_found
 from embedgate.services.usage import month_start
 from embedgate.storage.base import StateStore
 from embedgate.storage.records import ApiKey, Conflict, Tenant, UsageRecord
@@ -75,6 +83,7 @@ class Manifest:
     header: Header
     counts: Counts
     models: dict[str, str]  # collection -> model
+    trusted: bool = True  # signed under this server's secret; else imported re-keyed
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +103,10 @@ class Backup:
         key works only then), without revealing it."""
         return self.keys.digest(KEY_CHECK)[:16]
 
+    def _read(self, path: Path, on_bytes: Callable[[int], None] | None = None
+              ) -> Iterator[tuple[int, Header | Line]]:  # fmt: skip
+        return read_backup(path, signing_key(self.keys.digest), self.key_check(), on_bytes)
+
     # export
 
     async def export(self, tenant_id: str, path: Path, *, usage: UsageScope = "all"
@@ -109,7 +122,7 @@ class Backup:
             self.progress.start(
                 f"exporting {tenant_id}", sum(c.document_count for c in collections)
             )
-            out = Writer(stream)
+            out = Writer(stream, signing_key(self.keys.digest))
             record = TenantRecord(**{f: getattr(tenant, f) for f in Tenant.__slots__})
             out.write(Header(format=FORMAT, version=VERSION, exported_at=now, usage=window,
                              key_check=self.key_check(), tenant=record))  # fmt: skip
@@ -152,28 +165,40 @@ class Backup:
 
     # import
 
-    def check(self, path: Path) -> Manifest:
-        """Read the whole file once, checking every line; nothing is written."""
+    def check(self, path: Path, *, untrusted: bool = False) -> Manifest:
+        """Read the whole file once, checking every line and the signature; nothing is
+        written. A file this server did not sign is refused unless ``untrusted``."""
         self.progress.start(f"checking {path.name}", path.stat().st_size)
-        header, counts, models = None, Counts(), {}
-        for _, line in read_backup(path, self.progress.advance):
-            if isinstance(line, Header):
-                header = line
-            elif isinstance(line, CollectionLine):
-                models[line.name] = line.model
-            kind = COUNTED.get(type(line))
-            if kind is not None:
-                setattr(counts, kind, getattr(counts, kind) + 1)
+        header, counts, models, trusted = None, Counts(), {}, True
+        lines = self._read(path, self.progress.advance)
+        try:
+            for _, line in lines:
+                if isinstance(line, Header):
+                    header = line
+                elif isinstance(line, CollectionLine):
+                    models[line.name] = line.model
+                kind = COUNTED.get(type(line))
+                if kind is not None:
+                    setattr(counts, kind, getattr(counts, kind) + 1)
+        except UnsignedBackup as exc:
+            if not untrusted:
+                raise BackupError(
+                    f"{exc}. Refused: only files signed under this server's "
+                    "secret are trusted; --untrusted-source imports it without "
+                    "its keys, policy or status (docs/backup.md)"
+                ) from None
+            trusted = False
         assert header is not None  # read_backup begins with it or raises
-        return Manifest(header, counts, models)
+        return Manifest(header, counts, models, trusted)
 
-    async def restore(self, path: Path, *, replace: bool = False, plan: str | None = None
-                      ) -> dict[str, Any]:  # fmt: skip
-        manifest = self.check(path)
-        tenant = manifest.header.tenant
-        plan = self._check_plan(plan or tenant.plan)
+    async def restore(self, path: Path, *, replace: bool = False, plan: str | None = None,
+                      untrusted: bool = False) -> dict[str, Any]:  # fmt: skip
+        manifest = self.check(path, untrusted=untrusted)
+        tenant, trusted = manifest.header.tenant, manifest.trusted
+        plan = self._check_plan(plan or (tenant.plan if trusted else DEFAULT_PLAN))
         await self._make_room(tenant.id, replace)
-        created = Tenant(**{**tenant.model_dump(), "plan": plan, "status": "suspended"})
+        created = Tenant(**{**tenant.model_dump(), "plan": plan, "status": "suspended",
+                            **({} if trusted else {"policy": {}})})  # fmt: skip
         try:
             await self.state.create_tenant(created)
         except Conflict:
@@ -183,15 +208,17 @@ class Backup:
         except BaseException:
             await self._remove(tenant.id)
             raise
-        await self.state.update_tenant(tenant.id, tenant.updated_at, status=tenant.status)
-        counts = manifest.counts.as_dict()
+        if trusted:  # an untrusted tenant stays suspended until the operator reviews it
+            await self.state.update_tenant(tenant.id, tenant.updated_at, status=tenant.status)
+        counts = {**manifest.counts.as_dict(), **({} if trusted else {"keys": 0})}
         await self.audit.record("tenant.imported", actor=self.actor, tenant_id=tenant.id,
                                 exported_at=manifest.header.exported_at.isoformat(),
-                                replaced=replace, counts=counts)  # fmt: skip
+                                replaced=replace, trusted=trusted, counts=counts)  # fmt: skip
         return {"tenant": tenant.id, "file": str(path), "replaced": replace, **counts,
-                "keys_work": manifest.header.key_check == self.key_check(),
+                "plan": plan, "trusted": trusted, "keys_work": trusted,
                 "unknown_models": sorted({m for m in manifest.models.values()
-                                          if m not in self.models})}  # fmt: skip
+                                          if m not in self.models}),
+                **({} if trusted else {"left_out": _left_out(manifest)})}  # fmt: skip
 
     def _check_plan(self, plan: str) -> str:
         if self.plans and plan not in self.plans:
@@ -217,12 +244,28 @@ class Backup:
     async def _restore(self, path: Path, manifest: Manifest) -> None:
         tenant, window = manifest.header.tenant, manifest.header.usage
         self.progress.start(f"importing {tenant.id}", manifest.counts.documents)
-        if window is not None:  # the file's window replaces what this server holds
+        if window is not None and manifest.trusted:  # the file's window replaces ours
             await self.state.delete_usage(tenant.id, window.start, window.end)
-        restorer = Restorer(self.state, self.documents, tenant.id, self.progress.advance)
-        for _, line in read_backup(path):
-            await restorer.take(line)
+        restorer = Restorer(self.state, self.documents, tenant.id, self.progress.advance,
+                            keys=manifest.trusted)  # fmt: skip
+        try:
+            for _, line in self._read(path):
+                if isinstance(line, Header) and line != manifest.header:
+                    raise BackupError("the file changed since it was checked")
+                await restorer.take(line)
+        except UnsignedBackup:
+            # A trusted file that no longer verifies was changed since the check: the
+            # caller removes what was written (the tenant was suspended all along).
+            if manifest.trusted:
+                raise
         await restorer.finish()
+
+
+def _left_out(manifest: Manifest) -> dict[str, Any]:
+    """What an untrusted file asked for and did not get."""
+    tenant = manifest.header.tenant
+    return {"keys": manifest.counts.keys, "status": tenant.status, "plan": tenant.plan,
+            "policy": tenant.policy}  # fmt: skip
 
 
 def _key_line(key: ApiKey, digest: str) -> KeyLine:

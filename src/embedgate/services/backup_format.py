@@ -1,14 +1,18 @@
 """The tenant backup file: JSON Lines, gzip-compressed when its name ends in ``.gz``.
 
-    line 1     {"format": "embedgate-tenant", "version": 1, "exported_at", "key_check",
+    line 1     {"format": "embedgate-tenant", "version": 2, "exported_at", "key_check",
                 "usage": {"start", "end"} | null, "tenant": {id, name, plan, status, ...}}
     then       {"type": "key", ...}          one per API key: its HMAC digest, never a secret
                {"type": "collection", ...}   each followed by its {"type": "document", ...}
                {"type": "usage", ...}        one per usage record in the "usage" window
-    last line  {"type": "end", "keys", "collections", "documents", "usage", "sha256"}
+    last line  {"type": "end", "keys", "collections", "documents", "usage", "signature"}
 
-Vectors are base64 of float32 little-endian. The trailer counts the lines and hashes every
-byte before it, so a truncated or altered file is refused before anything is written.
+Vectors are base64 of float32 little-endian. The trailer counts the lines and signs every
+byte before it: HMAC-SHA256 under a key derived from the server secret. A checksum anyone
+can recompute would let an edited file import (a key line copied in from another tenant's
+file, a suspended tenant made active); a signature only the server's secret can make does
+not. A truncated, altered or unsigned file is refused before anything is written. Version 1
+files carry a plain SHA-256 (``sha256``) instead: they are read only as untrusted.
 Every line is checked by the models below, on export as on import.
 """
 
@@ -28,7 +32,8 @@ from embedgate.services.policy import Policy
 from embedgate.services.tenants import TENANT_ID
 
 FORMAT: Final = "embedgate-tenant"
-VERSION: Final = 1
+VERSION: Final = 2
+SIGNING_LABEL: Final = "embedgate backup v2: signing key"  # see backup_io.signing_key
 HEX64 = r"^[0-9a-f]{64}$"
 KINDS = ("keys", "collections", "documents", "usage")
 
@@ -63,7 +68,7 @@ class UsageWindow(_Line):
 
 class Header(_Line):
     format: Literal["embedgate-tenant"]
-    version: Literal[1]
+    version: Literal[1, 2]  # 1: unsigned, read only as untrusted
     exported_at: AwareDatetime
     key_check: str = Field(pattern="^[0-9a-f]{16}$")  # see backup.key_check
     usage: UsageWindow | None
@@ -129,7 +134,8 @@ class EndLine(_Line):
     collections: int = Field(ge=0)
     documents: int = Field(ge=0)
     usage: int = Field(ge=0)
-    sha256: str = Field(pattern=HEX64)
+    signature: str | None = Field(default=None, pattern=HEX64)  # version 2
+    sha256: str | None = Field(default=None, pattern=HEX64)  # version 1
 
 
 Line = KeyLine | CollectionLine | DocumentLine | UsageLine | EndLine
@@ -155,4 +161,6 @@ def decode_vector(text: str, dimensions: int) -> Vector:
 
 
 def dump(line: BaseModel) -> bytes:
-    return line.model_dump_json().encode("utf-8") + b"\n"
+    # The trailer carries the field of its version only; other lines keep their nulls.
+    text = line.model_dump_json(exclude_none=isinstance(line, EndLine))
+    return text.encode("utf-8") + b"\n"

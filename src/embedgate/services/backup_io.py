@@ -2,7 +2,8 @@
 
 Writing goes to a temporary file (mode 0600) beside the target, renamed over it once
 complete and on disk: an interrupted export never leaves a file that looks whole. Reading
-checks every line and the trailer: ``read_backup`` raises ``BackupError`` naming the line.
+checks every line and the trailer: ``read_backup`` raises ``BackupError`` naming the line,
+and ``UnsignedBackup`` at the end of a whole file that this server did not sign.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import gzip
 import hashlib
+import hmac
 import json
 import os
 import secrets
@@ -36,6 +38,7 @@ from embedgate.services.backup_format import (
     decode_vector,
     dump,
 )
+from embedgate.services.backup_signing import check_signature, signer
 
 GZIP_MAGIC = b"\x1f\x8b"
 GZIP_LEVEL = 1  # vectors hardly compress: level 6 takes 50% longer for 2% less
@@ -60,22 +63,28 @@ class Counts:
 
 @dataclass
 class Writer:
-    """Writes lines, counting them and hashing every byte for the trailer."""
+    """Writes lines, counting them and signing every byte for the trailer with ``key``
+    (``signing_key``)."""
 
     stream: IO[bytes]
+    key: bytes
     counts: Counts = field(default_factory=Counts)
-    _hash: hashlib._Hash = field(default_factory=hashlib.sha256)
+    _mac: hmac.HMAC = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._mac = signer(self.key)
 
     def write(self, line: BaseModel) -> None:
         data = dump(line)
-        self._hash.update(data)
+        self._mac.update(data)
         self.stream.write(data)
         kind = COUNTED.get(type(line))
         if kind is not None:
             setattr(self.counts, kind, getattr(self.counts, kind) + 1)
 
     def end(self) -> None:
-        self.stream.write(dump(EndLine(**self.counts.as_dict(), sha256=self._hash.hexdigest())))
+        signature = self._mac.hexdigest()
+        self.stream.write(dump(EndLine(**self.counts.as_dict(), signature=signature)))
 
 
 @contextlib.contextmanager
@@ -111,17 +120,20 @@ def _sync_directory(directory: Path) -> None:
             os.close(fd)
 
 
-def read_backup(path: Path, on_bytes: Callable[[int], None] | None = None
+def read_backup(path: Path, key: bytes, key_check: str,
+                on_bytes: Callable[[int], None] | None = None
                 ) -> Iterator[tuple[int, Header | Line]]:  # fmt: skip
     """``(line number, line)`` for the header and every line after it, checked; the trailer
-    is checked last. ``on_bytes`` gets the bytes of the file read since its last call."""
+    is checked last, its signature against ``key`` (``signing_key``; ``key_check``, this
+    server's ``Backup.key_check``, tells another server's file from an edited one).
+    ``on_bytes`` gets the bytes of the file read since its last call."""
     with path.open("rb") as raw:
         gzipped = raw.read(2) == GZIP_MAGIC
         raw.seek(0)
         stream = cast(IO[bytes], gzip.GzipFile(fileobj=raw, mode="rb")) if gzipped else raw
         reported = 0
         try:
-            for number, line in _checked(_lines(stream)):
+            for number, line in _checked(_lines(stream), key, key_check):
                 if on_bytes is not None and raw.tell() - reported >= PROGRESS_BYTES:
                     on_bytes(raw.tell() - reported)
                     reported = raw.tell()
@@ -143,8 +155,11 @@ def _lines(stream: IO[bytes]) -> Iterator[tuple[int, bytes]]:
         raise BackupError("the file is empty")
 
 
-def _checked(lines: Iterator[tuple[int, bytes]]) -> Iterator[tuple[int, Header | Line]]:
-    digest, counts = hashlib.sha256(), Counts()
+def _checked(lines: Iterator[tuple[int, bytes]], key: bytes, key_check: str
+             ) -> Iterator[tuple[int, Header | Line]]:  # fmt: skip
+    digest: hmac.HMAC | hashlib._Hash = signer(key)
+    header: Header | None = None
+    counts = Counts()
     dimensions: dict[str, int] = {}  # collection name -> dimensions
     current: str | None = None  # the collection whose documents may follow
     end: tuple[int, EndLine] | None = None
@@ -155,6 +170,10 @@ def _checked(lines: Iterator[tuple[int, bytes]]) -> Iterator[tuple[int, Header |
         if isinstance(line, EndLine):
             end = (number, line)
             continue
+        if isinstance(line, Header):
+            header = line
+            if header.version == 1:  # unsigned: its checksum still tells damage
+                digest = hashlib.sha256()
         digest.update(data)
         if isinstance(line, CollectionLine):
             if line.name in dimensions:
@@ -171,7 +190,9 @@ def _checked(lines: Iterator[tuple[int, bytes]]) -> Iterator[tuple[int, Header |
         yield number, line
     if end is None:
         raise BackupError("the file ends without its trailer: it is truncated")
-    _check_end(end[0], end[1], counts, digest.hexdigest())
+    assert header is not None  # line 1 is the header or _parse raised
+    _check_end(end[0], end[1], counts)
+    check_signature(end[0], end[1], header, digest.hexdigest(), key_check)
 
 
 def _parse(number: int, data: bytes) -> Header | Line:
@@ -194,9 +215,9 @@ def _header(data: bytes) -> Header:
         found = None
     if not isinstance(found, dict) or found.get("format") != "embedgate-tenant":
         raise BackupError("line 1: not an embedgate tenant backup")
-    if found.get("version") != 1:
+    if found.get("version") not in (1, 2):
         raise BackupError(f"line 1: format version {found.get('version')!r}; this embedgate "
-                          "reads version 1")  # fmt: skip
+                          "reads version 2 (and version 1, untrusted)")  # fmt: skip
     return HEADER.validate_python(found)
 
 
@@ -211,11 +232,9 @@ def _check_document(number: int, line: DocumentLine, current: str | None,
         raise BackupError(f"line {number}: {exc}") from None
 
 
-def _check_end(number: int, end: EndLine, counts: Counts, digest: str) -> None:
+def _check_end(number: int, end: EndLine, counts: Counts) -> None:
     for kind in KINDS:
         if getattr(end, kind) != getattr(counts, kind):
             raise BackupError(f"line {number}: the trailer counts {getattr(end, kind)} "
                               f"{kind}, the file holds {getattr(counts, kind)}: it is "
                               "incomplete")  # fmt: skip
-    if end.sha256 != digest:
-        raise BackupError(f"line {number}: the checksum does not match: the file was changed")

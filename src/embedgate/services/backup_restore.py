@@ -22,12 +22,14 @@ from embedgate.storage.records import ApiKey, Conflict, UsageRecord
 
 class Restorer:
     """Writes one tenant's lines (the tenant itself exists already). Documents go in
-    batches of ``PAGE``, each committed; ``on_documents`` hears how many were written."""
+    batches of ``PAGE``, each committed; ``on_documents`` hears how many were written.
+    ``keys=False`` (an untrusted file) leaves the key lines out."""
 
     def __init__(self, state: StateStore, documents: DocumentStore, tenant: str,
-                 on_documents: Callable[[int], None]) -> None:  # fmt: skip
+                 on_documents: Callable[[int], None], *, keys: bool = True) -> None:  # fmt: skip
         self._state, self._documents, self._tenant = state, documents, tenant
         self._on_documents = on_documents
+        self._keys = keys
         self._collection: CollectionLine | None = None
         self._batch: list[Upsert] = []
         self._usage: list[UsageRecord] = []
@@ -45,7 +47,7 @@ class Restorer:
         elif isinstance(line, CollectionLine):
             await self._write_documents()
             await self._create(line)
-        elif isinstance(line, KeyLine):
+        elif isinstance(line, KeyLine) and self._keys:
             await self._add_key(line)
 
     async def finish(self) -> None:

@@ -5,7 +5,8 @@ fill, a busy model takes whatever queued up meanwhile. Each batch is the first i
 line plus the queued inputs closest to it in length, under a padded-token budget: inputs
 are not padded to much longer ones, and the rest wait in a pool that new arrivals join, so
 later batches match as well. The first input in line always goes next, so nothing starves.
-The queue is bounded: past ``max_queue`` inputs, 503.
+The queue is bounded: past ``max_queue`` inputs, 503 to a tenant over its weighted share
+of the queue, never to one under it (``QueueShares``).
 
 The line is a weighted fair queue across tenants (``PendingPool``): a tenant that floods
 the queue delays another tenant's input by at most about one batch, not by its whole
@@ -33,8 +34,9 @@ from typing import Protocol
 import numpy as np
 
 from embedgate.backends.base import Backend, Embedded, ModelInput, Vectors
-from embedgate.errors import EmbedgateError, overloaded
+from embedgate.errors import EmbedgateError
 from embedgate.services.metrics import Metrics
+from embedgate.services.queue_shares import QueueShares
 
 log = logging.getLogger("embedgate.batching")
 
@@ -196,9 +198,8 @@ class BatchScheduler:
         self._max_size = max_batch_size
         self._max_tokens = max_batch_tokens
         self._wait_s = wait_s
-        self._max_queue = max_queue
+        self._shares = QueueShares(max_queue)
         self._pending = PendingPool(fair)
-        self._live = 0
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         # The express lane: a second model call beside a running batch, for a tenant with
@@ -207,11 +208,10 @@ class BatchScheduler:
         self._express_tokens = max(1, max_batch_tokens // 4)
         self._bulk_busy = False
         self._express: asyncio.Task[None] | None = None
-        self._tenant_live: dict[str, int] = {}
 
     @property
     def queue_depth(self) -> int:
-        return self._live
+        return self._shares.total
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"batcher-{self._name}")
@@ -227,19 +227,17 @@ class BatchScheduler:
     async def submit(
         self, inputs: Sequence[ModelInput], *, tenant: str = "", weight: float = 1.0
     ) -> Embedded:
-        if self._live + len(inputs) > self._max_queue:
-            raise overloaded(1.0)
+        express = self._takes_express(tenant, inputs)  # before its inputs count as live
+        self._shares.admit(tenant, weight, len(inputs))  # checks the weight
         loop = asyncio.get_running_loop()
         items = [_Item(inp, loop.create_future()) for inp in inputs]
-        if self._takes_express(tenant, inputs):
+        if express:
             self._express = loop.create_task(self._execute(items), name="express-batch")
         else:
-            self._pending.add(items, tenant, weight)  # checks the weight
+            self._pending.add(items, tenant, weight)
             self._wakeup.set()
         for item in items:
             item.future.add_done_callback(functools.partial(self._on_done, tenant))
-        self._live += len(items)
-        self._tenant_live[tenant] = self._tenant_live.get(tenant, 0) + len(items)
         try:
             rows = await asyncio.gather(*(item.future for item in items))
         except BaseException:
@@ -249,12 +247,7 @@ class BatchScheduler:
         return Embedded(np.stack(rows), sum(inp.n_tokens for inp in inputs))
 
     def _on_done(self, tenant: str, _: asyncio.Future[Vectors]) -> None:
-        self._live -= 1
-        left = self._tenant_live[tenant] - 1
-        if left:
-            self._tenant_live[tenant] = left
-        else:
-            del self._tenant_live[tenant]
+        self._shares.release(tenant)
 
     def _takes_express(self, tenant: str, inputs: Sequence[ModelInput]) -> bool:
         """A small request of a tenant with nothing else queued or in flight, while others'
@@ -264,7 +257,7 @@ class BatchScheduler:
             self._express_lane
             and (self._bulk_busy or len(self._pending) > 0)
             and (self._express is None or self._express.done())
-            and tenant not in self._tenant_live
+            and not self._shares.holds(tenant)
             and len(inputs) <= self._max_size
             and sum(inp.n_tokens for inp in inputs) <= self._express_tokens
         )
@@ -334,12 +327,11 @@ class PassthroughScheduler:
         self._name = name
         self._backend = backend
         self._metrics = metrics
-        self._max_queue = max_queue
-        self._live = 0
+        self._shares = QueueShares(max_queue)
 
     @property
     def queue_depth(self) -> int:
-        return self._live
+        return self._shares.total
 
     async def start(self) -> None:
         return None
@@ -350,14 +342,12 @@ class PassthroughScheduler:
     async def submit(
         self, inputs: Sequence[ModelInput], *, tenant: str = "", weight: float = 1.0
     ) -> Embedded:
-        if self._live + len(inputs) > self._max_queue:
-            raise overloaded(1.0)
-        self._live += len(inputs)
+        self._shares.admit(tenant, weight, len(inputs))
         started = time.perf_counter()
         try:
             result = await self._backend.embed(inputs)
         finally:
-            self._live -= len(inputs)
+            self._shares.release(tenant, len(inputs))
         self._metrics.inference.labels(self._name).observe(time.perf_counter() - started)
         self._metrics.batch_size.labels(self._name).observe(len(inputs))
         return result

@@ -15,7 +15,7 @@ from embedgate.services.auth import Caller
 from embedgate.services.cache import EmbeddingCache
 from embedgate.services.limits import Limits
 from embedgate.services.metrics import Metrics
-from embedgate.services.policy import Policy, enforce_request
+from embedgate.services.policy import Policy, check_token_ids, enforce_request
 from embedgate.services.registry import ModelRegistry, ServedModel
 
 
@@ -78,6 +78,8 @@ class EmbeddingService:
             texts=job.texts,
         )  # fmt: skip
         inputs = await self._prepare(job, model, policy)
+        if job.token_ids is not None:  # what the ids spell, as the model will see them
+            await check_token_ids(policy, model.backend, [i.token_ids or () for i in inputs])
         tokens = sum(item.n_tokens for item in inputs)
         admission = await self._limits.admit(caller, tokens)
         if rate_headers is not None:

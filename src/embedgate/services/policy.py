@@ -1,19 +1,21 @@
 """A tenant's effective policy, and the request checks it implies (before any model work).
 
 Denials never echo the offending text or term: the message names the rule, not the input.
+Blocked terms match on normalized text (``content.normalize``), and token-id inputs are
+decoded by the model's tokenizer and matched the same way.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterable, Mapping, Sequence
-from functools import lru_cache
+from collections.abc import Mapping, Sequence
 
+from embedgate.backends.base import Backend
 from embedgate.config import Policy
 from embedgate.errors import EmbedgateError
+from embedgate.services.content import contains_blocked
 from embedgate.storage.records import Tenant
 
-__all__ = ["Policy", "effective_policy", "enforce_request"]
+__all__ = ["Policy", "check_texts", "check_token_ids", "effective_policy", "enforce_request"]
 
 
 def effective_policy(plans: Mapping[str, Policy], tenant: Tenant) -> Policy:
@@ -21,12 +23,6 @@ def effective_policy(plans: Mapping[str, Policy], tenant: Tenant) -> Policy:
     plan = plans.get(tenant.plan)
     merged = {**(plan.stored() if plan else {}), **tenant.policy}
     return Policy.model_validate(merged)
-
-
-@lru_cache(maxsize=1024)
-def _blocked(terms: tuple[str, ...]) -> re.Pattern[str]:
-    # Substrings, case-folded: works for scripts without word boundaries (Chinese, Japanese).
-    return re.compile("|".join(re.escape(term.casefold()) for term in terms if term))
 
 
 def denied(message: str, *, code: str, param: str) -> EmbedgateError:
@@ -56,8 +52,8 @@ def enforce_request(
                      param="dimensions")  # fmt: skip
     if instruction is not None:
         _check_instruction(policy, instruction)
-    if texts and policy.blocked_terms:
-        _check_content(policy.blocked_terms, texts)
+    if texts:
+        check_texts(policy, texts)
 
 
 def _check_instruction(policy: Policy, instruction: str) -> None:
@@ -69,8 +65,23 @@ def _check_instruction(policy: Policy, instruction: str) -> None:
                      code="instruction_not_allowed", param="instruction")  # fmt: skip
 
 
-def _check_content(terms: Iterable[str], texts: Sequence[str]) -> None:
-    pattern = _blocked(tuple(terms))
-    if pattern.pattern and any(pattern.search(text.casefold()) for text in texts):
+def check_texts(policy: Policy, texts: Sequence[str]) -> None:
+    """403 ``content_blocked`` if a text holds a blocked term (both normalized)."""
+    if policy.blocked_terms and contains_blocked(policy.blocked_terms, texts):
         raise denied("The input contains content your organization blocks.",
                      code="content_blocked", param="input")  # fmt: skip
+
+
+async def check_token_ids(
+    policy: Policy, backend: Backend, id_lists: Sequence[Sequence[int]]
+) -> None:
+    """Token ids embed like the text they spell: decode them with the model's tokenizer and
+    check that text. A model without a local tokenizer cannot decode them, so a tenant with
+    blocked terms must send text there."""
+    if not policy.blocked_terms:
+        return
+    if not backend.can_tokenize():
+        raise denied("Your organization blocks some content, and token ids cannot be checked "
+                     "for it on this model: send the input as text.",
+                     code="token_input_not_allowed", param="input")  # fmt: skip
+    check_texts(policy, await backend.decode(id_lists))
