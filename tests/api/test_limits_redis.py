@@ -60,6 +60,8 @@ async def test_fail_closed_refuses_with_503(app_factory: Any) -> None:
     health = await app.http.get("/health")
     assert health.status_code == 503
     assert health.json()["rate_limits"]["ready"] is False
-    me = await app.http.get("/v1/me")  # no limit is spent here: answered, without headers
-    assert me.status_code == 200
-    assert "x-ratelimit-limit-requests" not in me.headers
+    # Every tenant route takes a request from rpm: none is admitted unchecked.
+    for me in (await app.http.get("/v1/me"), await app.http.get("/v1/collections")):
+        assert me.status_code == 503
+        assert me.json()["error"]["code"] == "rate_limiter_unavailable"
+        assert "x-ratelimit-limit-requests" not in me.headers

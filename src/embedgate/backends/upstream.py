@@ -90,9 +90,11 @@ class UpstreamBackend:
     def can_tokenize(self) -> bool:
         return self._tokenizer is not None
 
-    async def tokenize(self, texts: Sequence[str], truncate_to: int | None) -> list[list[int]]:
+    async def tokenize(
+        self, texts: Sequence[str], truncate_to: int | None, tenant: str = ""
+    ) -> list[list[int]]:
         assert self._tokenizer is not None, "no tokenizer configured"
-        return await self._tokenizer(texts, truncate_to)
+        return await self._tokenizer(texts, truncate_to, tenant)
 
     async def embed(self, inputs: Sequence[ModelInput]) -> Embedded:
         size = self._spec.max_batch_size
