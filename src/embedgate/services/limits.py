@@ -1,8 +1,10 @@
-"""A tenant's rate limits, concurrency and monthly quota, checked before any model work.
+"""A tenant's rate limits, concurrency and monthly quota, checked before any work.
 
-``Limits.admit`` turns the effective policy into one atomic check on the limiter (this
-process's memory, or Redis shared by every replica), refuses with 429 and Retry-After, and
-returns the ``x-ratelimit-*`` headers of the tightest bucket. When Redis is unreachable the
+Admission has two phases, each one atomic check on the limiter (this process's memory, or
+Redis shared by every replica): ``admit_request`` before a /v1 request's body is read (one
+request, a concurrency lease), ``admit_tokens`` once its inputs are tokenized (tpm and the
+quota). Each refuses with 429 and Retry-After and returns the ``x-ratelimit-*`` headers of
+the tightest bucket. When Redis is unreachable the
 configured failure mode decides: ``open`` admits without limits, ``closed`` answers 503;
 either way it is logged once per outage and shown in /health.
 """
