@@ -185,3 +185,16 @@ async def test_rpm_zero_switches_a_tenant_off(app_factory: Any) -> None:
     app = await start(app_factory, rpm=0)
     error = assert_429(await embed(app.http), "rate_limit_exceeded")
     assert "No requests are allowed" in error["message"]
+
+
+async def test_a_tpm_only_tenant_gets_token_headers_everywhere(app_factory: Any) -> None:
+    app = await start(app_factory, tpm=500)
+    me = await app.http.get("/v1/me")
+    assert me.headers["x-ratelimit-remaining-tokens"] == "500"
+    assert "x-ratelimit-limit-requests" not in me.headers
+    embedded = await embed(app.http)
+    spent = embedded.json()["usage"]["prompt_tokens"]
+    assert embedded.headers["x-ratelimit-remaining-tokens"] == str(500 - spent)
+    bad = await app.http.post("/v1/embeddings", json={"input": ""})
+    assert bad.status_code == 400
+    assert bad.headers["x-ratelimit-limit-tokens"] == "500"

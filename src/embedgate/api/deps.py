@@ -142,7 +142,8 @@ async def admit(
         caller.require(scope)
     limits = (await get_runtime(request)).limits
     admission = await limits.admit_request(caller, spends_tokens=spends_tokens)
-    request.state.ratelimit = admission.headers
+    if admission.headers:  # else the response gets the current state (api/middleware.py)
+        request.state.ratelimit = admission.headers
     request.state.admitted = caller
     return limits, admission
 

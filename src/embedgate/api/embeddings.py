@@ -96,8 +96,10 @@ async def create_embeddings(
         instruction=body.instruction,
     )
     # The admission's headers (api/admission.py), updated once the tokens are taken.
-    rate_headers: dict[str, str] = request.state.ratelimit
+    rate_headers: dict[str, str] = getattr(request.state, "ratelimit", None) or {}
     result = await service.embed(caller, job, rate_headers)
+    if rate_headers:
+        request.state.ratelimit = rate_headers
     request.state.usage = {
         "model": result.model, "inputs": len(result.vectors), "tokens": result.prompt_tokens,
         "dimensions": result.vectors.shape[1],

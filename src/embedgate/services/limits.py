@@ -117,7 +117,10 @@ class Limits:
         if spends_tokens:
             self._refuse_no_tpm(caller)
         quota = self._quota_ask(caller, 0, need=1) if spends_tokens else None
-        return await self._admit(caller, _slots(caller, 1, 0), self._lease(caller), quota, 0)
+        slots, lease = _slots(caller, 1, 0), self._lease(caller)
+        if lease is None and quota is None and all(s.kind == "tokens" for s in slots):
+            return Admission()  # nothing to take yet: phase 2 is the one check (and headers)
+        return await self._admit(caller, slots, lease, quota, 0)
 
     async def admit_tokens(self, caller: Caller, tokens: int) -> Admission:
         """Phase 2, once the input is tokenized: take ``tokens`` (``tpm``, ``key_tpm``, the
