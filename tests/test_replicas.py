@@ -59,8 +59,8 @@ def test_rpm_20_over_two_replicas_admits_20(
         assert me.json()["policy"]["rpm"] == 20
         statuses = asyncio.run(spread_embeddings(servers, key, 40))
         assert set(statuses) <= {200, 429}, statuses
-        assert 20 <= statuses.count(200) <= 21, statuses
-        assert statuses.count(429) >= 19
+        assert 19 <= statuses.count(200) <= 20, statuses  # the /v1/me above took one
+        assert statuses.count(429) >= 20
         _other_limits_hold_across_replicas(servers)
 
 

@@ -226,6 +226,18 @@ class Settings(BaseSettings):
         ge=1024,
         description="Largest request body in bytes; larger bodies get 413.",
     )
+    max_request_chars: int = Field(
+        default=8 * 1024 * 1024,
+        ge=1,
+        description="Most characters of text in one embeddings request, all inputs together "
+        "(400 `input_too_large`): bounds the tokenizing one request can ask for.",
+    )
+    max_request_token_ids: int = Field(
+        default=1024 * 1024,
+        ge=1,
+        description="Most token ids in one embeddings request, all inputs together "
+        "(400 `input_too_large`): 2048 inputs of 512 tokens fit.",
+    )
     truncate_inputs: bool = Field(
         default=False, description="Truncate too-long inputs instead of answering 400."
     )

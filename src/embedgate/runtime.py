@@ -26,6 +26,7 @@ from embedgate.services.registry import ModelRegistry
 from embedgate.services.sessions import ConsoleSessions
 from embedgate.services.tenants import TenantService
 from embedgate.services.usage import UsageMeter
+from embedgate.services.workpool import WorkPool
 from embedgate.storage.base import StateStore
 from embedgate.storage.sql import SqlStateStore
 
@@ -84,6 +85,9 @@ class ControlPlane:
         await self.store.aclose()
 
 
+PARSE_THREADS = 2
+
+
 @dataclass(frozen=True, slots=True)
 class Runtime:
     settings: Settings
@@ -100,6 +104,8 @@ class Runtime:
     sessions: ConsoleSessions
     background: asyncio.Task[None]
     started: float = field(default_factory=time.monotonic)
+    # Parsing of large /v1/embeddings bodies, off the event loop and fair between tenants.
+    parsing: WorkPool = field(default_factory=lambda: WorkPool(PARSE_THREADS, "parse"))
 
     @classmethod
     async def start(cls, settings: Settings, metrics: Metrics) -> Runtime:
@@ -147,6 +153,7 @@ class Runtime:
         await self.limits.aclose()
         await self.stores.aclose()
         await self.control.aclose()
+        self.parsing.close()
 
 
 def _limiter(settings: Settings) -> Limiter:

@@ -163,7 +163,7 @@ async def test_bad_requests_are_400(app: AppClient) -> None:
 
 
 async def test_policy_limits_and_metering_apply(app_factory: Any) -> None:
-    plans = {"default": {"blocked_terms": ["secret plan"], "rpm": 3}}
+    plans = {"default": {"blocked_terms": ["secret plan"], "rpm": 5}}  # every route counts
     app = await app_factory(warmup=False, plans=plans)
     await app.http.post("/v1/collections", json={"name": "kb"})
     blocked = await app.http.post("/v1/collections/kb/documents",
@@ -171,9 +171,10 @@ async def test_policy_limits_and_metering_apply(app_factory: Any) -> None:
     assert blocked.json()["error"]["code"] == "content_blocked"
     ok = await app.http.post("/v1/collections/kb/documents", json={"documents": DOCS[:2]})
     assert ok.status_code == 200
-    assert ok.headers["x-ratelimit-limit-requests"] == "3"
+    assert ok.headers["x-ratelimit-limit-requests"] == "5"
+    assert ok.headers["x-ratelimit-remaining-requests"] == "2"  # creation and 403 counted
     assert (await search(app.http, query="cats")).status_code == 200
-    assert (await search(app.http, query="dogs")).status_code == 200  # the third of 3
+    assert (await search(app.http, query="dogs")).status_code == 200  # the fifth of 5
     limited = await search(app.http, query="birds")
     assert limited.status_code == 429
     assert limited.json()["error"]["code"] == "rate_limit_exceeded"

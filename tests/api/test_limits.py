@@ -58,16 +58,44 @@ async def test_rpm_admits_the_limit_then_429_with_headers(app_factory: Any) -> N
     assert 15 <= int(responses[3].headers["retry-after"]) <= 20  # 3/min: one every 20 s
 
 
-async def test_other_v1_routes_carry_headers_without_spending(app_factory: Any) -> None:
+async def test_every_v1_route_spends_a_request_and_carries_headers(app_factory: Any) -> None:
     app = await start(app_factory, rpm=5, tpm=1000)
-    for path in ("/v1/me", "/v1/models", "/v1/me"):
+    for left, path in zip("432", ("/v1/me", "/v1/models", "/v1/collections"), strict=True):
         response = await app.http.get(path)
         assert response.status_code == 200
-        assert response.headers["x-ratelimit-remaining-requests"] == "5"
+        assert response.headers["x-ratelimit-remaining-requests"] == left
+        assert response.headers["x-ratelimit-remaining-tokens"] == "1000"  # no tokens spent
         assert all(name in response.headers for name in RATE_HEADERS)
-    denied = await app.http.post("/v1/embeddings", json={"input": ""})  # a 400 after auth
+    denied = await app.http.post("/v1/embeddings", json={"input": ""})  # a 400 after admission
     assert denied.status_code == 400
+    assert denied.headers["x-ratelimit-remaining-requests"] == "1"
     assert denied.headers["x-ratelimit-limit-requests"] == "5"
+    missing = await app.http.post("/v1/collections/none/search", json={"query": "q"})
+    assert missing.status_code == 404  # counted too
+    assert missing.headers["x-ratelimit-remaining-requests"] == "0"
+    refused = await app.http.get("/v1/me")
+    assert "requests per minute" in assert_429(refused, "rate_limit_exceeded")["message"]
+    assert refused.headers["x-ratelimit-remaining-requests"] == "0"
+
+
+async def test_zero_tpm_or_spent_quota_refuses_embeddings_but_not_other_routes(
+    app_factory: Any,
+) -> None:
+    app = await start(app_factory, tpm=0, rpm=100)
+    error = assert_429(await embed(app.http), "rate_limit_exceeded")
+    assert "0 tokens per minute" in error["message"]
+    assert (await app.http.get("/v1/me")).status_code == 200
+    spent = await start(app_factory, monthly_token_quota=0)
+    assert_429(await embed(spent.http), "insufficient_quota")
+    assert (await spent.http.get("/v1/collections")).status_code == 200
+
+
+async def test_a_request_that_fails_gives_its_lease_back(app_factory: Any) -> None:
+    app = await start(app_factory, max_concurrency=1)
+    for _ in range(3):  # 400s and 404s, each releasing the one slot
+        assert (await app.http.post("/v1/embeddings", json={"input": ""})).status_code == 400
+        assert (await app.http.get("/v1/collections/none")).status_code == 404
+    assert (await embed(app.http)).status_code == 200
 
 
 async def test_no_limits_no_headers(app_factory: Any) -> None:
@@ -157,3 +185,16 @@ async def test_rpm_zero_switches_a_tenant_off(app_factory: Any) -> None:
     app = await start(app_factory, rpm=0)
     error = assert_429(await embed(app.http), "rate_limit_exceeded")
     assert "No requests are allowed" in error["message"]
+
+
+async def test_a_tpm_only_tenant_gets_token_headers_everywhere(app_factory: Any) -> None:
+    app = await start(app_factory, tpm=500)
+    me = await app.http.get("/v1/me")
+    assert me.headers["x-ratelimit-remaining-tokens"] == "500"
+    assert "x-ratelimit-limit-requests" not in me.headers
+    embedded = await embed(app.http)
+    spent = embedded.json()["usage"]["prompt_tokens"]
+    assert embedded.headers["x-ratelimit-remaining-tokens"] == str(500 - spent)
+    bad = await app.http.post("/v1/embeddings", json={"input": ""})
+    assert bad.status_code == 400
+    assert bad.headers["x-ratelimit-limit-tokens"] == "500"

@@ -60,6 +60,24 @@ async def test_fail_closed_refuses_with_503(app_factory: Any) -> None:
     health = await app.http.get("/health")
     assert health.status_code == 503
     assert health.json()["rate_limits"]["ready"] is False
-    me = await app.http.get("/v1/me")  # no limit is spent here: answered, without headers
-    assert me.status_code == 200
-    assert "x-ratelimit-limit-requests" not in me.headers
+    # Every tenant route takes a request from rpm: none is admitted unchecked.
+    for me in (await app.http.get("/v1/me"), await app.http.get("/v1/collections")):
+        assert me.status_code == 503
+        assert me.json()["error"]["code"] == "rate_limiter_unavailable"
+        assert "x-ratelimit-limit-requests" not in me.headers
+
+
+async def test_on_redis_every_route_counts_and_a_spent_quota_refuses_first(
+    app_factory: Any, redis_prefix: str
+) -> None:
+    plans = {"default": {"rpm": 4, "tpm": 1000, "monthly_token_quota": 0}}
+    app = await app_factory(warmup=False, plans=plans, redis_url=REDIS_URL,
+                            redis_key_prefix=redis_prefix)  # fmt: skip
+    refused = await app.http.post("/v1/embeddings", json={"input": "x"})
+    assert refused.status_code == 429
+    assert refused.json()["error"]["code"] == "insufficient_quota"  # and cost no request
+    answers = [await app.http.get(path) for path in ("/v1/me", "/v1/models", "/v1/collections")]
+    assert [r.status_code for r in answers] == [200, 200, 200]
+    assert [r.headers["x-ratelimit-remaining-requests"] for r in answers] == ["3", "2", "1"]
+    assert (await app.http.get("/v1/me")).headers["x-ratelimit-remaining-tokens"] == "1000"
+    assert (await app.http.get("/v1/me")).status_code == 429  # rpm spent on every route

@@ -84,7 +84,7 @@ async def test_the_cache_can_be_switched_off(app_factory: Any) -> None:
 
 
 async def test_denials_are_audited_without_content_and_counted(app_factory: Any) -> None:
-    plans = {"default": {"rpm": 1, "blocked_terms": ["secret plan"]}}
+    plans = {"default": {"rpm": 2, "blocked_terms": ["secret plan"]}}  # the 403 counts too
     app = await app_factory(warmup=False, plans=plans)
     blocked = await app.http.post("/v1/embeddings", json={"input": "the SECRET plan"})
     assert blocked.status_code == 403

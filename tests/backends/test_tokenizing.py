@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import numpy as np
 import pytest
 from transformers import AutoTokenizer
 
-from embedgate.backends.tokenizing import INLINE_CHARS, TokenizerRunner, pad
+from embedgate.backends.tokenizing import (
+    CHUNK_CHARS,
+    CHUNK_INPUTS,
+    INLINE_CHARS,
+    TokenizerRunner,
+    chunks,
+    pad,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -55,3 +63,24 @@ def test_pad_left_and_right() -> None:
     ids, mask = pad([[5, 6, 7], [8]], pad_id=9, left=False)
     np.testing.assert_array_equal(ids, [[5, 6, 7], [8, 9, 9]])
     np.testing.assert_array_equal(mask, [[1, 1, 1], [1, 0, 0]])
+
+
+def test_chunks_bound_inputs_and_characters() -> None:
+    texts = ["a" * 10] * 200 + ["b" * (CHUNK_CHARS + 5)] + ["c" * 100_000] * 5
+    parts = list(chunks(texts))
+    assert [t for part in parts for t in part] == texts  # all of them, in order
+    assert all(len(part) <= CHUNK_INPUTS for part in parts)
+    assert all(sum(map(len, p)) <= CHUNK_CHARS or len(p) == 1 for p in parts)
+    assert list(chunks([])) == []
+
+
+async def test_large_requests_are_tokenized_in_chunks_on_every_thread() -> None:
+    tokenizer = AutoTokenizer.from_pretrained(bundled())
+    runner = TokenizerRunner(tokenizer, "minilm", threads=3)
+    texts = [f"text number {i} " * 50 for i in range(500)]  # 8 chunks
+    try:
+        results = await asyncio.gather(*(runner(texts, None, tenant=t) for t in "abc"))
+    finally:
+        runner.close()
+    expected = tokenizer(texts)["input_ids"]
+    assert all(result == expected for result in results)

@@ -107,3 +107,30 @@ async def test_an_unreachable_redis_raises() -> None:
     with pytest.raises(Exception):  # noqa: B017, PT011 - any connection error
         await down.check(Ask((rpm(1),)))
     await down.aclose()
+
+
+async def test_a_quota_need_refuses_a_spent_quota_without_taking(limiter: Limiter) -> None:
+    """Phase 1 of admission asks for 0 tokens but needs 1: a quota with nothing left
+    refuses it, one with something left admits it and takes nothing."""
+
+    def ask(cost: int, need: int, seed: int | None = None) -> Ask:
+        return Ask(quota=QuotaAsk("{t}:quota:202612", 10, cost, seed, 3600, need))
+
+    assert (await limiter.check(ask(0, 1, seed=9))).ok
+    assert (await limiter.check(ask(0, 1))).quota_used == 9  # took nothing
+    assert (await limiter.check(ask(1, 1))).quota_used == 10
+    refused = await limiter.check(ask(0, 1))
+    assert refused.refused_by == QUOTA
+    assert refused.quota_used == 10
+    empty = await limiter.check(Ask(quota=QuotaAsk("{u}:quota:202612", 0, 0, 0, 3600, 1)))
+    assert empty.refused_by == QUOTA  # monthly_token_quota: 0
+
+
+async def test_a_zero_cost_bucket_reports_without_taking(limiter: Limiter) -> None:
+    """Phase 1 reads the token buckets (for the headers) at cost 0; phase 2 reads the
+    request buckets at cost 0: neither takes from the other's."""
+    assert (await limiter.check(Ask((rpm(5), rpm(100, 0, "{t}:tpm"))))).levels == (4.0, 100.0)
+    second = await limiter.check(Ask((rpm(5, 0), rpm(100, 30, "{t}:tpm"))))
+    assert second.ok
+    assert second.levels[0] == pytest.approx(4.0, abs=0.01)
+    assert second.levels[1] == pytest.approx(70.0, abs=0.01)

@@ -16,6 +16,7 @@ from pydantic import (
     field_validator,
 )
 
+from embedgate.api.admission import AdmittedRoute
 from embedgate.api.deps import with_scope
 from embedgate.api.routing import StrictJsonRoute
 from embedgate.errors import EmbedgateError
@@ -24,7 +25,9 @@ from embedgate.search.service import MAX_ID_CHARS, MAX_TOP_K, NAME, SearchServic
 from embedgate.services.auth import Caller
 
 
-class CollectionRoute(StrictJsonRoute):
+class CollectionRoute(AdmittedRoute, StrictJsonRoute):
+    """Admitted first (api/admission.py), then the body is read and checked strictly."""
+
     checks_path = False  # the search service checks names and ids (400, param name or id)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -16,6 +17,7 @@ from embedgate.runtime import Runtime
 from embedgate.services.auth import Caller, CallerDenied, invalid_api_key
 from embedgate.services.embeddings import EmbeddingService
 from embedgate.services.keys import Scope
+from embedgate.services.limits import Admission, Limits
 from embedgate.services.registry import ModelRegistry
 from embedgate.services.sessions import CSRF_HEADER, SESSION_COOKIE
 
@@ -80,7 +82,11 @@ PROXY_SECRET_HEADER = "x-embedgate-proxy-secret"  # noqa: S105 - a header name
 async def authenticate(request: Request) -> Caller:
     """The calling tenant, from its key alone (or a console session, which stands for its
     key); X-Tenant-ID is read only from a trusted gateway (its shared secret, from its
-    networks)."""
+    networks). On an admitted route (api/admission.py) it was found before the body was
+    read: that caller, not a second lookup."""
+    admitted: Caller | None = getattr(request.state, "admitted", None)
+    if admitted is not None:
+        return admitted
     runtime = await get_runtime(request)
     auth = runtime.control.auth
     proxy_secret = request.headers.get(PROXY_SECRET_HEADER)
@@ -108,15 +114,38 @@ def identify(request: Request, caller: Caller) -> None:
     request.state.caller = caller  # for metering, per-tenant metrics and rate headers
 
 
-def with_scope(scope: Scope) -> Callable[[Request], Awaitable[Caller]]:
-    """A dependency: the calling tenant, whose key must have ``scope`` (else 403)."""
+@dataclass(frozen=True, slots=True)
+class RequiresScope:
+    """A dependency: the calling tenant, whose key must have ``scope`` (else 403). A class,
+    so that the admitting route can see which scope to check before admission."""
 
-    async def scoped(request: Request) -> Caller:
+    scope: Scope
+
+    async def __call__(self, request: Request) -> Caller:
         caller = await authenticate(request)
-        caller.require(scope)
+        caller.require(self.scope)
         return caller
 
-    return scoped
+
+def with_scope(scope: Scope) -> Callable[[Request], Awaitable[Caller]]:
+    return RequiresScope(scope)
+
+
+async def admit(
+    request: Request, scope: Scope | None, *, spends_tokens: bool
+) -> tuple[Limits, Admission]:
+    """Phase 1 of admission, before the body is read: the caller, its key's scope, one
+    request and a concurrency lease. The admission's x-ratelimit-* headers go on the
+    response (phase 2, once tokens are counted, updates them)."""
+    caller = await authenticate(request)
+    if scope is not None:
+        caller.require(scope)
+    limits = (await get_runtime(request)).limits
+    admission = await limits.admit_request(caller, spends_tokens=spends_tokens)
+    if admission.headers:  # else the response gets the current state (api/middleware.py)
+        request.state.ratelimit = admission.headers
+    request.state.admitted = caller
+    return limits, admission
 
 
 CallerDep = Annotated[Caller, Depends(authenticate)]

@@ -11,13 +11,18 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import ValidationError
 
+from embedgate.api.admission import EmbeddingsRoute
 from embedgate.api.deps import EmbeddingsCallerDep, EmbeddingsDep
+from embedgate.api.input_caps import RequestCaps
 from embedgate.api.schemas import EmbeddingRequest, EmbeddingResponse
 from embedgate.backends.base import Vectors
 from embedgate.errors import from_validation_errors, invalid_json
+from embedgate.runtime import Runtime
+from embedgate.services.auth import Caller
 from embedgate.services.embeddings import EmbeddingJob, EmbeddingResult
 
-router = APIRouter(prefix="/v1", tags=["embeddings"])
+router = APIRouter(prefix="/v1", tags=["embeddings"], route_class=EmbeddingsRoute)
+INLINE_BYTES = 64 * 1024  # parsed on the event loop: cheaper than a thread hop
 
 
 def encode_vectors(vectors: Vectors, encoding_format: str) -> list[Any]:
@@ -45,13 +50,24 @@ def render(result: EmbeddingResult, encoding_format: str) -> bytes:
     return orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
-async def parse_request(request: Request) -> EmbeddingRequest:
+async def parse_request(request: Request, caller: Caller) -> EmbeddingRequest:
     """JSON whatever the Content-Type says (curl -d sends form-encoded), parsed by orjson,
-    which also refuses NaN, invalid UTF-8 and pathological nesting."""
+    which also refuses NaN, invalid UTF-8 and pathological nesting. A large body is parsed
+    and validated on the parse pool, in its tenant's turn, not on the event loop."""
+    body = await request.body()
+    runtime: Runtime = request.app.state.runtime
+    caps = RequestCaps.of(runtime.settings)
+    if len(body) <= INLINE_BYTES:
+        return parse_body(body, caps)
+    return await runtime.parsing.run(caller.tenant.id, lambda: parse_body(body, caps))
+
+
+def parse_body(body: bytes, caps: RequestCaps) -> EmbeddingRequest:
     try:
-        data = orjson.loads(await request.body())
+        data = orjson.loads(body)
     except orjson.JSONDecodeError:
         raise invalid_json() from None
+    caps.check(data)  # before validation: the caps bound its work too
     try:
         return EmbeddingRequest.model_validate(data)
     except ValidationError as exc:
@@ -70,7 +86,7 @@ REQUEST_SCHEMA = {
 async def create_embeddings(
     request: Request, service: EmbeddingsDep, caller: EmbeddingsCallerDep
 ) -> Response:
-    body = await parse_request(request)
+    body = await parse_request(request, caller)
     texts = body.input if body.input and isinstance(body.input[0], str) else None
     job = EmbeddingJob(
         model=body.model,
@@ -79,9 +95,11 @@ async def create_embeddings(
         dimensions=body.dimensions,
         instruction=body.instruction,
     )
-    rate_headers: dict[str, str] = {}
-    request.state.ratelimit = rate_headers
+    # The admission's headers (api/admission.py), updated once the tokens are taken.
+    rate_headers: dict[str, str] = getattr(request.state, "ratelimit", None) or {}
     result = await service.embed(caller, job, rate_headers)
+    if rate_headers:
+        request.state.ratelimit = rate_headers
     request.state.usage = {
         "model": result.model, "inputs": len(result.vectors), "tokens": result.prompt_tokens,
         "dimensions": result.vectors.shape[1],

@@ -6,11 +6,12 @@ from typing import Any
 
 from fastapi import APIRouter
 
+from embedgate.api.admission import AdmittedRoute
 from embedgate.api.deps import CallerDep, RuntimeDep
 from embedgate.search.caps import usage_json
 from embedgate.services.usage import UsageMeter, isoformat, month_start
 
-router = APIRouter(prefix="/v1", tags=["tenant"])
+router = APIRouter(prefix="/v1", tags=["tenant"], route_class=AdmittedRoute)
 
 
 async def usage_this_month(meter: UsageMeter, tenant_id: str) -> dict[str, Any]:

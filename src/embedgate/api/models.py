@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from embedgate.api.admission import AdmittedRoute
 from embedgate.api.deps import CallerDep, RegistryDep
 from embedgate.api.schemas import ModelList, ModelObject
 from embedgate.services.auth import Caller
 from embedgate.services.registry import ServedModel
 
-router = APIRouter(prefix="/v1", tags=["models"])
+router = APIRouter(prefix="/v1", tags=["models"], route_class=AdmittedRoute)
 
 
 def describe(model: ServedModel) -> ModelObject:

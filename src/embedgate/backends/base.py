@@ -54,7 +54,9 @@ class Backend(Protocol):
 
     def can_tokenize(self) -> bool: ...
 
-    async def tokenize(self, texts: Sequence[str], truncate_to: int | None) -> list[list[int]]: ...
+    async def tokenize(
+        self, texts: Sequence[str], truncate_to: int | None, tenant: str = ""
+    ) -> list[list[int]]: ...
 
     async def decode(self, id_lists: Sequence[Sequence[int]]) -> list[str]:
         """The text of each token-id list, special tokens left out; only where

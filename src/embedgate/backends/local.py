@@ -86,9 +86,11 @@ class LocalBackend:
     def can_tokenize(self) -> bool:
         return True
 
-    async def tokenize(self, texts: Sequence[str], truncate_to: int | None) -> list[list[int]]:
+    async def tokenize(
+        self, texts: Sequence[str], truncate_to: int | None, tenant: str = ""
+    ) -> list[list[int]]:
         assert self._tokenizer is not None, "backend not started"
-        return await self._tokenizer(texts, truncate_to)
+        return await self._tokenizer(texts, truncate_to, tenant)
 
     async def decode(self, id_lists: Sequence[Sequence[int]]) -> list[str]:
         assert self._decoder is not None, "backend not started"

@@ -3,23 +3,31 @@
 Inputs are encoded by the Rust ``tokenizers.Tokenizer`` behind a transformers tokenizer,
 called directly: the same ids, without transformers' per-call Python overhead. Rust
 tokenizers must not be shared between threads ("Already borrowed"), so small inputs are
-tokenized inline on the event loop with one instance, large ones on a dedicated thread
-with a private copy, and the inference thread pads with NumPy.
+tokenized inline on the event loop with one instance, and large ones in chunks on a small
+pool of threads, each with a private copy, served round-robin between tenants
+(services/workpool.py): one tenant's huge request delays another's by about one chunk.
+The inference thread pads with NumPy.
 """
 
 from __future__ import annotations
 
 import asyncio
 import copy
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+import os
+import threading
+from collections.abc import Iterator, Sequence
+from functools import partial
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 from tokenizers import Tokenizer
 
+from embedgate.services.workpool import WorkPool
+
 INLINE_CHARS = 8192
+CHUNK_INPUTS = 64  # a chunk is at most this many inputs ...
+CHUNK_CHARS = 256 * 1024  # ... or about this much text (tens of milliseconds of work)
 
 
 class _Encoder:
@@ -53,19 +61,45 @@ class _Encoder:
 
 
 class TokenizerRunner:
-    def __init__(self, tokenizer: Any, name: str) -> None:
+    def __init__(self, tokenizer: Any, name: str, threads: int | None = None) -> None:
+        self._tokenizer = tokenizer
         self._inline = _Encoder(tokenizer)
-        self._threaded = _Encoder(tokenizer)
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"embedgate-tokenize-{name}")
+        self._local = threading.local()  # each pool thread's own encoder
+        self._pool = WorkPool(threads or min(4, os.cpu_count() or 1), f"tokenize-{name}")
 
-    async def __call__(self, texts: Sequence[str], truncate_to: int | None) -> list[list[int]]:
+    async def __call__(
+        self, texts: Sequence[str], truncate_to: int | None, tenant: str = ""
+    ) -> list[list[int]]:
         if sum(len(text) for text in texts) <= INLINE_CHARS:
             return self._inline(texts, truncate_to)
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._threaded, texts, truncate_to)
+        parts = await asyncio.gather(*(
+            self._pool.run(tenant, partial(self._encode, chunk, truncate_to))
+            for chunk in chunks(texts)
+        ))  # fmt: skip
+        return [ids for part in parts for ids in part]
+
+    def _encode(self, texts: Sequence[str], truncate_to: int | None) -> list[list[int]]:
+        """On a pool thread, with that thread's own encoder."""
+        encoder: _Encoder | None = getattr(self._local, "encoder", None)
+        if encoder is None:
+            encoder = self._local.encoder = _Encoder(self._tokenizer)
+        return encoder(texts, truncate_to)
 
     def close(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._pool.close()
+
+
+def chunks(texts: Sequence[str]) -> Iterator[Sequence[str]]:
+    """Consecutive slices of at most CHUNK_INPUTS texts and about CHUNK_CHARS characters
+    (a single longer text is a chunk of its own)."""
+    start, size = 0, 0
+    for index, text in enumerate(texts):
+        if index > start and (index - start >= CHUNK_INPUTS or size + len(text) > CHUNK_CHARS):
+            yield texts[start:index]
+            start, size = index, 0
+        size += len(text)
+    if start < len(texts):
+        yield texts[start:]
 
 
 def pad(

@@ -94,9 +94,11 @@ class UpstreamBackend:
     def can_tokenize(self) -> bool:
         return self._tokenizer is not None
 
-    async def tokenize(self, texts: Sequence[str], truncate_to: int | None) -> list[list[int]]:
+    async def tokenize(
+        self, texts: Sequence[str], truncate_to: int | None, tenant: str = ""
+    ) -> list[list[int]]:
         assert self._tokenizer is not None, "no tokenizer configured"
-        return await self._tokenizer(texts, truncate_to)
+        return await self._tokenizer(texts, truncate_to, tenant)
 
     async def decode(self, id_lists: Sequence[Sequence[int]]) -> list[str]:
         assert self._decoder is not None, "no tokenizer configured"

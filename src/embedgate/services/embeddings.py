@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import chain
 
 import numpy as np
 
@@ -67,8 +68,10 @@ class EmbeddingService:
     async def embed(
         self, caller: Caller, job: EmbeddingJob, rate_headers: dict[str, str] | None = None
     ) -> EmbeddingResult:
-        """Embed for a tenant: its policy, rate limits and quota are enforced before any
-        model work; ``rate_headers`` receives the x-ratelimit-* headers of the admission."""
+        """Embed for a tenant: its policy, token limits and quota are enforced before any
+        model work; ``rate_headers`` receives the x-ratelimit-* headers of the admission.
+        The request itself was admitted (rpm, concurrency) by its route, before its body
+        was read (api/admission.py)."""
         policy = caller.policy
         model = self._registry.resolve_for(caller.tenant.id, job.model)
         self._check_dimensions(job.dimensions, model)
@@ -77,11 +80,11 @@ class EmbeddingService:
             instruction=None if job.instruction_is_default else job.instruction,
             texts=job.texts,
         )  # fmt: skip
-        inputs = await self._prepare(job, model, policy)
+        inputs = await self._prepare(job, model, policy, caller.tenant.id)
         if job.token_ids is not None:  # what the ids spell, as the model will see them
             await check_token_ids(policy, model.backend, [i.token_ids or () for i in inputs])
         tokens = sum(item.n_tokens for item in inputs)
-        admission = await self._limits.admit(caller, tokens)
+        admission = await self._limits.admit_tokens(caller, tokens)
         if rate_headers is not None:
             rate_headers.update(admission.headers)
         succeeded = False
@@ -138,7 +141,7 @@ class EmbeddingService:
             )
 
     async def _prepare(
-        self, job: EmbeddingJob, model: ServedModel, policy: Policy
+        self, job: EmbeddingJob, model: ServedModel, policy: Policy, tenant: str
     ) -> list[ModelInput]:
         """Model inputs within the tighter of the server's (or model's) and the plan's limits;
         truncation, when on, cuts to that same token limit."""
@@ -157,7 +160,7 @@ class EmbeddingService:
         if job.token_ids is not None:
             inputs = self._from_token_ids(job, model, truncate_to)
         else:
-            inputs = await self._from_texts(job, model, truncate_to)
+            inputs = await self._from_texts(job, model, truncate_to, tenant)
         _check_lengths(inputs, max_tokens, whose)
         return inputs
 
@@ -169,26 +172,23 @@ class EmbeddingService:
                 "`instruction` applies to text input only; send text instead of token ids.",
                 "instruction",
             )
+        id_lists = job.token_ids or ()
         vocab = model.info.vocab_size
-        inputs = []
-        for index, ids in enumerate(job.token_ids or ()):
-            if vocab is not None and any(not 0 <= tok < vocab for tok in ids):
-                raise invalid_request(
-                    f"input[{index}] has token ids outside the vocabulary of `{model.name}` "
-                    f"(0..{vocab - 1}).",
-                    "input",
-                )
-            kept = list(ids[:truncate_to] if truncate_to is not None else ids)
-            inputs.append(ModelInput(None, kept, len(kept)))
-        return inputs
+        if vocab is not None:
+            _check_vocabulary(id_lists, vocab, model.name)
+        return [
+            ModelInput(None, kept, len(kept))
+            for kept in (list(ids[:truncate_to] if truncate_to is not None else ids)
+                         for ids in id_lists)
+        ]  # fmt: skip
 
     async def _from_texts(
-        self, job: EmbeddingJob, model: ServedModel, truncate_to: int | None
+        self, job: EmbeddingJob, model: ServedModel, truncate_to: int | None, tenant: str
     ) -> list[ModelInput]:
         texts = self._apply_instruction(list(job.texts or ()), job.instruction, model)
         if not model.backend.can_tokenize():
             return [ModelInput(text, None, estimate_tokens(text)) for text in texts]
-        id_lists = await model.backend.tokenize(texts, truncate_to)
+        id_lists = await model.backend.tokenize(texts, truncate_to, tenant)
         return [
             # A text cut to the limit travels as its token ids: what is embedded is what
             # was counted, on every backend.
@@ -228,3 +228,22 @@ def _check_lengths(inputs: Sequence[ModelInput], limit: int, whose: str) -> None
                 "input",
                 code="context_length_exceeded",
             )
+
+
+def _check_vocabulary(id_lists: Sequence[Sequence[int]], vocab: int, model: str) -> None:
+    """400 naming the first input with an id outside 0..vocab-1: one NumPy pass over every
+    id (a request may carry millions), not a Python loop per id."""
+    lengths = np.fromiter((len(ids) for ids in id_lists), dtype=np.int64, count=len(id_lists))
+    try:
+        flat = np.fromiter(chain.from_iterable(id_lists), dtype=np.int64, count=int(lengths.sum()))
+        bad = np.flatnonzero((flat < 0) | (flat >= vocab))
+        first = int(bad[0]) if bad.size else None
+    except OverflowError:  # beyond 64 bits: outside any vocabulary; find where, slowly
+        first = next(i for i, tok in enumerate(chain.from_iterable(id_lists))
+                     if not 0 <= tok < vocab)  # fmt: skip
+    if first is not None:
+        index = int(np.searchsorted(np.cumsum(lengths), first, side="right"))
+        raise invalid_request(
+            f"input[{index}] has token ids outside the vocabulary of `{model}` (0..{vocab - 1}).",
+            "input",
+        )

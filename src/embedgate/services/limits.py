@@ -1,8 +1,10 @@
-"""A tenant's rate limits, concurrency and monthly quota, checked before any model work.
+"""A tenant's rate limits, concurrency and monthly quota, checked before any work.
 
-``Limits.admit`` turns the effective policy into one atomic check on the limiter (this
-process's memory, or Redis shared by every replica), refuses with 429 and Retry-After, and
-returns the ``x-ratelimit-*`` headers of the tightest bucket. When Redis is unreachable the
+Admission has two phases, each one atomic check on the limiter (this process's memory, or
+Redis shared by every replica): ``admit_request`` before a /v1 request's body is read (one
+request, a concurrency lease), ``admit_tokens`` once its inputs are tokenized (tpm and the
+quota). Each refuses with 429 and Retry-After and returns the ``x-ratelimit-*`` headers of
+the tightest bucket. When Redis is unreachable the
 configured failure mode decides: ``open`` admits without limits, ``closed`` answers 503;
 either way it is logged once per outage and shown in /health.
 """
@@ -15,7 +17,7 @@ import math
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
@@ -108,19 +110,36 @@ class Limits:
     def backend(self) -> str:
         return self._limiter.backend
 
-    async def admit(self, caller: Caller, tokens: int) -> Admission:
-        """Take one request and ``tokens`` from the caller's limits, or raise 429."""
-        slots = _slots(caller, tokens)
-        lease = self._lease(caller)
-        quota = await self._quota(caller, tokens, seed=None)
+    async def admit_request(self, caller: Caller, *, spends_tokens: bool) -> Admission:
+        """Phase 1, before the request body is read: take one request (``rpm``, ``key_rpm``)
+        and a ``max_concurrency`` lease, or raise 429. A route that ``spends_tokens`` is also
+        refused when no token could be admitted: ``tpm`` 0, or the monthly quota used up."""
+        if spends_tokens:
+            self._refuse_no_tpm(caller)
+        quota = self._quota_ask(caller, 0, need=1) if spends_tokens else None
+        slots, lease = _slots(caller, 1, 0), self._lease(caller)
+        if lease is None and quota is None and all(s.kind == "tokens" for s in slots):
+            return Admission()  # nothing to take yet: phase 2 is the one check (and headers)
+        return await self._admit(caller, slots, lease, quota, 0)
+
+    async def admit_tokens(self, caller: Caller, tokens: int) -> Admission:
+        """Phase 2, once the input is tokenized: take ``tokens`` (``tpm``, ``key_tpm``, the
+        monthly quota), or raise 429. The request itself was taken in phase 1."""
+        quota = self._quota_ask(caller, tokens, need=tokens)
+        return await self._admit(caller, _slots(caller, 0, tokens), None, quota, tokens)
+
+    async def _admit(
+        self, caller: Caller, slots: list[_Slot], lease: Lease | None, quota: QuotaAsk | None,
+        tokens: int,
+    ) -> Admission:  # fmt: skip
         ask = Ask(tuple(s.bucket for s in slots), lease, quota)
         if not ask.buckets and lease is None and quota is None:
             return Admission()
         decision = await self._check(ask)
         if decision is None:  # limiter down, failing open
             return Admission()
-        if decision.refused_by == NEED_SEED:
-            quota = await self._quota(caller, tokens, seed=True)
+        if decision.refused_by == NEED_SEED and quota is not None:
+            quota = await self._seeded(caller, quota)
             decision = await self._check(Ask(ask.buckets, lease, quota))
             if decision is None:
                 return Admission()
@@ -128,6 +147,14 @@ class Limits:
         if not decision.ok:
             raise self._refusal(caller, slots, decision, headers, tokens)
         return Admission(headers, lease, quota)
+
+    def _refuse_no_tpm(self, caller: Caller) -> None:
+        """``tpm: 0`` admits no token ever: refused before anything is read or counted."""
+        for limit, whose in ((caller.policy.tpm, "your organization"),
+                             (caller.policy.key_tpm, "this API key")):  # fmt: skip
+            if limit == 0:
+                raise too_many(f"No tokens are allowed on {whose} (0 tokens per minute).",
+                               60_000, {}, code="rate_limit_exceeded")  # fmt: skip
 
     async def finish(self, admission: Admission, *, succeeded: bool) -> None:
         """Give back the concurrency lease, and the quota tokens of a failed request.
@@ -154,7 +181,7 @@ class Limits:
     async def peek(self, caller: Caller) -> dict[str, str]:
         """The caller's request and token headers, without taking anything. Never raises: a
         limiter that is down (even failing closed) just means no headers."""
-        slots = _slots(caller, 0, peek=True)
+        slots = _slots(caller, 0, 0)
         if not slots:
             return {}
         try:
@@ -227,15 +254,20 @@ class Limits:
         key = f"{{{caller.tenant.id}}}:inflight"
         return Lease(key, limit, uuid.uuid4().hex, self._lease_ttl_ms)
 
-    async def _quota(self, caller: Caller, tokens: int, *, seed: bool | None) -> QuotaAsk | None:
+    def _quota_ask(self, caller: Caller, tokens: int, *, need: int) -> QuotaAsk | None:
         limit = caller.policy.monthly_token_quota
         if limit is None:
             return None
         start, following = month_bounds(self._clock())
-        used = await self._seeder(caller.tenant.id, start) if seed else None
         ttl = int((following - self._clock()).total_seconds()) + 7 * 86400
         key = f"{{{caller.tenant.id}}}:quota:{start:%Y%m}"
-        return QuotaAsk(key, limit, tokens, used, ttl)
+        return QuotaAsk(key, limit, tokens, None, ttl, need)
+
+    async def _seeded(self, caller: Caller, quota: QuotaAsk) -> QuotaAsk:
+        """The same ask, with this month's tokens from metering for a limiter that lost it."""
+        start, _ = month_bounds(self._clock())
+        used = await self._seeder(caller.tenant.id, start)
+        return replace(quota, seed=used)
 
     def _refusal(
         self, caller: Caller, slots: list[_Slot], decision: Decision, headers: dict[str, str],
@@ -272,9 +304,10 @@ class Limits:
         )  # fmt: skip
 
 
-def _slots(caller: Caller, tokens: int, *, peek: bool = False) -> list[_Slot]:
+def _slots(caller: Caller, request_cost: int, tokens: int) -> list[_Slot]:
+    """Every bucket of the caller, each taking its cost (0 for those only read, for the
+    headers)."""
     policy, tenant, key = caller.policy, caller.tenant.id, caller.key.id
-    request_cost = 0 if peek else 1
     wanted: list[tuple[Kind, str, str, int | None, int]] = [
         ("requests", "your organization", f"{{{tenant}}}:rpm", policy.rpm, request_cost),
         ("requests", "this API key", f"{{{tenant}}}:key:{key}:rpm", policy.key_rpm,

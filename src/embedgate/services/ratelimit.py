@@ -45,6 +45,9 @@ class QuotaAsk:
     cost: int
     seed: int | None  # tokens already used this month, when the limiter may not know
     ttl_s: int
+    # Refused unless max(cost, need) tokens are left: a request admitted before its tokens
+    # are known takes 0 but needs 1, so a spent quota refuses it before any work.
+    need: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +129,7 @@ class MemoryLimiter:
             if known is None and ask.quota.seed is None:
                 return Decision(False, NEED_SEED)
             used = known if known is not None else ask.quota.seed or 0
-            if used + ask.quota.cost > ask.quota.limit:
+            if used + max(ask.quota.cost, ask.quota.need) > ask.quota.limit:
                 return Decision(False, QUOTA, 0.0, tuple(levels), used)
         return self._take(ask, now, levels, used)
 

@@ -17,7 +17,8 @@ from embedgate.services.ratelimit import Ask, Decision, Lease, QuotaAsk
 
 # KEYS: n buckets, then the lease set, then the quota counter.
 # ARGV: n, then capacity and cost per bucket, then lease limit (-1: none), lease id, lease
-# ttl ms, then quota limit (-1: none), quota cost, quota seed (-1: none), quota ttl s.
+# ttl ms, then quota limit (-1: none), quota cost, quota seed (-1: none), quota ttl s,
+# quota need (refused unless max(cost, need) tokens are left).
 # Returns: ok (1/0), refused_by (0: none, i: bucket i, -1 concurrency, -2 quota, -3 seed
 # needed), wait ms, quota used, then each bucket's level; numbers as strings (Lua numbers
 # would reach Python truncated to integers).
@@ -69,7 +70,7 @@ if quota_limit >= 0 then
   else
     used = tonumber(ARGV[base + 6])
   end
-  if used + tonumber(ARGV[base + 5]) > quota_limit then
+  if used + math.max(tonumber(ARGV[base + 5]), tonumber(ARGV[base + 8])) > quota_limit then
     return {0, -2, '0', tostring(used)}
   end
 end
@@ -136,9 +137,9 @@ class RedisLimiter:
         keys.append(self._key(quota.key) if quota else self._key("unused"))
         if quota is not None:
             seed = -1 if quota.seed is None else quota.seed
-            args += [quota.limit, quota.cost, seed, quota.ttl_s]
+            args += [quota.limit, quota.cost, seed, quota.ttl_s, quota.need]
         else:
-            args += [-1, 0, -1, 0]
+            args += [-1, 0, -1, 0, 0]
         reply = await self._check(keys=keys, args=args)
         ok, refused_by, wait, used, *levels = reply
         return Decision(
