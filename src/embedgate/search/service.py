@@ -9,6 +9,7 @@ policy, rate limits, quota, fair scheduling and metering apply exactly as on
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 import secrets
 from collections.abc import Sequence
@@ -38,6 +39,7 @@ from embedgate.services.registry import ModelRegistry
 if TYPE_CHECKING:
     from embedgate.search.stores import StoreHolder
 
+log = logging.getLogger("embedgate.search")
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 MAX_ID_CHARS = 256
 RRF_K = 60  # reciprocal rank fusion constant (Cormack et al., 2009)
@@ -135,12 +137,14 @@ class SearchService:
         return collection
 
     async def storage_usage(self, caller: Caller) -> Usage | None:
-        """What the tenant stores (None while the document store cannot be opened)."""
+        """What the tenant stores, or None while the document store is unavailable: /v1/me
+        answers without it, as it did before collections existed."""
         try:
             store = await self._stores.get()
-        except EmbedgateError:
+            return await store.tenant_usage(caller.tenant.id)
+        except Exception as exc:  # store down or restarting: the rest of /v1/me still holds
+            log.warning("storage usage unavailable: %s", type(exc).__name__)
             return None
-        return await store.tenant_usage(caller.tenant.id)
 
     async def collection(self, caller: Caller, name: str) -> Collection:
         store = await self._stores.get()
