@@ -23,8 +23,9 @@ twenty a request of 16 RAG chunks (9 KB, which goes through the tokenizer thread
 For each attack, in each of `--rounds` rounds: the light tenant alone for `--seconds`,
 then the attack (after `--attack-warmup` seconds of it) for as long, then a wait until the
 server is idle again. Figures are medians over the rounds; the light tenant's p99 is over
-all its successful requests of a phase; errors are its non-2xx answers and failed
-connections. Target: light p99 under every attack within 2x of alone, and no light error.
+all its requests of a phase; its errors (non-2xx answers, failed connections, no answer
+within `--light-timeout`) count as that timeout in it. Target: light p99 under every
+attack within 2x of alone, and no light error.
 Prints one JSON line; progress goes to stderr.
 """
 
@@ -156,8 +157,17 @@ def fill_store(client: httpx.Client, key: str, count: int) -> None:
 
 @dataclass
 class Light:
-    latencies: dict[str, list[float]] = field(default_factory=dict)  # kind -> 2xx latencies
+    """Per request kind, the latency of every request; a failed one counts as the light
+    timeout (its client has no answer), so that errors cannot make a p99 look better."""
+
+    latencies: dict[str, list[float]] = field(default_factory=dict)
     errors: collections.Counter[str] = field(default_factory=collections.Counter)
+
+    def record(self, kind: str, status: str, latency: float, timeout: float) -> None:
+        if not status.startswith("2"):
+            self.errors[f"{kind} {status}"] += 1
+            latency = timeout
+        self.latencies.setdefault(kind, []).append(latency)
 
     def summary(self) -> dict[str, Any]:
         every = [x for values in self.latencies.values() for x in values]
@@ -219,10 +229,7 @@ async def light_client(port: int, items: Sequence[tuple[str, bytes]], offset: in
         kind, data = items[index % len(items)]
         index += args.light_clients
         status, latency = await light_once(port, kind, data, args.light_timeout)
-        if status.startswith("2"):
-            result.latencies.setdefault(kind, []).append(latency)
-        else:
-            result.errors[f"{kind} {status}"] += 1
+        result.record(kind, status, latency, args.light_timeout)
         start = max(start + args.light_interval, time.monotonic())  # no catching up in bursts
         await asyncio.sleep(start - time.monotonic())
 
@@ -369,7 +376,7 @@ def one_round(run: Run, attacks: Sequence[str], index: int) -> dict[str, Any]:
 
 
 def ratio(alone: dict[str, Any], attacked: dict[str, Any]) -> float | None:
-    """p99 attacked / alone; None when no light request succeeded under the attack."""
+    """p99 attacked / alone (None only when a phase sent nothing at all)."""
     if not attacked["n"] or not alone["n"]:
         return None
     return round(attacked["p99_ms"] / max(alone["p99_ms"], 0.1), 2)
@@ -395,7 +402,7 @@ def attack_summary(name: str, rounds: list[dict[str, Any]]) -> dict[str, Any]:
         "light_p99_ms": median([e["attacked"]["p99_ms"] for e in entries]),
         "ratio": median([e["ratio"] for e in entries]),
         "light_errors": sum(errors.values()), "light_error_kinds": dict(errors),
-        "light_requests": sum(e["attacked"]["n"] for e in entries) + sum(errors.values()),
+        "light_requests": sum(e["attacked"]["n"] for e in entries),
         "attacker_statuses": dict(statuses),
         "attacker_held_max": max(e["attacker"].get("held_max", 0) for e in entries),
         "drain_s_max": max(e["drain_s"] for e in entries),
@@ -416,7 +423,6 @@ def report(run: Run, rounds: list[dict[str, Any]], failure: str | None) -> dict[
         "bench": "hostile",
         "light_alone_p99_ms": median([r[n]["alone"]["p99_ms"] for r in rounds for n in r]),
         "attacks": attacks, "target_ratio": TARGET_RATIO, "met": met,
-        # None when, under some attack, no light request succeeded at all.
         "worst_ratio": None if any(a["ratio"] is None for a in attacks.values())
         else max((a["ratio"] for a in attacks.values()), default=None),
         "light_errors": sum(a["light_errors"] for a in attacks.values()),
