@@ -290,11 +290,17 @@ def alive(pid: int) -> bool:
         return False
 
 
-def wait_idle(served: Served, timeout: float) -> float:
-    """Seconds until the server's model queue is empty and it uses under a quarter of a
-    core: an attack's leftover work must not count against the next phase."""
+def wait_idle(served: Served, probes: Sequence[tuple[str, bytes]], timeout: float) -> float:
+    """Seconds until the server is idle: an attack's leftover work (a body still being
+    parsed, inputs still being tokenized, store calls, queued inputs of requests whose
+    clients are gone) must not count against the next phase. Idle: the light tenant's
+    ``probes`` (one through each shared resource) are answered, the model queue is empty,
+    and the server uses under a quarter of a core."""
     started = time.monotonic()
-    while time.monotonic() - started < timeout and alive(served.pid):
+    deadline = started + timeout
+    for kind, data in probes:  # each waits behind whatever still holds its resource
+        asyncio.run(light_once(served.port, kind, data, max(1.0, deadline - time.monotonic())))
+    while time.monotonic() < deadline and alive(served.pid):
         before = cpu_seconds(served.pid)
         time.sleep(0.5)
         busy = (cpu_seconds(served.pid) - before) / 0.5
@@ -329,6 +335,13 @@ class Run:
             self.cpu["bench"] += time.process_time() - bench
             self.cpu["server"] += cpu_seconds(self.served.pid) - server_cpu
 
+    @property
+    def probes(self) -> list[tuple[str, bytes]]:
+        """One light request of each kind: chunks reach the tokenizer thread and the model,
+        the collection read the store's threads."""
+        return [next(item for item in self.items if item[0] == kind)
+                for kind in ("chunks", "collection")]  # fmt: skip
+
     def light(self) -> dict[str, Any]:
         self.phases += 1
         offset = self.phases * 997  # other texts each phase
@@ -358,13 +371,14 @@ def one_round(run: Run, attacks: Sequence[str], index: int) -> dict[str, Any]:
     for name in attacks:
         alone = run.light()
         attacked = run.attacked(name)
-        drain_s = wait_idle(run.served, run.args.drain_timeout)
+        drain_s = wait_idle(run.served, run.probes, run.args.drain_timeout)
         light = attacked["light"]
         entry[name] = {
             "alone": alone, "attacked": light, "attacker": attacked["attacker"],
             "ratio": ratio(alone, light), "drain_s": drain_s,
         }  # fmt: skip
-        log(f"round {index + 1} {name}: alone p99 {alone['p99_ms']} ms, attacked p99 "
+        log(f"round {index + 1} {name}: alone p99 {alone['p99_ms']} ms (errors "
+            f"{alone['errors']}), attacked p99 "
             f"{light['p99_ms']} ms, light errors {light['errors']}, attacker "
             f"{attacked['attacker'].get('statuses')}, drained in {drain_s} s")  # fmt: skip
         if not alive(run.served.pid):
@@ -382,6 +396,11 @@ def ratio(alone: dict[str, Any], attacked: dict[str, Any]) -> float | None:
     return round(attacked["p99_ms"] / max(alone["p99_ms"], 0.1), 2)
 
 
+def kind_ratio(entry: dict[str, Any], kind: str) -> float | None:
+    alone, attacked = (entry[phase]["kinds"].get(kind) for phase in ("alone", "attacked"))
+    return ratio(alone, attacked) if alone and attacked else None
+
+
 def median(values: Sequence[float | None]) -> float | None:
     """Of the values that are numbers; None when there are none."""
     numbers = [v for v in values if v is not None]
@@ -391,9 +410,11 @@ def median(values: Sequence[float | None]) -> float | None:
 def attack_summary(name: str, rounds: list[dict[str, Any]]) -> dict[str, Any]:
     entries = [r[name] for r in rounds if name in r]
     errors: collections.Counter[str] = collections.Counter()
+    alone_errors: collections.Counter[str] = collections.Counter()
     statuses: collections.Counter[str] = collections.Counter()
     for entry in entries:
         errors.update(entry["attacked"]["errors"])
+        alone_errors.update(entry["alone"]["errors"])
         statuses.update(entry["attacker"].get("statuses", {}))
     return {
         "point": ATTACKS[name].point,
@@ -401,8 +422,13 @@ def attack_summary(name: str, rounds: list[dict[str, Any]]) -> dict[str, Any]:
         "light_p50_ms": median([e["attacked"]["p50_ms"] for e in entries]),
         "light_p99_ms": median([e["attacked"]["p99_ms"] for e in entries]),
         "ratio": median([e["ratio"] for e in entries]),
+        # The same per request kind: one kind's harm can hide behind another's slowness.
+        "kind_ratios": {kind: median([kind_ratio(e, kind) for e in entries])
+                        for kind in ("embeddings", "chunks", "collection")},
         "light_errors": sum(errors.values()), "light_error_kinds": dict(errors),
         "light_requests": sum(e["attacked"]["n"] for e in entries),
+        # Errors alone mean an overloaded machine, not an attack: the figures are void.
+        "light_alone_errors": sum(alone_errors.values()),
         "attacker_statuses": dict(statuses),
         "attacker_held_max": max(e["attacker"].get("held_max", 0) for e in entries),
         "drain_s_max": max(e["drain_s"] for e in entries),
@@ -426,6 +452,7 @@ def report(run: Run, rounds: list[dict[str, Any]], failure: str | None) -> dict[
         "worst_ratio": None if any(a["ratio"] is None for a in attacks.values())
         else max((a["ratio"] for a in attacks.values()), default=None),
         "light_errors": sum(a["light_errors"] for a in attacks.values()),
+        "light_alone_errors": sum(a["light_alone_errors"] for a in attacks.values()),
         "failure": failure,
         # The load generator (light clients and attackers) against the server, in CPU time.
         "loadgen_cpu_share": round(bench / max(bench + server_cpu, 1e-9), 3),

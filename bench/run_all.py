@@ -103,6 +103,8 @@ TARGETS = [
              2.0) for attack in ("body_flood", "token_flood", "store_flood", "queue_flood",
                                  "slow_heads")),
     Target("hostile", "light tenant errors under attack", "light_errors", "=", 0),
+    Target("hostile", "light tenant errors alone (else the run is void)", "light_alone_errors",
+           "=", 0),
 ]  # fmt: skip
 
 
