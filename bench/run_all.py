@@ -53,6 +53,8 @@ BENCHES: dict[str, Bench] = {
     "search": Bench("search.py", ("--quick",), 3600),
     "search_index": Bench("search_index.py", ("--count", "30000", "--queries", "200"), 1800),
     "soak": Bench("soak.py", ("--quick",), 1200),
+    "hostile": Bench("hostile.py", ("--rounds", "1", "--seconds", "3", "--store-docs", "500"),
+                     2400),
 }  # fmt: skip
 
 
@@ -97,6 +99,12 @@ TARGETS = [
     Target("soak", "RSS trend over the second half (MB)", "rss_second_half_trend_mb",
            "<=", "rss_noise_mb"),
     Target("soak", "memory stable", "rss_stable", "=", True),
+    *(Target("hostile", f"light p99 under {attack} / alone", f"attacks.{attack}.ratio", "<=",
+             2.0) for attack in ("body_flood", "token_flood", "store_flood", "queue_flood",
+                                 "slow_heads")),
+    Target("hostile", "light tenant errors under attack", "light_errors", "=", 0),
+    Target("hostile", "light tenant errors alone (else the run is void)", "light_alone_errors",
+           "=", 0),
 ]  # fmt: skip
 
 
