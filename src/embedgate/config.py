@@ -217,6 +217,37 @@ class Settings(BaseSettings):
         ge=1024,
         description="Largest request body in bytes; larger bodies get 413.",
     )
+    client_header_timeout: float = Field(
+        default=20.0,
+        gt=0,
+        description="Seconds a client has to send a request's line and headers, from the "
+        "connection opening (or the end of the previous response); then 408 and close.",
+    )
+    client_body_timeout: float = Field(
+        default=30.0,
+        gt=0,
+        description="Seconds a request body may go without a byte arriving; then 408 and "
+        "close (time the server spends not reading does not count).",
+    )
+    client_body_deadline: float = Field(
+        default=300.0,
+        gt=0,
+        description="Most seconds a whole request body may take to arrive; then 408 and close.",
+    )
+    max_connections: int | None = Field(
+        default=None,
+        ge=1,
+        description="Most client connections open at once; past it a new connection gets "
+        "503 `too_many_connections` and is closed. Default: the open-file limit (raised to "
+        "its hard limit at start) less 128 and 4 per search_open_tenants, at least a quarter "
+        "of it, at most 8192.",
+    )
+    max_connections_per_client: int = Field(
+        default=0,
+        ge=0,
+        description="Most connections open at once from one client address (the TCP peer, "
+        "so a reverse proxy counts as one client); 0: no per-address bound.",
+    )
     truncate_inputs: bool = Field(
         default=False, description="Truncate too-long inputs instead of answering 400."
     )
