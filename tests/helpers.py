@@ -51,7 +51,10 @@ def _wait_ready(server: ServerProcess, timeout: float) -> None:
 
 @contextlib.contextmanager
 def start_server(
-    data_dir: Path, *, env: dict[str, str] | None = None, args: list[str] | None = None,
+    data_dir: Path,
+    *,
+    env: dict[str, str] | None = None,
+    args: list[str] | None = None,
     preexec_fn: Callable[[], object] | None = None,
 ) -> Iterator[ServerProcess]:
     port = free_port()
@@ -60,8 +63,11 @@ def start_server(
     full_env = {**os.environ, "EMBEDGATE_DATA_DIR": str(data_dir), "HF_HUB_OFFLINE": "1"}
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            command, env={**full_env, **(env or {})}, stdout=log, stderr=subprocess.STDOUT,
-            preexec_fn=preexec_fn,  # noqa: PLW1509 - e.g. a lower resource limit
+            command,
+            env={**full_env, **(env or {})},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=preexec_fn,  # e.g. a lower open-file limit
         )
     server = ServerProcess(process, port, log_path)
     try:

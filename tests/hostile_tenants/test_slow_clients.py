@@ -18,8 +18,8 @@ import httpx
 import pytest
 
 from tests.conftest import issue_key
-from tests.hostile_tenants.conftest import QUIET
 from tests.helpers import ServerProcess, start_server
+from tests.hostile_tenants.conftest import QUIET
 
 pytestmark = pytest.mark.slow
 HEAD_S, BODY_S, DEADLINE_S = 2.0, 2.0, 6.0  # the deadlines of this module's server
@@ -91,7 +91,8 @@ def test_a_connection_that_sends_nothing_is_closed(server: ServerProcess) -> Non
 
 def post_head(server: ServerProcess, length: int) -> bytes:
     return (b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-            b"Authorization: Bearer " + server.key.encode() + b"\r\nContent-Length: " + str(length).encode() + b"\r\n\r\n")  # fmt: skip
+            b"Authorization: Bearer " + server.key.encode() + b"\r\n"
+            b"Content-Length: " + str(length).encode() + b"\r\n\r\n")  # fmt: skip
 
 
 def test_a_stalled_body_is_cut(server: ServerProcess) -> None:

@@ -29,7 +29,7 @@ REFUSED_MESSAGES = {
 def request_timeout(what: str, seconds: float) -> EmbedgateError:
     return EmbedgateError(
         408, f"The request {what} did not arrive within {seconds:g} s; the connection is closed.",
-        code="request_timeout", type="invalid_request_error",
+        code="request_timeout",
     )  # fmt: skip
 
 
