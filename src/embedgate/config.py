@@ -348,6 +348,13 @@ class Settings(BaseSettings):
         description="Tenants with their own label on per-tenant metrics; the rest are "
         "counted as `other`.",
     )
+    auth_failures_per_minute: int = Field(
+        default=10,
+        ge=0,
+        description="Failed key attempts (tenant key, admin key, console login) one client "
+        "address may make per minute; past it, 429 `rate_limit_exceeded` before any key is "
+        "checked. 0: no throttle.",
+    )
     console_session_ttl: int = Field(
         default=8 * 3600,
         ge=1,
