@@ -79,7 +79,10 @@ def tiny_qwen3_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def make_settings(data_dir: Path, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {"data_dir": data_dir, "admin_key": ADMIN_KEY, **overrides}
+    # In-process apps see every request from one address, and the session's shared app
+    # sees a whole run's wrong keys: the throttle is tested over HTTP (test_throttle.py).
+    values: dict[str, Any] = {"data_dir": data_dir, "admin_key": ADMIN_KEY,
+                              "auth_failures_per_minute": 1000, **overrides}  # fmt: skip
     return Settings(**values)
 
 

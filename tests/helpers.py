@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,7 +51,11 @@ def _wait_ready(server: ServerProcess, timeout: float) -> None:
 
 @contextlib.contextmanager
 def start_server(
-    data_dir: Path, *, env: dict[str, str] | None = None, args: list[str] | None = None
+    data_dir: Path,
+    *,
+    env: dict[str, str] | None = None,
+    args: list[str] | None = None,
+    preexec_fn: Callable[[], object] | None = None,
 ) -> Iterator[ServerProcess]:
     port = free_port()
     log_path = data_dir.parent / f"{data_dir.name}-server.log"
@@ -59,7 +63,11 @@ def start_server(
     full_env = {**os.environ, "EMBEDGATE_DATA_DIR": str(data_dir), "HF_HUB_OFFLINE": "1"}
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            command, env={**full_env, **(env or {})}, stdout=log, stderr=subprocess.STDOUT
+            command,
+            env={**full_env, **(env or {})},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=preexec_fn,  # e.g. a lower open-file limit
         )
     server = ServerProcess(process, port, log_path)
     try:

@@ -125,7 +125,7 @@ def test_two_replicas_share_one_database_and_one_redis(
 
 
 def _uses_the_shared_services(server: ServerProcess) -> None:
-    health = ok(httpx.get(f"{server.url}/health"))
+    health = ok(httpx.get(f"{server.url}/health", headers={"Authorization": f"Bearer {ADMIN_KEY}"}))
     assert health["status"] == "ok"
     assert health["database"]["backend"] == "postgresql"
     assert health["search"]["backend"] == "pgvector"

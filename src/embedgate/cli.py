@@ -97,14 +97,15 @@ def serve(**flags: Any) -> None:
         raise click.ClickException(str(exc)) from exc
     import uvicorn
 
-    from embedgate.api.protocol import HeadLimitProtocol
+    from embedgate.api.connections import Gate
+    from embedgate.api.slow_clients import GuardedProtocol
     from embedgate.app import create_app
 
     uvicorn.run(
         create_app(settings),
         host=settings.host,
         port=settings.port,
-        http=HeadLimitProtocol,
+        http=GuardedProtocol.configured(Gate.from_settings(settings)),
         # uvicorn would believe X-Forwarded-For from 127.0.0.1 by default (or from its own
         # FORWARDED_ALLOW_IPS variable); embedgate believes only the proxies it is told of.
         proxy_headers=bool(settings.forwarded_allow_ips.strip()),

@@ -238,6 +238,37 @@ class Settings(BaseSettings):
         description="Most token ids in one embeddings request, all inputs together "
         "(400 `input_too_large`): 2048 inputs of 512 tokens fit.",
     )
+    client_header_timeout: float = Field(
+        default=20.0,
+        gt=0,
+        description="Seconds a client has to send a request's line and headers, from the "
+        "connection opening (or the end of the previous response); then 408 and close.",
+    )
+    client_body_timeout: float = Field(
+        default=30.0,
+        gt=0,
+        description="Seconds a request body may go without a byte arriving; then 408 and "
+        "close (time the server spends not reading does not count).",
+    )
+    client_body_deadline: float = Field(
+        default=300.0,
+        gt=0,
+        description="Most seconds a whole request body may take to arrive; then 408 and close.",
+    )
+    max_connections: int | None = Field(
+        default=None,
+        ge=1,
+        description="Most client connections open at once; past it a new connection gets "
+        "503 `too_many_connections` and is closed. Default: the open-file limit (raised to "
+        "its hard limit at start) less 128 and 4 per search_open_tenants, at least a quarter "
+        "of it, at most 8192.",
+    )
+    max_connections_per_client: int = Field(
+        default=0,
+        ge=0,
+        description="Most connections open at once from one client address (the TCP peer, "
+        "so a reverse proxy counts as one client); 0: no per-address bound.",
+    )
     truncate_inputs: bool = Field(
         default=False, description="Truncate too-long inputs instead of answering 400."
     )
@@ -352,6 +383,13 @@ class Settings(BaseSettings):
         ge=0,
         description="Tenants with their own label on per-tenant metrics; the rest are "
         "counted as `other`.",
+    )
+    auth_failures_per_minute: int = Field(
+        default=10,
+        ge=0,
+        description="Failed key attempts (tenant key, admin key, console login) one client "
+        "address may make per minute; past it, 429 `rate_limit_exceeded` before any key is "
+        "checked. 0: no throttle.",
     )
     console_session_ttl: int = Field(
         default=8 * 3600,

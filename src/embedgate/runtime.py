@@ -25,6 +25,7 @@ from embedgate.services.ratelimit import Limiter, MemoryLimiter
 from embedgate.services.registry import ModelRegistry
 from embedgate.services.sessions import ConsoleSessions
 from embedgate.services.tenants import TenantService
+from embedgate.services.throttle import FailureThrottle
 from embedgate.services.usage import UsageMeter
 from embedgate.services.workpool import WorkPool
 from embedgate.storage.base import StateStore
@@ -65,7 +66,8 @@ class ControlPlane:
         audit = AuditLog(store, utcnow)
         tenants = TenantService(store, audit, settings.plans, utcnow)
         keys = KeyService(store, server_secret)
-        auth = Authenticator(keys, store, audit, settings.plans, _trusted_proxy(settings))
+        throttle = FailureThrottle(settings.auth_failures_per_minute)
+        auth = Authenticator(keys, store, audit, settings.plans, _trusted_proxy(settings), throttle)
         usage = UsageMeter(store, utcnow, settings.usage_retention_days)
         metering = asyncio.create_task(_meter(usage), name="usage-meter") if background else None
         key_admin = KeyAdmin(tenants, keys, audit)

@@ -11,6 +11,9 @@ import httpx
 import numpy as np
 import pytest
 
+from tests.conftest import ADMIN_KEY
+
+ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
 pytestmark = pytest.mark.anyio
 
 TEXTS = ["The cat sat on the mat.", "向量检索很快。", "Embeddings map text to vectors."]
@@ -227,7 +230,7 @@ async def test_deadline_gives_504_and_frees_the_queue(app_factory: Any) -> None:
     response = await app.http.post("/v1/embeddings", json={"input": texts})
     assert_error(response, 504, None, "timeout")
     for _ in range(200):
-        health = (await app.http.get("/health")).json()
+        health = (await app.http.get("/health", headers=ADMIN)).json()
         if health["models"]["all-minilm-l6-v2"]["queue_depth"] == 0:
             break
         await asyncio.sleep(0.05)

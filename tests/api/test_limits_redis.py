@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import REDIS_URL, AppClient
+from tests.conftest import ADMIN_KEY, REDIS_URL, AppClient
 
+ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
 pytestmark = pytest.mark.anyio
 DEAD_REDIS = "redis://127.0.0.1:1/0"
 
@@ -26,7 +27,7 @@ async def test_apps_on_one_redis_share_rpm_and_quota(app_factory: Any, redis_pre
     statuses = [r.status_code for r in responses]
     assert 6 <= statuses.count(200) <= 7, statuses
     assert statuses.count(429) >= 5, statuses
-    health = (await apps[0].http.get("/health")).json()
+    health = (await apps[0].http.get("/health", headers=ADMIN)).json()
     assert health["status"] == "ok"
     assert health["rate_limits"] == {"backend": "redis", "ready": True, "failure_mode": "open"}
 
@@ -42,7 +43,7 @@ async def test_fail_open_serves_without_limits_and_says_so(
         ]
     assert statuses == [200, 200, 200]  # rpm 1 not enforced: fail-open
     assert any("unreachable" in r.message and "failing open" in r.message for r in caplog.records)
-    health = await app.http.get("/health")
+    health = await app.http.get("/health", headers=ADMIN)
     assert health.status_code == 200
     assert health.json()["status"] == "degraded"
     assert health.json()["rate_limits"] == {
@@ -57,7 +58,7 @@ async def test_fail_closed_refuses_with_503(app_factory: Any) -> None:
     assert response.status_code == 503
     assert response.json()["error"]["code"] == "rate_limiter_unavailable"
     assert response.headers["retry-after"] == "1"
-    health = await app.http.get("/health")
+    health = await app.http.get("/health", headers=ADMIN)
     assert health.status_code == 503
     assert health.json()["rate_limits"]["ready"] is False
     # Every tenant route takes a request from rpm: none is admitted unchecked.

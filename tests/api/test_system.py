@@ -13,7 +13,7 @@ pytestmark = pytest.mark.anyio
 
 
 async def test_health_reports_readiness_and_device(client: httpx.AsyncClient) -> None:
-    response = await client.get("/health")
+    response = await client.get("/health", headers={"Authorization": f"Bearer {ADMIN_KEY}"})
     assert response.status_code == 200
     body = response.json()
     assert body["status"] == "ok"
@@ -78,7 +78,7 @@ async def test_health_is_503_when_the_database_is_down(
         raise OSError("connection refused")
 
     monkeypatch.setattr(app.app.state.runtime.control.store, "ping", down)
-    response = await app.http.get("/health")
+    response = await app.http.get("/health", headers={"Authorization": f"Bearer {ADMIN_KEY}"})
     assert response.status_code == 503
     assert response.json()["status"] == "unavailable"
     assert response.json()["database"] == {"backend": "sqlite", "ready": False}

@@ -111,7 +111,8 @@ async def test_failover_when_one_upstream_is_down(
     for _ in range(4):  # round-robin: some of these try the dead URL first
         response = await app.http.post("/v1/embeddings", json={"input": TEXTS})
         assert response.status_code == 200
-    health = (await app.http.get("/health")).json()
+    admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    health = (await app.http.get("/health", headers=admin)).json()
     assert health["status"] == "ok"
     assert health["models"]["remote"]["upstreams"] == {down: False, f"{upstream.url}/v1": True}
 

@@ -50,14 +50,15 @@ def test_requests_fail_cleanly_and_recover_after_a_restart(
         base, tenant = server.url, {"Authorization": f"Bearer {issue_key(server.url)}"}
         created = httpx.post(f"{base}/v1/collections", json={"name": "kb"}, headers=tenant)
         assert created.status_code == 201, created.text
-        assert httpx.get(f"{base}/health").json()["search"]["backend"] == "pgvector"
+        admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
+        assert httpx.get(f"{base}/health", headers=admin).json()["search"]["backend"] == "pgvector"
         calls, written = _calls(base, tenant)
         with Load(calls, threads=3) as load:
             time.sleep(1.5)
             down = time.monotonic()
             postgres.stop("fast")
             time.sleep(OUTAGE_S / 2)
-            health = httpx.get(f"{base}/health", timeout=BOUND_S)
+            health = httpx.get(f"{base}/health", headers=admin, timeout=BOUND_S)
             time.sleep(OUTAGE_S / 2)
             postgres.start()
             up = time.monotonic()

@@ -150,5 +150,6 @@ def _embed_call(front: ServerProcess, model: str) -> Call:
 
 
 def _health(server: ServerProcess) -> dict[str, Any]:
-    body: dict[str, Any] = httpx.get(f"{server.url}/health").json()
+    admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    body: dict[str, Any] = httpx.get(f"{server.url}/health", headers=admin).json()
     return body

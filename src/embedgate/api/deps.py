@@ -67,6 +67,7 @@ async def require_admin(request: Request) -> None:
     if session is not None:
         await runtime.sessions.admin(session, request.method, request.headers.get(CSRF_HEADER))
         return
+    runtime.control.auth.throttle.check(client_ip(request))  # before the key: no oracle
     token = bearer_token(request) or ""
     if not hmac.compare_digest(token.encode(), runtime.admin_key.encode()):
         await runtime.control.auth.failed(token, client_ip(request))
@@ -91,6 +92,8 @@ async def authenticate(request: Request) -> Caller:
     auth = runtime.control.auth
     proxy_secret = request.headers.get(PROXY_SECRET_HEADER)
     try:
+        if proxy_secret is not None or session_token(request) is None:
+            auth.throttle.check(client_ip(request))  # a key or secret: not from a guesser
         if proxy_secret is not None:
             tenant_id = request.headers.get("x-tenant-id")
             caller = await auth.from_proxy(proxy_secret, tenant_id, client_ip(request))

@@ -63,17 +63,19 @@ class HeadLimitProtocol(HttpToolsProtocol):
         message = "The HTTP request is malformed; it could not be parsed."
         self._answer(EmbedgateError(400, message, code="invalid_http_request"))
 
-    def _answer(self, error: EmbedgateError) -> None:
+    def _answer(self, error: EmbedgateError, *, linger: bool = True) -> None:
         """The error, then close: the rest of the connection's bytes cannot be trusted.
 
         Closing at once with unread bytes would make the kernel reset the connection, and
         the client could lose the answer; so the answer is followed by a FIN and whatever
-        the client still sends is read and dropped for up to ``LINGER_SECONDS``."""
+        the client still sends is read and dropped for up to ``LINGER_SECONDS`` (unless
+        ``linger`` is false: then the socket closes once the answer is written)."""
         body = orjson.dumps(error.body())
         head = [STATUS_LINE[error.status]]
         head += [
             name + b": " + value + b"\r\n" for name, value in self.server_state.default_headers
         ]
+        head += [f"{name}: {value}\r\n".encode("latin-1") for name, value in error.headers.items()]
         head += [
             b"content-type: application/json\r\n",
             b"content-length: " + str(len(body)).encode() + b"\r\n",
@@ -81,6 +83,9 @@ class HeadLimitProtocol(HttpToolsProtocol):
         ]
         self.transport.write(b"".join(head) + body)
         self._refused = True
+        if not linger:
+            self.transport.close()
+            return
         if self.transport.can_write_eof():
             self.transport.write_eof()
         self.loop.call_later(LINGER_SECONDS, self.transport.close)

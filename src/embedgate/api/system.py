@@ -1,5 +1,5 @@
-"""GET /health (liveness + readiness, no auth), GET /metrics (Prometheus, admin key) and
-GET /admin/system (the admin console's status panel)."""
+"""GET /health (liveness + readiness, no auth; live detail with the admin key), GET /metrics
+(Prometheus, admin key) and GET /admin/system (the admin console's status panel)."""
 
 from __future__ import annotations
 
@@ -8,14 +8,15 @@ import logging
 import time
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from embedgate import __version__
-from embedgate.api.deps import AdminDep, RuntimeDep
+from embedgate.api.deps import AdminDep, RuntimeDep, bearer_token, require_admin
 from embedgate.backends.devices import gpu_memory, gpu_name
 from embedgate.runtime import Runtime
+from embedgate.services.auth import presented_prefix
 from embedgate.services.cache import EmbeddingCache
 from embedgate.services.registry import ServedModel
 
@@ -25,7 +26,9 @@ HEALTH_TIMEOUT_S = 2.0
 
 
 @router.get("/health")
-async def health(runtime: RuntimeDep) -> JSONResponse:
+async def health(request: Request, runtime: RuntimeDep) -> JSONResponse:
+    """Readiness for anyone; queue depths, backends and errors only for the admin key."""
+    full = await _admin_asks(request)
     models: dict[str, Any] = {}
     reserved_ready: list[bool] = []
     for model in runtime.registry.all():
@@ -61,7 +64,31 @@ async def health(runtime: RuntimeDep) -> JSONResponse:
     }
     if reserved_ready:
         body["reserved_models"] = {"count": len(reserved_ready), "ready": sum(reserved_ready)}
-    return JSONResponse(body, status_code=200 if status else 503)
+    return JSONResponse(body if full else _public(body), status_code=200 if status else 503)
+
+
+async def _admin_asks(request: Request) -> bool:
+    """A bearer token that is not a tenant key's is taken as the admin key: checked (and a
+    wrong one counted and throttled) like any admin call, so /health is no free oracle.
+    Probes send no key; a tenant's key just gets the public readiness."""
+    token = bearer_token(request)
+    if token is None or presented_prefix(token) is not None:
+        return False
+    await require_admin(request)
+    return True
+
+
+def _public(body: dict[str, Any]) -> dict[str, Any]:
+    """Status and one ``ready`` per component: nothing live, no backend, no error text."""
+    public = {
+        "status": body["status"], "version": body["version"],
+        "models": {name: {"ready": bool(m["ready"])} for name, m in body["models"].items()},
+        **{part: {"ready": bool(body[part]["ready"])}
+           for part in ("database", "rate_limits", "search")},
+    }  # fmt: skip
+    if "reserved_models" in body:
+        public["reserved_models"] = body["reserved_models"]
+    return public
 
 
 async def _limits_state(runtime: Runtime) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from embedgate.errors import EmbedgateError
 from embedgate.services.audit import AuditLog
 from embedgate.services.keys import KEY_PATTERN, SCOPES, KeyService, Scope
 from embedgate.services.policy import Policy, effective_policy
+from embedgate.services.throttle import FailureThrottle
 from embedgate.storage.base import StateStore
 from embedgate.storage.records import ApiKey, Tenant
 
@@ -86,6 +87,7 @@ class Authenticator:
     def __init__(
         self, keys: KeyService, store: StateStore, audit: AuditLog,
         plans: Mapping[str, Policy], proxy: TrustedProxy | None = None,
+        throttle: FailureThrottle | None = None,
     ) -> None:  # fmt: skip
         self._keys = keys
         self._store = store
@@ -95,6 +97,7 @@ class Authenticator:
         # tenant id -> (expiry, the tenant and its effective policy, or None if unknown)
         self._tenants: dict[str, tuple[float, tuple[Tenant, Policy] | None]] = {}
         self._failures: OrderedDict[str, tuple[float, int]] = OrderedDict()
+        self.throttle = throttle or FailureThrottle(0)  # checked by the callers, before a key
 
     async def from_proxy(
         self, presented_secret: str, tenant_id: str | None, client_ip: str | None
@@ -142,6 +145,7 @@ class Authenticator:
         return caller
 
     async def failed(self, token: str | None, client_ip: str | None) -> None:
+        self.throttle.failed(client_ip)
         address = client_ip or "unknown"
         now = time.monotonic()
         last, count = self._failures.pop(address, (0.0, 0))

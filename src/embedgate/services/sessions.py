@@ -72,6 +72,7 @@ class ConsoleSessions:
     async def open(self, presented: str, client_ip: str | None) -> tuple[str, Opened]:
         """A new session for the admin key or a tenant key, which must work as it would on
         the API (else 401, or 403 for a suspended tenant or a disallowed address)."""
+        self._auth.throttle.check(client_ip)  # a throttled address's key is not even read
         now = self._clock()
         caller = None
         if hmac.compare_digest(presented.encode(), self._admin_key.encode()):
