@@ -1,7 +1,8 @@
 """The embedded document store: one directory per tenant, SQLite + FTS5 + HNSW files.
 
     <data_dir>/tenants/                  0700
-        <sha256(tenant id)[:32]>/        0700, one per tenant that ever created a collection
+        deleted                          deleted tenants' directory names (local_tombstones)
+        <sha256(tenant uid)[:32]>/       0700, one per tenant that ever created a collection
             documents.db (+ -wal, -shm)  collections, documents with vectors, FTS5 index
             collection-<id>.json         sidecar of a saved HNSW graph (large collections)
             collection-<id>-<token>.usearch
@@ -28,11 +29,13 @@ from embedgate.search.base import (
     Document,
     Filter,
     Hit,
+    TenantDeleted,
     Upsert,
     Vector,
 )
-from embedgate.search.local_cache import Tenant, TenantCache
+from embedgate.search.local_cache import Tenant, TenantCache, directory_name
 from embedgate.search.local_db import transaction
+from embedgate.search.local_tombstones import Tombstones
 from embedgate.search.local_vectors import Vectors
 
 T = TypeVar("T")
@@ -56,6 +59,7 @@ class LocalDocumentStore:
         self._cache = TenantCache(self.data_dir / "tenants", max_open=max_open_tenants,
                                   budget=memory_budget_bytes)  # fmt: skip
         self._vectors = Vectors(self._cache, exact_threshold)
+        self._tombstones = Tombstones(self._cache.root)
 
     @classmethod
     async def open(cls, data_dir: Path, **options: Any) -> LocalDocumentStore:
@@ -74,7 +78,7 @@ class LocalDocumentStore:
         await self._run(self._cache.close_all)
 
     async def create_collection(self, tenant: str, collection: Collection) -> None:
-        await self._run(self._locked, tenant, self._create_collection, collection)
+        await self._run(self._writing, tenant, self._create_collection, collection)
 
     async def get_collection(self, tenant: str, name: str) -> Collection | None:
         return await self._read(tenant, local_db.select_collection, name)
@@ -83,14 +87,14 @@ class LocalDocumentStore:
         return await self._read(tenant, local_db.select_collections) or []
 
     async def delete_collection(self, tenant: str, name: str) -> bool:
-        return await self._run(self._locked, tenant, self._delete_collection, name)
+        return await self._run(self._writing, tenant, self._delete_collection, name)
 
     async def text_hashes(self, tenant: str, name: str, ids: Sequence[str]) -> dict[str, str]:
         found = await self._in_collection(tenant, name, local_docs.text_hashes, ids)
         return found or {}
 
     async def upsert(self, tenant: str, name: str, items: Sequence[Upsert]) -> None:
-        await self._run(self._locked, tenant, self._upsert, name, items)
+        await self._run(self._writing, tenant, self._upsert, name, items)
 
     async def get_document(self, tenant: str, name: str, doc_id: str) -> Document | None:
         return await self._in_collection(tenant, name, local_docs.get_document, doc_id)
@@ -112,7 +116,7 @@ class LocalDocumentStore:
         return found or []
 
     async def delete_document(self, tenant: str, name: str, doc_id: str) -> bool:
-        return await self._run(self._locked, tenant, self._delete_document, name, doc_id)
+        return await self._run(self._writing, tenant, self._delete_document, name, doc_id)
 
     async def search_vector(
         self, tenant: str, name: str, query: Vector, *, top_k: int, filter: Filter | None,
@@ -132,6 +136,11 @@ class LocalDocumentStore:
     async def delete_tenant(self, tenant: str) -> None:
         await self._run(self._locked, tenant, self._delete_tenant)
 
+    async def sweep(self, live: set[str]) -> int:
+        """One process owns the data dir, so every directory of no live tenant is a crash's
+        leftover (see base.py). Run at start, before any request."""
+        return await self._run(self._sweep, {directory_name(uid) for uid in live})
+
     # -- in worker threads, under the tenant's lock ------------------------------------
 
     def _make_root(self) -> None:
@@ -141,6 +150,15 @@ class LocalDocumentStore:
     def _locked(self, tenant_id: str, body: Callable[..., T], *args: Any) -> T:
         tenant = self._cache.tenant(tenant_id)
         with tenant.lock:
+            return body(tenant, *args)
+
+    def _writing(self, tenant_id: str, body: Callable[..., T], *args: Any) -> T:
+        """``_locked`` for writes: a deleted tenant's are refused under its lock, so none
+        runs beside or after its delete."""
+        tenant = self._cache.tenant(tenant_id)
+        with tenant.lock:
+            if tenant.key in self._tombstones:
+                raise TenantDeleted()
             return body(tenant, *args)
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
@@ -219,7 +237,19 @@ class LocalDocumentStore:
             scored = [(label, score) for label, score in scored if score >= min_score]
         return local_docs.hits(conn, scored)
 
+    def _sweep(self, live: set[str]) -> int:
+        self._make_root()
+        removed = 0
+        for entry in self._cache.root.iterdir():
+            if entry.is_dir() and entry.name not in live:
+                shutil.rmtree(entry, ignore_errors=True)
+                removed += 1
+        self._tombstones.keep_only(live)  # a half-deleted tenant stays refused
+        return removed
+
     def _delete_tenant(self, tenant: Tenant) -> None:
+        self._make_root()
+        self._tombstones.add(tenant.key)  # first: a crash after it still refuses writes
         self._cache.drop_tenant(tenant)
         shutil.rmtree(tenant.directory, ignore_errors=True)
         if tenant.directory.exists():

@@ -120,7 +120,7 @@ class SearchService:
             )  # fmt: skip
         collection = Collection(name, served.name, dims, metadata, self._now())
         try:
-            await store.create_collection(caller.tenant.id, collection)
+            await store.create_collection(caller.tenant.uid, collection)
         except CollectionExists:
             raise EmbedgateError(409, f"A collection named `{name}` already exists.",
                                  code="collection_exists", param="name") from None  # fmt: skip
@@ -129,19 +129,19 @@ class SearchService:
     async def collection(self, caller: Caller, name: str) -> Collection:
         store = await self._stores.get()
         check_name(name)
-        found = await store.get_collection(caller.tenant.id, name)
+        found = await store.get_collection(caller.tenant.uid, name)
         if found is None:
             raise collection_not_found(name)
         return found
 
     async def collections(self, caller: Caller) -> list[Collection]:
         store = await self._stores.get()
-        return await store.list_collections(caller.tenant.id)
+        return await store.list_collections(caller.tenant.uid)
 
     async def delete_collection(self, caller: Caller, name: str) -> None:
         store = await self._stores.get()
         check_name(name)
-        if not await store.delete_collection(caller.tenant.id, name):
+        if not await store.delete_collection(caller.tenant.uid, name):
             raise collection_not_found(name)
 
     async def upsert(
@@ -156,7 +156,7 @@ class SearchService:
         ids = [d.id for d in docs]
         if len(set(ids)) != len(ids):
             raise invalid_request("Document ids must be unique within a request.", "documents")
-        tenant = caller.tenant.id
+        tenant = caller.tenant.uid  # the store keys everything by the tenant's uid
         stored = await store.text_hashes(tenant, name, ids)
         hashes = [text_hash(d.text) for d in docs]
         changed = [i for i, (d, h) in enumerate(zip(docs, hashes, strict=True))
@@ -187,7 +187,7 @@ class SearchService:
     async def document(self, caller: Caller, name: str, doc_id: str) -> Document:
         store = await self._stores.get()
         await self.collection(caller, name)
-        found = await store.get_document(caller.tenant.id, name, check_id(doc_id))
+        found = await store.get_document(caller.tenant.uid, name, check_id(doc_id))
         if found is None:
             raise document_not_found(doc_id)
         return found
@@ -195,7 +195,7 @@ class SearchService:
     async def vector(self, caller: Caller, name: str, doc_id: str) -> Any:
         store = await self._stores.get()
         await self.collection(caller, name)
-        found = await store.get_vector(caller.tenant.id, name, check_id(doc_id))
+        found = await store.get_vector(caller.tenant.uid, name, check_id(doc_id))
         if found is None:
             raise document_not_found(doc_id)
         return found
@@ -205,13 +205,13 @@ class SearchService:
     ) -> tuple[list[Document], bool]:
         store = await self._stores.get()
         await self.collection(caller, name)
-        rows = await store.list_documents(caller.tenant.id, name, after=after, limit=limit)
+        rows = await store.list_documents(caller.tenant.uid, name, after=after, limit=limit)
         return rows[:limit], len(rows) > limit
 
     async def delete_document(self, caller: Caller, name: str, doc_id: str) -> None:
         store = await self._stores.get()
         await self.collection(caller, name)
-        if not await store.delete_document(caller.tenant.id, name, check_id(doc_id)):
+        if not await store.delete_document(caller.tenant.uid, name, check_id(doc_id)):
             raise document_not_found(doc_id)
 
     async def search(
@@ -235,7 +235,7 @@ class SearchService:
         top_k: int, mode: SearchMode, filter: Filter | None, min_score: float | None,
         instruction: str | None, rate_headers: dict[str, str] | None,
     ) -> Found:  # fmt: skip
-        tenant, name = caller.tenant.id, collection.name
+        tenant, name = caller.tenant.uid, collection.name
         if mode == "keyword":
             hits = await store.search_keyword(tenant, name, query, top_k=top_k, filter=filter)
             return Found(collection, hits, 0)

@@ -224,7 +224,7 @@ class Limits:
         limit = caller.policy.max_concurrency
         if limit is None:
             return None
-        key = f"{{{caller.tenant.id}}}:inflight"
+        key = f"{{{caller.tenant.uid}}}:inflight"
         return Lease(key, limit, uuid.uuid4().hex, self._lease_ttl_ms)
 
     async def _quota(self, caller: Caller, tokens: int, *, seed: bool | None) -> QuotaAsk | None:
@@ -232,9 +232,9 @@ class Limits:
         if limit is None:
             return None
         start, following = month_bounds(self._clock())
-        used = await self._seeder(caller.tenant.id, start) if seed else None
+        used = await self._seeder(caller.tenant.uid, start) if seed else None
         ttl = int((following - self._clock()).total_seconds()) + 7 * 86400
-        key = f"{{{caller.tenant.id}}}:quota:{start:%Y%m}"
+        key = f"{{{caller.tenant.uid}}}:quota:{start:%Y%m}"
         return QuotaAsk(key, limit, tokens, used, ttl)
 
     def _refusal(
@@ -273,7 +273,7 @@ class Limits:
 
 
 def _slots(caller: Caller, tokens: int, *, peek: bool = False) -> list[_Slot]:
-    policy, tenant, key = caller.policy, caller.tenant.id, caller.key.id
+    policy, tenant, key = caller.policy, caller.tenant.uid, caller.key.id
     request_cost = 0 if peek else 1
     wanted: list[tuple[Kind, str, str, int | None, int]] = [
         ("requests", "your organization", f"{{{tenant}}}:rpm", policy.rpm, request_cost),
