@@ -117,7 +117,11 @@ class Authenticator:
         key = await self._keys.verify(token) if token else None
         member = await self._tenant(key.tenant_id) if key is not None else None
         if member is not None and key is not None and key.tenant_uid != member[0].uid:
-            member = None  # a key of a deleted tenant, whose id was given to a new one
+            # A new tenant's key where this replica still caches the deleted one of that
+            # id, or the other way round: the store decides.
+            member = await self._tenant(key.tenant_id, fresh=True)
+            if member is not None and key.tenant_uid != member[0].uid:
+                member = None  # a key of a deleted tenant, whose id was given to a new one
         if key is None or member is None:
             await self.failed(token, client_ip)
             raise invalid_api_key()
@@ -165,9 +169,9 @@ class Authenticator:
         self._tenants.pop(tenant_id, None)
         self._keys.forget_tenant(tenant_id)
 
-    async def _tenant(self, tenant_id: str) -> tuple[Tenant, Policy] | None:
+    async def _tenant(self, tenant_id: str, *, fresh: bool = False) -> tuple[Tenant, Policy] | None:
         """The tenant with its effective policy, both cached together for a short while."""
-        cached = self._tenants.get(tenant_id)
+        cached = None if fresh else self._tenants.get(tenant_id)
         if cached is not None and cached[0] > time.monotonic():
             return cached[1]
         tenant = await self._store.get_tenant(tenant_id)
