@@ -23,9 +23,11 @@ from embedgate.cli import main
 from embedgate.runtime import ControlPlane
 from embedgate.search.base import Collection, Document, Upsert
 from embedgate.search.local import LocalDocumentStore
+from embedgate.search.local_cache import directory_name
 from embedgate.services.backup import Backup
 from embedgate.services.policy import Policy
 from embedgate.storage.records import UsageRecord
+from embedgate.storage.sql import SqlStateStore
 from tests.conftest import make_settings
 from tests.test_cli_admin import CLEAN_ENV, cli, cli_text, data_dir_with_secret
 
@@ -53,16 +55,17 @@ async def _seed(data_dir: Path, tenant: str, marker: str) -> dict[str, str]:
                     200, 3.5, NOW - timedelta(minutes=m))
         for m in (1, 2, 3)
     ])  # fmt: skip
+    uid = (await control.tenants.get(tenant)).uid  # the store keys documents by it
     await control.aclose()
     store = await LocalDocumentStore.open(data_dir)
-    await store.create_collection(tenant, Collection("kb", "all-minilm-l6-v2", 4,
+    await store.create_collection(uid, Collection("kb", "all-minilm-l6-v2", 4,
                                                      {"team": marker}, NOW))  # fmt: skip
-    await store.upsert(tenant, "kb", [
+    await store.upsert(uid, "kb", [
         upsert("a", f"{marker} alpha text", vector(1, 0, 0, 0), lang="en"),
         upsert("b", f"{marker} beta text", vector(0, 1, 0, 0), n=2),
         upsert("c", f"{marker} 中文 text", vector(1, 1, 1, 0)),
     ])  # fmt: skip
-    await store.create_collection(tenant, Collection("empty", "some-other-model", 8, {}, NOW))
+    await store.create_collection(uid, Collection("empty", "some-other-model", 8, {}, NOW))
     await store.aclose()
     return {"live": live.key, "gone": gone.key}
 
@@ -99,10 +102,23 @@ def run(data: Path, *args: str, ok: bool = True) -> Any:
 def documents(
     data: Path, tenant: str = "acme"
 ) -> list[tuple[str, str, dict[str, Any], str, bytes]]:
+    """The tenant's documents in "kb"; with no such tenant, every document left in a
+    directory of no live tenant (what a removal should have left: nothing)."""
+
     async def read() -> list[Upsert]:
+        state = await SqlStateStore.open(None, data)
+        try:
+            found, live = await state.get_tenant(tenant), await state.tenant_uids()
+        finally:
+            await state.aclose()
+        owned = {directory_name(uid) for uid in live}
+        orphans = [d.name for d in (data / "tenants").glob("*") if d.is_dir()
+                   and d.name not in owned] if found is None else []  # fmt: skip
         store = await LocalDocumentStore.open(data)
         try:
-            return await store.export_documents(tenant, "kb", after=None, limit=100)
+            if found is not None:
+                return await store.export_documents(found.uid, "kb", after=None, limit=100)
+            return [Upsert(Document(name, "orphan directory"), "", None) for name in orphans]
         finally:
             await store.aclose()
 

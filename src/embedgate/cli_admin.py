@@ -79,10 +79,9 @@ class LocalAdmin:
         await self._c.tenants.get(tenant_id)  # 404 before anything is erased
         store = await open_store(self._settings)
         try:
-            await store.delete_tenant(tenant_id)
+            await self._c.tenants.delete(tenant_id, actor=ACTOR, documents=store)
         finally:
             await store.aclose()
-        await self._c.tenants.delete(tenant_id, actor=ACTOR)
         return {"id": tenant_id, "object": "tenant", "deleted": True}
 
     async def _create_key(self, tenant_id: str, **options: Any) -> Any:

@@ -68,6 +68,7 @@ class ControlPlane:
         keys = KeyService(store, server_secret)
         throttle = FailureThrottle(settings.auth_failures_per_minute)
         auth = Authenticator(keys, store, audit, settings.plans, _trusted_proxy(settings), throttle)
+        tenants.on_delete(lambda tenant: auth.forget_tenant(tenant.id))
         usage = UsageMeter(store, utcnow, settings.usage_retention_days)
         metering = asyncio.create_task(_meter(usage), name="usage-meter") if background else None
         key_admin = KeyAdmin(tenants, keys, audit)
@@ -130,10 +131,12 @@ class Runtime:
             lease_ttl_s=settings.request_timeout + 30, clock=utcnow,
         )  # fmt: skip
         cache = EmbeddingCache(int(settings.embedding_cache_mb * 1024 * 1024))
+        control.tenants.on_delete(lambda tenant: cache.purge(tenant.uid))
         metrics.watch_cache(cache)
         embeddings = EmbeddingService(registry, settings, metrics, limits, cache)
         stores = StoreHolder(settings)
         await stores.start()
+        await stores.sweep(control.store.tenant_uids)
         search = SearchService(stores, embeddings, registry, utcnow)
         sessions = ConsoleSessions(
             control.store, control.auth, control.audit, control.keys.digest, admin_key,

@@ -19,9 +19,10 @@ ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
 DAY = datetime(2026, 11, 21, tzinfo=UTC)
 
 
-def usage(tenant_id: str, at: datetime, *, tokens: int = 10, status: int = 200) -> UsageRecord:
+def usage(tenant_id: str, at: datetime, *, tokens: int = 10, status: int = 200,
+          uid: str | None = None) -> UsageRecord:  # fmt: skip
     return UsageRecord(tenant_id, "key_1", "all-minilm-l6-v2", "/v1/embeddings", 2, tokens,
-                       None, status, 4.0, at)  # fmt: skip
+                       None, status, 4.0, at, tenant_uid=uid)  # fmt: skip
 
 
 @pytest.fixture
@@ -126,11 +127,15 @@ async def test_bad_parameters_are_openai_shaped_400s(
 async def test_me_shows_this_months_usage_of_the_callers_tenant_only(app: AppClient) -> None:
     now = datetime.now(UTC)
     this_month = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-    meter(app).record(usage(TEST_TENANT, now, tokens=3))
+    caller = await app.app.state.runtime.control.tenants.get(TEST_TENANT)
+    meter(app).record(usage(TEST_TENANT, now, tokens=3, uid=caller.uid))
     await meter(app).flush()
-    meter(app).record(usage(TEST_TENANT, now, tokens=4))  # still pending
-    meter(app).record(usage(TEST_TENANT, now, tokens=50, status=500))
-    meter(app).record(usage(TEST_TENANT, this_month - timedelta(seconds=1), tokens=100))
+    meter(app).record(usage(TEST_TENANT, now, tokens=4, uid=caller.uid))  # still pending
+    meter(app).record(usage(TEST_TENANT, now, tokens=50, status=500, uid=caller.uid))
+    meter(app).record(usage(TEST_TENANT, this_month - timedelta(seconds=1), tokens=100,
+                            uid=caller.uid))  # fmt: skip
+    # the tenant id's earlier incarnation (a deleted tenant's uid) is not the caller's
+    meter(app).record(usage(TEST_TENANT, now, tokens=2000, uid="tn_deleted"))
     meter(app).record(usage("another-tenant", now, tokens=1000))
     body = (await app.http.get("/v1/me")).json()
     assert (

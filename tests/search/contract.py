@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import numpy as np
 import pytest
 
@@ -30,6 +31,7 @@ from embedgate.search.base import (
     Hit,
     LimitExceeded,
     Limits,
+    TenantDeleted,
     Upsert,
     Usage,
     Vector,
@@ -429,8 +431,14 @@ async def test_delete_tenant_erases_everything_of_it_only(store: DocumentStore) 
     assert await ids_by_vector(store, "b", unit(1, 0, 0, 0), top_k=1) == ["cat"]
     await store.delete_tenant("a")  # again: nothing to do
     await store.delete_tenant("never-seen")
-    await fill(store, "a")  # the tenant can start over
-    assert await count(store, "a") == 4
+    # A deleted uid is never written again (a re-created tenant id gets a fresh uid), not
+    # even one that never wrote.
+    for gone in ("a", "never-seen"):
+        with pytest.raises(TenantDeleted):
+            await fill(store, gone)
+        assert await store.list_collections(gone) == []
+    await fill(store, "a2")  # a new uid starts empty and works
+    assert await count(store, "a2") == 4
 
 
 # storage usage and caps (base.Usage, base.Limits)
@@ -510,3 +518,47 @@ async def test_concurrent_capped_writes_never_cross_the_cap(store: DocumentStore
     assert sorted(outcomes) == [False] * 7 + [True] * 5
     assert (await store.tenant_usage("t1")).documents == 5
     assert await count(store, "t1") + await count(store, "t1", "other") == 5
+
+
+async def test_every_write_of_a_deleted_tenant_fails_and_leaves_nothing(
+    store: DocumentStore,
+) -> None:
+    await fill(store, "zombie")
+    await store.delete_tenant("zombie")
+    writes = [
+        store.create_collection("zombie", collection("docs")),
+        store.upsert("zombie", "docs", PETS),
+        store.delete_document("zombie", "docs", "cat"),
+        store.delete_collection("zombie", "docs"),
+    ]
+    for write in writes:
+        with pytest.raises(TenantDeleted) as refused:
+            await write
+        assert (refused.value.status, refused.value.code) == (401, "invalid_api_key")
+    assert await store.list_collections("zombie") == []
+    assert await store.get_document("zombie", "docs", "cat") is None
+
+
+async def test_a_write_racing_the_delete_is_refused_or_removed(store: DocumentStore) -> None:
+    """Writes in flight when the delete begins: each one either lands before it (and is
+    then removed with the rest) or is refused; none survives the delete."""
+    await fill(store, "racer")
+    refused: list[int] = []
+
+    async def writer(n: int) -> None:
+        try:
+            for round_ in range(1000):
+                upsert = [item(f"w{n}-{round_}", "text", unit(1, 1, 1, 1))]
+                await store.upsert("racer", "docs", upsert)
+                await anyio.lowlevel.checkpoint()
+        except TenantDeleted:
+            refused.append(n)
+
+    async with anyio.create_task_group() as group:
+        for n in range(3):
+            group.start_soon(writer, n)
+        await anyio.sleep(0.05)
+        await store.delete_tenant("racer")
+    assert sorted(refused) == [0, 1, 2]  # every writer was stopped by the delete
+    assert await store.list_collections("racer") == []
+    assert await store.get_document("racer", "docs", "w0-0") is None

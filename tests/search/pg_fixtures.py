@@ -84,4 +84,7 @@ async def store(pgvector_url: str, pg_admin: psycopg.Connection[Any]) -> AsyncIt
     opened = await PgVectorStore.open(pgvector_url, max_size=4)
     yield opened
     await opened.aclose()
-    pg_admin.execute("TRUNCATE embedgate_search.collections, embedgate_search.documents")
+    pg_admin.execute(
+        "TRUNCATE embedgate_search.collections, embedgate_search.documents, "
+        "embedgate_search.tenant_registry"
+    )

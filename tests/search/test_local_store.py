@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from embedgate.search import local_index_files
-from embedgate.search.base import Document, Upsert
+from embedgate.search.base import Document, TenantDeleted, Upsert
 from embedgate.search.local import LocalDocumentStore
 from embedgate.search.local_cache import directory_name
 from tests.search.contract import *  # noqa: F403  (the contract suite runs here)
@@ -506,3 +506,41 @@ async def test_a_stuck_tenant_holds_only_its_share_of_threads(tmp_path: Path) ->
             handle.lock.release()
     assert [c.name for c in served] == ["docs"]
     await store.aclose()
+
+
+async def test_sweep_removes_the_directories_of_no_live_tenant(tmp_path: Path) -> None:
+    store = await LocalDocumentStore.open(tmp_path)
+    for uid in ("tn_live", "tn_orphan"):
+        await fill(store, uid)
+    await store.aclose()
+    store = await LocalDocumentStore.open(tmp_path)  # a restart after a crash
+    assert await store.sweep({"tn_live", "tn_never-wrote"}) == 1
+    assert tenant_dir(tmp_path, "tn_live").is_dir()
+    assert not tenant_dir(tmp_path, "tn_orphan").exists()
+    assert len(await store.list_collections("tn_live")) == 1
+    await store.aclose()
+
+
+async def test_a_deleted_tenant_stays_refused_across_restarts_and_processes(
+    tmp_path: Path,
+) -> None:
+    server = await LocalDocumentStore.open(tmp_path)
+    cli = await LocalDocumentStore.open(tmp_path)  # `embedgate tenants delete` beside it
+    await fill(server, "tn_a")
+    await cli.delete_tenant("tn_a")
+    with pytest.raises(TenantDeleted):  # the server's write after another process's delete
+        await server.upsert("tn_a", "docs", [item("z1", "zombie", unit(1, 0, 0, 0))])
+    assert not tenant_dir(tmp_path, "tn_a").exists()
+    await server.aclose()
+    await cli.aclose()
+    restarted = await LocalDocumentStore.open(tmp_path)
+    with pytest.raises(TenantDeleted):
+        await fill(restarted, "tn_a")
+    # The sweep keeps a half-deleted tenant's mark (still in the state store)...
+    await restarted.sweep({"tn_a"})
+    with pytest.raises(TenantDeleted):
+        await fill(restarted, "tn_a")
+    # ...and forgets the mark once the tenant is gone for good: its uid never comes back.
+    await restarted.sweep(set())
+    assert (tmp_path / "tenants" / "deleted").read_text() == ""
+    await restarted.aclose()

@@ -18,8 +18,8 @@ import psycopg
 import pytest
 from psycopg import errors, sql
 
-from embedgate.search import pg_queries, pgvector
-from embedgate.search.base import Hit, Vector
+from embedgate.search import pg_queries, pg_registry, pgvector
+from embedgate.search.base import Hit, TenantDeleted, Vector
 from embedgate.search.pg_schema import PgVectorUnavailable
 from embedgate.search.pgvector import DEFAULT_ROLE, PgVectorStore, conninfo
 from tests.search.contract import *  # noqa: F403  (the DocumentStore contract suite)
@@ -78,6 +78,46 @@ async def test_deletes_erase_the_rows(
     assert await store.list_collections("a") == []
     assert rows("b") == 4
     assert len(await store.list_collections("b")) == 1
+
+
+async def test_sweep_removes_only_what_a_delete_marked(
+    store: PgVectorStore, pg_admin: psycopg.Connection[Any]
+) -> None:
+    """A crash between the mark and the removal: the next start's sweep removes the rows.
+    Tenants missing from the live list (another replica may have just created them) are
+    never touched."""
+    await fill(store, "crashed")
+    await fill(store, "fresh")
+    async with store._tenant("crashed") as connection:  # the delete's first step only
+        await pg_registry.mark_deleted(connection, "crashed")
+    with pytest.raises(TenantDeleted):
+        await fill(store, "crashed", "again")
+    assert await store.sweep(set()) == 1  # "fresh" is in no list: it stays all the same
+    query = "SELECT tenant_id, count(*) FROM embedgate_search.documents GROUP BY 1 ORDER BY 1"
+    assert pg_admin.execute(query).fetchall() == [("fresh", 4)]
+    assert await store.sweep(set()) == 0  # purged: not swept again
+    assert len(await store.list_collections("fresh")) == 1
+
+
+async def test_a_delete_waits_for_a_write_in_flight_on_another_replica(
+    store: PgVectorStore, pgvector_url: str
+) -> None:
+    """The write holds the registry row FOR SHARE: the delete's mark waits for its commit
+    (then removes its rows too), and the replica's next write is refused."""
+    other = await PgVectorStore.open(pgvector_url)  # replica B, its own pool
+    try:
+        await fill(other, "shared")
+        async with other._writer("shared") as connection:  # B's write transaction, open
+            deleting = asyncio.create_task(store.delete_tenant("shared"))
+            await asyncio.sleep(0.3)
+            assert not deleting.done()  # waits for B's transaction
+            await connection.execute(pg_queries.DELETE_COLLECTION, ["shared", "docs"])
+        await asyncio.wait_for(deleting, 10)
+        with pytest.raises(TenantDeleted):
+            await other.create_collection("shared", collection("docs"))
+        assert await other.list_collections("shared") == []
+    finally:
+        await other.aclose()
 
 
 # search

@@ -26,7 +26,8 @@ NOW = datetime(2026, 11, 21, 12, 0, 0, 123456, tzinfo=UTC)
 def tenant(tenant_id: str, **overrides: object) -> Tenant:
     values: dict[str, object] = {
         "id": tenant_id, "name": f"Tenant {tenant_id}", "plan": "free", "status": "active",
-        "policy": {}, "created_at": NOW, "updated_at": NOW, **overrides,
+        "policy": {}, "created_at": NOW, "updated_at": NOW, "uid": f"tn_{tenant_id}",
+        **overrides,
     }  # fmt: skip
     return Tenant(**values)  # type: ignore[arg-type]
 
@@ -34,7 +35,8 @@ def tenant(tenant_id: str, **overrides: object) -> Tenant:
 def key(key_id: str, tenant_id: str, **overrides: object) -> ApiKey:
     values: dict[str, object] = {
         "id": key_id, "tenant_id": tenant_id, "name": "ci", "prefix": f"tenant_{tenant_id}_ab",
-        "scopes": ("embeddings",), "created_at": NOW, **overrides,
+        "scopes": ("embeddings",), "created_at": NOW, "tenant_uid": f"tn_{tenant_id}",
+        **overrides,
     }  # fmt: skip
     return ApiKey(**values)  # type: ignore[arg-type]
 

@@ -135,8 +135,9 @@ async def update_tenant(
 async def delete_tenant(tenant_id: TenantId, runtime: RuntimeDep, request: Request) -> Any:
     """The tenant, its keys, and its collections and documents (files or rows)."""
     await runtime.control.tenants.get(tenant_id)  # 404 before anything is erased
-    await (await runtime.stores.get()).delete_tenant(tenant_id)
-    await runtime.control.tenants.delete(tenant_id, actor="admin", client_ip=client_ip(request))
+    documents = await runtime.stores.get()  # 503 while there is none: nothing is erased
+    await runtime.control.tenants.delete(tenant_id, actor="admin", documents=documents,
+                                         client_ip=client_ip(request))  # fmt: skip
     return {"id": tenant_id, "object": "tenant", "deleted": True}
 
 

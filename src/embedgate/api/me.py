@@ -14,11 +14,12 @@ from embedgate.services.usage import UsageMeter, isoformat, month_start
 router = APIRouter(prefix="/v1", tags=["tenant"], route_class=AdmittedRoute)
 
 
-async def usage_this_month(meter: UsageMeter, tenant_id: str) -> dict[str, Any]:
+async def usage_this_month(meter: UsageMeter, tenant_uid: str) -> dict[str, Any]:
     """The tenant's usage in the current calendar month (UTC), requests not yet written
-    included. Tokens and inputs count successful requests only."""
+    included. Tokens and inputs count successful requests only. By uid: a tenant
+    re-created under a deleted one's id starts at zero."""
     start = month_start(meter.now())
-    totals = await meter.totals(tenant_id, start)
+    totals = await meter.totals(tenant_uid, start)
     return {
         "period": f"{start:%Y-%m}", "start": isoformat(start), "requests": totals.requests,
         "tokens": totals.tokens, "inputs": totals.inputs,
@@ -39,7 +40,7 @@ async def me(caller: CallerDep, runtime: RuntimeDep) -> dict[str, Any]:
             "scopes": list(caller.key.scopes),
         },
         "usage": with_quota(
-            await usage_this_month(runtime.control.usage, caller.tenant.id),
+            await usage_this_month(runtime.control.usage, caller.tenant.uid),
             caller.policy.monthly_token_quota,
         )
         | {"storage": usage_json(await runtime.search.storage_usage(caller))},

@@ -130,6 +130,7 @@ def _meter(
         route=route, inputs=usage.get("inputs", 0) if ok else 0,
         tokens=usage.get("tokens", 0) if ok else 0, dimensions=usage.get("dimensions"),
         status=status, latency_ms=round(elapsed * 1000, 3), at=datetime.now(UTC),
+        tenant_uid=caller.tenant.uid,
     ))  # fmt: skip
     if status in (403, 429) and code:
         client = scope.get("client")

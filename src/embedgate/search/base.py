@@ -1,9 +1,12 @@
 """The document store interface: per-tenant collections of documents with their vectors.
 
-Every call names its tenant; a store never returns, counts or changes another tenant's
+Every call names its tenant by its uid (``Tenant.uid``, never reused: a re-created tenant
+id is a new, empty tenant here); a store never returns, counts or changes another tenant's
 data, and an unknown collection is ``None``/``False``, whoever owns a collection of that
-name. Two implementations: ``local`` (a directory per tenant under the data dir: SQLite,
-FTS5 and ANN index files) and ``pgvector`` (PostgreSQL, isolation by row-level security).
+name. Once ``delete_tenant`` has begun, every write of that uid fails with
+``TenantDeleted``, in every process that shares the store. Two implementations: ``local``
+(a directory per tenant under the data dir: SQLite, FTS5 and ANN index files) and
+``pgvector`` (PostgreSQL, isolation by row-level security).
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 import numpy.typing as npt
+
+from embedgate.errors import EmbedgateError
 
 Vector = npt.NDArray[np.float32]  # one unit-length row
 # Metadata filter: {"field": value} (equality) or {"field": {"$in": [v1, v2]}}, all must hold.
@@ -106,6 +111,16 @@ def check_limits(limits: Limits | None, usage: Usage) -> None:
         raise LimitExceeded(crossed, getattr(limits, crossed), usage)
 
 
+class TenantDeleted(EmbedgateError):
+    """A write of a tenant that was deleted (its key may still be cached by a replica for
+    a moment): refused inside the write, nothing written. Answered as its key would be
+    from now on: 401 ``invalid_api_key``."""
+
+    def __init__(self) -> None:
+        super().__init__(401, "Invalid API key: this tenant has been deleted.",
+                         code="invalid_api_key", type="invalid_request_error")  # fmt: skip
+
+
 class DocumentStore(Protocol):
     backend: str  # "local" or "pgvector"
 
@@ -182,7 +197,18 @@ class DocumentStore(Protocol):
         """The tenant's collections, documents and stored bytes, all collections together."""
         ...
 
-    async def delete_tenant(self, tenant: str) -> None: ...
+    async def delete_tenant(self, tenant: str) -> None:
+        """Refuse the uid's writes from now on (waiting for those in flight), then remove
+        its data. Idempotent; a uid is never written again once this has begun."""
+        ...
+
+    async def sweep(self, live: set[str]) -> int:
+        """At start: remove what a crash left of deleted tenants; how many tenants' data
+        went. ``live``: the uids of the tenants that exist. The embedded store (one process)
+        removes every tenant's data not in it; a shared store never trusts that list
+        (another replica may have just created a tenant) and removes only the data of
+        tenants whose deletion had begun."""
+        ...
 
 
 SearchMode = Literal["vector", "keyword", "hybrid"]

@@ -1,7 +1,8 @@
 """The embedded document store: one directory per tenant, SQLite + FTS5 + HNSW files.
 
     <data_dir>/tenants/                  0700
-        <sha256(tenant id)[:32]>/        0700, one per tenant that ever created a collection
+        deleted                          deleted tenants' directory names (local_tombstones)
+        <sha256(tenant uid)[:32]>/       0700, one per tenant that ever created a collection
             documents.db (+ -wal, -shm)  collections, documents with vectors, FTS5 index
             collection-<id>.json         sidecar of a saved HNSW graph (large collections)
             collection-<id>-<token>.usearch
@@ -30,13 +31,15 @@ from embedgate.search.base import (
     Filter,
     Hit,
     Limits,
+    TenantDeleted,
     Upsert,
     Usage,
     Vector,
     check_limits,
 )
-from embedgate.search.local_cache import Tenant, TenantCache
+from embedgate.search.local_cache import Tenant, TenantCache, directory_name
 from embedgate.search.local_db import transaction
+from embedgate.search.local_tombstones import Tombstones
 from embedgate.search.local_vectors import Vectors
 from embedgate.search.tenant_gate import DEFAULT_LIMIT, TenantGate
 
@@ -64,6 +67,7 @@ class LocalDocumentStore:
                                   budget=memory_budget_bytes)  # fmt: skip
         self._vectors = Vectors(self._cache, exact_threshold)
         self._gate = TenantGate(tenant_concurrency)
+        self._tombstones = Tombstones(self._cache.root)
 
     @classmethod
     async def open(cls, data_dir: Path, **options: Any) -> LocalDocumentStore:
@@ -84,7 +88,7 @@ class LocalDocumentStore:
     async def create_collection(
         self, tenant: str, collection: Collection, limits: Limits | None = None
     ) -> None:
-        await self._tenant_call(tenant, self._create_collection, collection, limits)
+        await self._tenant_write(tenant, self._create_collection, collection, limits)
 
     async def get_collection(self, tenant: str, name: str) -> Collection | None:
         return await self._read(tenant, local_db.select_collection, name)
@@ -93,7 +97,7 @@ class LocalDocumentStore:
         return await self._read(tenant, local_db.select_collections) or []
 
     async def delete_collection(self, tenant: str, name: str) -> bool:
-        return await self._tenant_call(tenant, self._delete_collection, name)
+        return await self._tenant_write(tenant, self._delete_collection, name)
 
     async def text_hashes(self, tenant: str, name: str, ids: Sequence[str]) -> dict[str, str]:
         found = await self._in_collection(tenant, name, local_docs.text_hashes, ids)
@@ -102,7 +106,7 @@ class LocalDocumentStore:
     async def upsert(
         self, tenant: str, name: str, items: Sequence[Upsert], limits: Limits | None = None
     ) -> None:
-        await self._tenant_call(tenant, self._upsert, name, items, limits)
+        await self._tenant_write(tenant, self._upsert, name, items, limits)
 
     async def get_document(self, tenant: str, name: str, doc_id: str) -> Document | None:
         return await self._in_collection(tenant, name, local_docs.get_document, doc_id)
@@ -124,7 +128,7 @@ class LocalDocumentStore:
         return found or []
 
     async def delete_document(self, tenant: str, name: str, doc_id: str) -> bool:
-        return await self._tenant_call(tenant, self._delete_document, name, doc_id)
+        return await self._tenant_write(tenant, self._delete_document, name, doc_id)
 
     async def search_vector(
         self, tenant: str, name: str, query: Vector, *, top_k: int, filter: Filter | None,
@@ -147,6 +151,11 @@ class LocalDocumentStore:
     async def delete_tenant(self, tenant: str) -> None:
         await self._tenant_call(tenant, self._delete_tenant)
 
+    async def sweep(self, live: set[str]) -> int:
+        """One process owns the data dir, so every directory of no live tenant is a crash's
+        leftover (see base.py). Run at start, before any request."""
+        return await self._run(self._sweep, {directory_name(uid) for uid in live})
+
     # -- in worker threads, under the tenant's lock ------------------------------------
 
     def _make_root(self) -> None:
@@ -158,6 +167,15 @@ class LocalDocumentStore:
         with tenant.lock:
             return body(tenant, *args)
 
+    def _writing(self, tenant_id: str, body: Callable[..., T], *args: Any) -> T:
+        """``_locked`` for writes: a deleted tenant's are refused under its lock, so none
+        runs beside or after its delete."""
+        tenant = self._cache.tenant(tenant_id)
+        with tenant.lock:
+            if tenant.key in self._tombstones:
+                raise TenantDeleted()
+            return body(tenant, *args)
+
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         return await anyio.to_thread.run_sync(functools.partial(fn, *args))
 
@@ -166,6 +184,11 @@ class LocalDocumentStore:
         the tenant is within its share of threads (the wait is on the event loop)."""
         async with self._gate.hold(tenant):
             return await self._run(self._locked, tenant, body, *args)
+
+    async def _tenant_write(self, tenant: str, body: Callable[..., T], *args: Any) -> T:
+        """``_tenant_call`` for writes: refused once the tenant is deleted (``_writing``)."""
+        async with self._gate.hold(tenant):
+            return await self._run(self._writing, tenant, body, *args)
 
     async def _read(self, tenant: str, query: Callable[..., T], *args: Any) -> T | None:
         def body(handle: Tenant) -> T | None:
@@ -252,7 +275,19 @@ class LocalDocumentStore:
             scored = [(label, score) for label, score in scored if score >= min_score]
         return local_docs.hits(conn, scored)
 
+    def _sweep(self, live: set[str]) -> int:
+        self._make_root()
+        removed = 0
+        for entry in self._cache.root.iterdir():
+            if entry.is_dir() and entry.name not in live:
+                shutil.rmtree(entry, ignore_errors=True)
+                removed += 1
+        self._tombstones.keep_only(live)  # a half-deleted tenant stays refused
+        return removed
+
     def _delete_tenant(self, tenant: Tenant) -> None:
+        self._make_root()
+        self._tombstones.add(tenant.key)  # first: a crash after it still refuses writes
         self._cache.drop_tenant(tenant)
         shutil.rmtree(tenant.directory, ignore_errors=True)
         if tenant.directory.exists():

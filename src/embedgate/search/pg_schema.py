@@ -14,12 +14,13 @@ from typing import Any
 
 from psycopg import AsyncConnection, errors, sql
 
+from embedgate.search import pg_registry
 from embedgate.search.pg_text import CJK_SQL
 
 log = logging.getLogger(__name__)
 
 SCHEMA = "embedgate_search"  # pg_queries spells it out in its statements
-VERSION = 1
+VERSION = 2  # 1: collections and documents; 2: the tenant registry (pg_registry)
 SETUP_LOCK = 0x656D6267_00000001  # advisory lock keys: "embg" + a number
 MIN_PGVECTOR = (0, 8)  # hnsw.iterative_scan
 
@@ -74,9 +75,12 @@ CREATE POLICY tenant_isolation ON {SCHEMA}.documents
     USING ({TENANT_MATCHES}) WITH CHECK ({TENANT_MATCHES});
 """
 
+MIGRATIONS = {1: DDL, 2: pg_registry.DDL}  # each runs once, in order
+
 GRANTS = f"""
 GRANT USAGE ON SCHEMA {SCHEMA} TO {{role}};
 GRANT SELECT, INSERT, UPDATE, DELETE ON {SCHEMA}.collections, {SCHEMA}.documents TO {{role}};
+{pg_registry.GRANTS}
 """
 
 # Under row-level security PostgreSQL uses an index only through LEAKPROOF operators.
@@ -102,8 +106,10 @@ async def install(connection: AsyncConnection[Any], role: str) -> int:
         await connection.execute("SELECT pg_advisory_xact_lock(%s)", [SETUP_LOCK])
         await _ensure_extension(connection)
         await _ensure_role(connection, role)
-        if await _version(connection) < VERSION:
-            await connection.execute(DDL)
+        current = await _version(connection)
+        if current < VERSION:
+            for version in sorted(v for v in MIGRATIONS if v > current):
+                await connection.execute(MIGRATIONS[version])
             await connection.execute(sql.SQL(GRANTS).format(role=sql.Identifier(role)))
             await connection.execute(CLEAR_VERSION)
             await connection.execute(SET_VERSION, [VERSION])

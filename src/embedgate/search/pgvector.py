@@ -22,6 +22,7 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from embedgate.search import pg_queries as q
+from embedgate.search import pg_registry
 from embedgate.search.base import (
     Collection,
     CollectionExists,
@@ -137,6 +138,14 @@ class PgVectorStore:
             await connection.execute(q.BEGIN, [self._role, tenant])
             yield connection
 
+    @asynccontextmanager
+    async def _writer(self, tenant: str) -> AsyncIterator[Connection]:
+        """``_tenant`` for writes: refused (``TenantDeleted``) once the tenant's delete has
+        begun, on whichever replica; see pg_registry."""
+        async with self._tenant(tenant) as connection:
+            await pg_registry.check_writable(connection, tenant)
+            yield connection
+
     # collections
 
     async def create_collection(
@@ -148,7 +157,7 @@ class PgVectorStore:
                 await self._ensure_index(dims)
         c = collection
         params = [tenant, c.name, c.model, dims, Jsonb(c.metadata), c.created_at]
-        async with self._tenant(tenant) as connection:
+        async with self._writer(tenant) as connection:
             await _lock_capped(connection, tenant, limits)
             created = await _one(connection, q.CREATE_COLLECTION, params)
             if created is not None:
@@ -182,7 +191,7 @@ class PgVectorStore:
         return [_collection(row) for row in rows]
 
     async def delete_collection(self, tenant: str, name: str) -> bool:
-        async with self._tenant(tenant) as connection:
+        async with self._writer(tenant) as connection:
             return (await connection.execute(q.DELETE_COLLECTION, [tenant, name])).rowcount > 0
 
     # documents
@@ -197,7 +206,7 @@ class PgVectorStore:
     ) -> None:
         fresh = [item for item in items if item.vector is not None]
         kept = [item for item in items if item.vector is None]
-        async with self._tenant(tenant) as connection:
+        async with self._writer(tenant) as connection:
             await _lock_capped(connection, tenant, limits)
             ref = await _ref(connection, tenant, name, lock=True)
             if ref is None:
@@ -244,7 +253,7 @@ class PgVectorStore:
                 for i, text, meta, digest, vector in rows]  # fmt: skip
 
     async def delete_document(self, tenant: str, name: str, doc_id: str) -> bool:
-        async with self._tenant(tenant) as connection:
+        async with self._writer(tenant) as connection:
             ref = await _ref(connection, tenant, name, lock=True)
             if ref is None:
                 return False
@@ -295,8 +304,25 @@ class PgVectorStore:
             return await _usage(connection, tenant, with_bytes=True)
 
     async def delete_tenant(self, tenant: str) -> None:
+        # The mark commits on its own, at once: every replica refuses the tenant's writes
+        # from here on, however long removing its rows takes.
+        async with self._tenant(tenant) as connection:
+            await pg_registry.mark_deleted(connection, tenant)
+        await self._purge(tenant)
+
+    async def sweep(self, live: set[str]) -> int:
+        """Ignores ``live`` (see base.py): removes the rows of tenants marked deleted whose
+        removal a crash cut short."""
+        async with self._pool.connection() as connection:
+            doomed = await pg_registry.unpurged(connection)
+        for tenant in doomed:
+            await self._purge(tenant)
+        return len(doomed)
+
+    async def _purge(self, tenant: str) -> None:
         async with self._tenant(tenant) as connection:
             await connection.execute(q.DELETE_TENANT, [tenant])
+            await pg_registry.mark_purged(connection, tenant)
 
 
 async def _approximate(

@@ -126,14 +126,14 @@ class SearchService:
         collection = Collection(name, served.name, dims, metadata, self._now())
         caps.check_collection_metadata(caller.policy, metadata)
         limits = caps.limits(caller.policy)
-        await caps.precheck_collection(store, caller.tenant.id, limits, metadata)
+        await caps.precheck_collection(store, caller.tenant.uid, limits, metadata)
         try:
-            await store.create_collection(caller.tenant.id, collection, limits)
+            await store.create_collection(caller.tenant.uid, collection, limits)
         except CollectionExists:
             raise EmbedgateError(409, f"A collection named `{name}` already exists.",
                                  code="collection_exists", param="name") from None  # fmt: skip
         except LimitExceeded as exc:
-            raise await caps.refused(store, caller.tenant.id, exc) from None
+            raise await caps.refused(store, caller.tenant.uid, exc) from None
         return collection
 
     async def storage_usage(self, caller: Caller) -> Usage | None:
@@ -141,7 +141,7 @@ class SearchService:
         answers without it, as it did before collections existed."""
         try:
             store = await self._stores.get()
-            return await store.tenant_usage(caller.tenant.id)
+            return await store.tenant_usage(caller.tenant.uid)
         except Exception as exc:  # store down or restarting: the rest of /v1/me still holds
             log.warning("storage usage unavailable: %s", type(exc).__name__)
             return None
@@ -149,19 +149,19 @@ class SearchService:
     async def collection(self, caller: Caller, name: str) -> Collection:
         store = await self._stores.get()
         check_name(name)
-        found = await store.get_collection(caller.tenant.id, name)
+        found = await store.get_collection(caller.tenant.uid, name)
         if found is None:
             raise collection_not_found(name)
         return found
 
     async def collections(self, caller: Caller) -> list[Collection]:
         store = await self._stores.get()
-        return await store.list_collections(caller.tenant.id)
+        return await store.list_collections(caller.tenant.uid)
 
     async def delete_collection(self, caller: Caller, name: str) -> None:
         store = await self._stores.get()
         check_name(name)
-        if not await store.delete_collection(caller.tenant.id, name):
+        if not await store.delete_collection(caller.tenant.uid, name):
             raise collection_not_found(name)
 
     async def upsert(
@@ -179,7 +179,7 @@ class SearchService:
         caps.check_document_metadata(caller.policy, docs)
         # Every text, not only those to embed: an unchanged one is written again too.
         check_texts(caller.policy, [d.text for d in docs])
-        tenant = caller.tenant.id
+        tenant = caller.tenant.uid  # the store keys everything by the tenant's uid
         stored = await store.text_hashes(tenant, name, ids)
         limits = caps.limits(caller.policy)
         await caps.precheck_upsert(store, tenant, limits, docs, stored, collection.dimensions)
@@ -214,7 +214,7 @@ class SearchService:
     async def document(self, caller: Caller, name: str, doc_id: str) -> Document:
         store = await self._stores.get()
         await self.collection(caller, name)
-        found = await store.get_document(caller.tenant.id, name, check_id(doc_id))
+        found = await store.get_document(caller.tenant.uid, name, check_id(doc_id))
         if found is None:
             raise document_not_found(doc_id)
         return found
@@ -222,7 +222,7 @@ class SearchService:
     async def vector(self, caller: Caller, name: str, doc_id: str) -> Any:
         store = await self._stores.get()
         await self.collection(caller, name)
-        found = await store.get_vector(caller.tenant.id, name, check_id(doc_id))
+        found = await store.get_vector(caller.tenant.uid, name, check_id(doc_id))
         if found is None:
             raise document_not_found(doc_id)
         return found
@@ -232,13 +232,13 @@ class SearchService:
     ) -> tuple[list[Document], bool]:
         store = await self._stores.get()
         await self.collection(caller, name)
-        rows = await store.list_documents(caller.tenant.id, name, after=after, limit=limit)
+        rows = await store.list_documents(caller.tenant.uid, name, after=after, limit=limit)
         return rows[:limit], len(rows) > limit
 
     async def delete_document(self, caller: Caller, name: str, doc_id: str) -> None:
         store = await self._stores.get()
         await self.collection(caller, name)
-        if not await store.delete_document(caller.tenant.id, name, check_id(doc_id)):
+        if not await store.delete_document(caller.tenant.uid, name, check_id(doc_id)):
             raise document_not_found(doc_id)
 
     async def search(
@@ -263,7 +263,7 @@ class SearchService:
         top_k: int, mode: SearchMode, filter: Filter | None, min_score: float | None,
         instruction: str | None, rate_headers: dict[str, str] | None,
     ) -> Found:  # fmt: skip
-        tenant, name = caller.tenant.id, collection.name
+        tenant, name = caller.tenant.uid, collection.name
         if mode == "keyword":
             hits = await store.search_keyword(tenant, name, query, top_k=top_k, filter=filter)
             return Found(collection, hits, 0)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from embedgate.config import Settings
@@ -61,6 +62,20 @@ class StoreHolder:
 
     async def start(self) -> None:
         await self._open()
+
+    async def sweep(self, live: Callable[[], Awaitable[set[str]]]) -> None:
+        """What crashes left of deleted tenants goes (``DocumentStore.sweep``; ``live``
+        gives the uids of the tenants that exist). Run at start, before any request; a
+        failure is logged, never fatal: the next start sweeps again."""
+        if self._store is None:
+            return
+        try:
+            removed = await self._store.sweep(await live())
+        except Exception:
+            log.warning("could not sweep deleted tenants' documents", exc_info=True)
+            return
+        if removed:
+            log.info("removed the documents of %d deleted tenant(s)", removed)
 
     async def get(self) -> DocumentStore:
         if self._store is None and time.monotonic() >= self._next_try:

@@ -112,12 +112,19 @@ class Authenticator:
             raise invalid_api_key()
         tenant = member[0]
         proxy_key = ApiKey(id="proxy", tenant_id=tenant.id, name="trusted proxy",
-                           prefix="proxy", scopes=SCOPES, created_at=tenant.created_at)  # fmt: skip
+                           prefix="proxy", scopes=SCOPES, created_at=tenant.created_at,
+                           tenant_uid=tenant.uid)  # fmt: skip
         return self._admit(member, proxy_key, client_ip)
 
     async def authenticate(self, token: str | None, client_ip: str | None) -> Caller:
         key = await self._keys.verify(token) if token else None
         member = await self._tenant(key.tenant_id) if key is not None else None
+        if member is not None and key is not None and key.tenant_uid != member[0].uid:
+            # A new tenant's key where this replica still caches the deleted one of that
+            # id, or the other way round: the store decides.
+            member = await self._tenant(key.tenant_id, fresh=True)
+            if member is not None and key.tenant_uid != member[0].uid:
+                member = None  # a key of a deleted tenant, whose id was given to a new one
         if key is None or member is None:
             await self.failed(token, client_ip)
             raise invalid_api_key()
@@ -128,7 +135,7 @@ class Authenticator:
         so a revoked or expired key or a suspended tenant ends the session at once."""
         key = await self._keys.live(tenant_id, key_id)
         tenant = await self._store.get_tenant(tenant_id) if key is not None else None
-        if key is None or tenant is None:
+        if key is None or tenant is None or key.tenant_uid != tenant.uid:
             raise invalid_api_key()
         return self._admit((tenant, effective_policy(self._plans, tenant)), key, client_ip)
 
@@ -160,9 +167,15 @@ class Authenticator:
             client_ip=client_ip, suppressed_since_last=count,
         )  # fmt: skip
 
-    async def _tenant(self, tenant_id: str) -> tuple[Tenant, Policy] | None:
+    def forget_tenant(self, tenant_id: str) -> None:
+        """A deleted tenant: drop its cached record here (and its keys' records, see
+        ``KeyService.forget_tenant``), so its keys fail on this process at once."""
+        self._tenants.pop(tenant_id, None)
+        self._keys.forget_tenant(tenant_id)
+
+    async def _tenant(self, tenant_id: str, *, fresh: bool = False) -> tuple[Tenant, Policy] | None:
         """The tenant with its effective policy, both cached together for a short while."""
-        cached = self._tenants.get(tenant_id)
+        cached = None if fresh else self._tenants.get(tenant_id)
         if cached is not None and cached[0] > time.monotonic():
             return cached[1]
         tenant = await self._store.get_tenant(tenant_id)

@@ -5,7 +5,9 @@ Both directions stream, page by page: memory does not grow with the tenant. An i
 reads the file twice: first it checks every line and the trailer (a truncated or altered
 file is refused before anything is written), then it writes. The tenant is restored
 suspended and gets its exported status back only once everything is in, so its keys do
-not work on half a tenant; if the import fails, what it wrote is removed.
+not work on half a tenant; if the import fails, what it wrote is removed. The file never
+carries the tenant's internal uid: an import creates a new incarnation with a fresh one
+(``--replace`` first deletes the existing tenant, documents of its uid included).
 
 Only a file signed under this server's secret is trusted. Any other (another server's, an
 edited one, an unsigned version 1 file) is refused, or with ``untrusted=True`` imported
@@ -117,19 +119,20 @@ class Backup:
         now = self.clock()
         window = _window(usage, now)
         keys = await self.state.export_keys(tenant_id)
-        collections = await self.documents.list_collections(tenant_id)
+        collections = await self.documents.list_collections(tenant.uid)
         with atomic_output(path) as stream:
             self.progress.start(
                 f"exporting {tenant_id}", sum(c.document_count for c in collections)
             )
             out = Writer(stream, signing_key(self.keys.digest))
-            record = TenantRecord(**{f: getattr(tenant, f) for f in Tenant.__slots__})
+            record = TenantRecord(**{f: getattr(tenant, f) for f in Tenant.__slots__
+                                     if f != "uid"})  # fmt: skip
             out.write(Header(format=FORMAT, version=VERSION, exported_at=now, usage=window,
                              key_check=self.key_check(), tenant=record))  # fmt: skip
             for key, digest in keys:
                 out.write(_key_line(key, digest))
             for collection in collections:
-                await self._export_collection(out, tenant_id, collection)
+                await self._export_collection(out, tenant.uid, collection)
             if window is not None:
                 await self._export_usage(out, tenant_id, window)
             out.end()
@@ -159,7 +162,7 @@ class Backup:
                                                     after_id=after, limit=USAGE_PAGE):  # fmt: skip
             for _, record in page:
                 values = {f: getattr(record, f) for f in UsageRecord.__slots__}
-                del values["tenant_id"]
+                del values["tenant_id"], values["tenant_uid"]
                 out.write(UsageLine(**values))
             after = page[-1][0]
 
@@ -197,6 +200,7 @@ class Backup:
         tenant, trusted = manifest.header.tenant, manifest.trusted
         plan = self._check_plan(plan or (tenant.plan if trusted else DEFAULT_PLAN))
         await self._make_room(tenant.id, replace)
+        # A fresh uid (Tenant's default): whatever the file says, this is a new incarnation.
         created = Tenant(**{**tenant.model_dump(), "plan": plan, "status": "suspended",
                             **({} if trusted else {"policy": {}})})  # fmt: skip
         try:
@@ -204,9 +208,9 @@ class Backup:
         except Conflict:
             raise BackupError(f"tenant {tenant.id} was created meanwhile") from None
         try:
-            await self._restore(path, manifest)
+            await self._restore(path, manifest, created.uid)
         except BaseException:
-            await self._remove(tenant.id)
+            await self._remove(created)
             raise
         if trusted:  # an untrusted tenant stays suspended until the operator reviews it
             await self.state.update_tenant(tenant.id, tenant.updated_at, status=tenant.status)
@@ -228,25 +232,25 @@ class Backup:
         return plan
 
     async def _make_room(self, tenant_id: str, replace: bool) -> None:
-        exists = await self.state.get_tenant(tenant_id) is not None
-        leftovers = bool(await self.documents.list_collections(tenant_id))
-        if (exists or leftovers) and not replace:
-            what = "already exists" if exists else "has collections left in the document store"
-            raise BackupError(f"tenant {tenant_id} {what}: pass --replace to delete all of "
-                              "its data and restore the file in its place")  # fmt: skip
-        if exists or leftovers:
-            await self._remove(tenant_id)
+        existing = await self.state.get_tenant(tenant_id)
+        if existing is None:
+            return  # a new uid has no documents anywhere: nothing can be left over
+        if not replace:
+            raise BackupError(f"tenant {tenant_id} already exists: pass --replace to delete "
+                              "all of its data and restore the file in its place")  # fmt: skip
+        await self._remove(existing)
 
-    async def _remove(self, tenant_id: str) -> None:
-        await self.documents.delete_tenant(tenant_id)
-        await self.state.delete_tenant(tenant_id)
+    async def _remove(self, tenant: Tenant) -> None:
+        """Documents first, by uid: the store then refuses that uid's writes for good."""
+        await self.documents.delete_tenant(tenant.uid)
+        await self.state.delete_tenant(tenant.id)
 
-    async def _restore(self, path: Path, manifest: Manifest) -> None:
+    async def _restore(self, path: Path, manifest: Manifest, uid: str) -> None:
         tenant, window = manifest.header.tenant, manifest.header.usage
         self.progress.start(f"importing {tenant.id}", manifest.counts.documents)
         if window is not None and manifest.trusted:  # the file's window replaces ours
             await self.state.delete_usage(tenant.id, window.start, window.end)
-        restorer = Restorer(self.state, self.documents, tenant.id, self.progress.advance,
+        restorer = Restorer(self.state, self.documents, tenant.id, uid, self.progress.advance,
                             keys=manifest.trusted)  # fmt: skip
         try:
             for _, line in self._read(path):
@@ -269,7 +273,7 @@ def _left_out(manifest: Manifest) -> dict[str, Any]:
 
 
 def _key_line(key: ApiKey, digest: str) -> KeyLine:
-    values = {f: getattr(key, f) for f in ApiKey.__slots__ if f != "tenant_id"}
+    values = {f: getattr(key, f) for f in ApiKey.__slots__ if f not in ("tenant_id", "tenant_uid")}
     return KeyLine.model_validate({**values, "scopes": list(key.scopes), "digest": digest})
 
 

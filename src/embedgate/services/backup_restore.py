@@ -25,9 +25,10 @@ class Restorer:
     batches of ``PAGE``, each committed; ``on_documents`` hears how many were written.
     ``keys=False`` (an untrusted file) leaves the key lines out."""
 
-    def __init__(self, state: StateStore, documents: DocumentStore, tenant: str,
+    def __init__(self, state: StateStore, documents: DocumentStore, tenant: str, uid: str,
                  on_documents: Callable[[int], None], *, keys: bool = True) -> None:  # fmt: skip
         self._state, self._documents, self._tenant = state, documents, tenant
+        self._uid = uid  # the new incarnation's: documents and usage are keyed by it
         self._on_documents = on_documents
         self._keys = keys
         self._collection: CollectionLine | None = None
@@ -41,7 +42,8 @@ class Restorer:
                 await self._write_documents()
         elif isinstance(line, UsageLine):
             values = line.model_dump(exclude={"type"})
-            self._usage.append(UsageRecord(tenant_id=self._tenant, **values))
+            self._usage.append(UsageRecord(tenant_id=self._tenant, tenant_uid=self._uid,
+                                           **values))  # fmt: skip
             if len(self._usage) >= USAGE_PAGE:
                 await self._write_usage()
         elif isinstance(line, CollectionLine):
@@ -61,7 +63,7 @@ class Restorer:
 
     async def _write_documents(self) -> None:
         if self._batch and self._collection is not None:
-            await self._documents.upsert(self._tenant, self._collection.name, self._batch)
+            await self._documents.upsert(self._uid, self._collection.name, self._batch)
             self._on_documents(len(self._batch))
         self._batch = []
 
@@ -74,7 +76,7 @@ class Restorer:
         collection = Collection(line.name, line.model, line.dimensions, line.metadata,
                                 line.created_at)  # fmt: skip
         try:
-            await self._documents.create_collection(self._tenant, collection)
+            await self._documents.create_collection(self._uid, collection)
         except CollectionExists:
             raise BackupError(f"collection {line.name!r} was created meanwhile") from None
         self._collection = line

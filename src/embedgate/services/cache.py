@@ -1,10 +1,11 @@
 """An LRU cache of embeddings, scoped per tenant, bounded in bytes.
 
-The key is (tenant, model, the exact model input): the input is the text after the
+The key is (tenant uid, model, the exact model input): the input is the text after the
 instruction was applied (or the token ids), so the instruction is part of it, and vectors
 are kept at full size so every ``dimensions`` is served from one entry. The tenant is part
 of every key: a tenant's hit never depends on what another tenant sent, so timing reveals
-nothing across tenants.
+nothing across tenants; and it is the tenant's uid, not its id, so a tenant re-created
+under a deleted one's id starts cold (a delete also purges the old entries at once).
 """
 
 from __future__ import annotations
@@ -80,6 +81,13 @@ class EmbeddingCache:
         while self.bytes > self.max_bytes and self._entries:
             key, vector = self._entries.popitem(last=False)
             self.bytes -= _size(key, vector)
+
+    def purge(self, tenant: str) -> int:
+        """Drop every entry of ``tenant`` (a uid: it was deleted); how many went."""
+        doomed = [key for key in self._entries if key[0] == tenant]
+        for key in doomed:
+            self.bytes -= _size(key, self._entries.pop(key))
+        return len(doomed)
 
     def hit_ratio(self) -> float:
         total = self.hits + self.misses

@@ -104,7 +104,7 @@ class EmbeddingService:
         """Full-size vectors, from the tenant's cache where it has them, else the model; the
         tokens to report (the backend's count where it has one: an upstream without a local
         tokenizer knows better than the estimate); and how many inputs came from the cache."""
-        tenant = caller.tenant.id
+        tenant = caller.tenant.uid
         found = self._cache.lookup(tenant, model.name, inputs) if self._cache.enabled else []
         missing = [i for i, vector in enumerate(found) if vector is None] if found else None
         todo = inputs if missing is None else [inputs[i] for i in missing]

@@ -62,6 +62,7 @@ class KeyService:
         expires_in: int | None = None,
     ) -> IssuedKey:
         now = self._clock()
+        tenant = await self._store.get_tenant(tenant_id)  # None: add_key refuses it
         secret = random_base62(SECRET_LENGTH)
         key = f"tenant_{tenant_id}_{secret}"
         record = ApiKey(
@@ -72,6 +73,7 @@ class KeyService:
             scopes=tuple(scopes),
             created_at=now,
             expires_at=now + timedelta(seconds=expires_in) if expires_in else None,
+            tenant_uid=tenant.uid if tenant is not None else None,
         )
         await self._store.add_key(record, self.digest(key))
         return IssuedKey(record, key)
@@ -135,6 +137,11 @@ class KeyService:
         except BaseException:  # the database is away: the next flush writes them
             self._used = used | self._used  # uses since then are later: they win
             raise
+
+    def forget_tenant(self, tenant_id: str) -> None:
+        """Drop the cached keys of a deleted tenant: they stop working here at once."""
+        for digest in [d for d, (_, r) in self._cache.items() if r and r.tenant_id == tenant_id]:
+            del self._cache[digest]
 
     def _remember(self, digest: str, record: ApiKey | None) -> None:
         self._cache[digest] = (time.monotonic() + CACHE_SECONDS, record)

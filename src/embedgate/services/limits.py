@@ -251,7 +251,7 @@ class Limits:
         limit = caller.policy.max_concurrency
         if limit is None:
             return None
-        key = f"{{{caller.tenant.id}}}:inflight"
+        key = f"{{{caller.tenant.uid}}}:inflight"
         return Lease(key, limit, uuid.uuid4().hex, self._lease_ttl_ms)
 
     def _quota_ask(self, caller: Caller, tokens: int, *, need: int) -> QuotaAsk | None:
@@ -260,13 +260,13 @@ class Limits:
             return None
         start, following = month_bounds(self._clock())
         ttl = int((following - self._clock()).total_seconds()) + 7 * 86400
-        key = f"{{{caller.tenant.id}}}:quota:{start:%Y%m}"
+        key = f"{{{caller.tenant.uid}}}:quota:{start:%Y%m}"
         return QuotaAsk(key, limit, tokens, None, ttl, need)
 
     async def _seeded(self, caller: Caller, quota: QuotaAsk) -> QuotaAsk:
         """The same ask, with this month's tokens from metering for a limiter that lost it."""
         start, _ = month_bounds(self._clock())
-        used = await self._seeder(caller.tenant.id, start)
+        used = await self._seeder(caller.tenant.uid, start)
         return replace(quota, seed=used)
 
     def _refusal(
@@ -307,7 +307,7 @@ class Limits:
 def _slots(caller: Caller, request_cost: int, tokens: int) -> list[_Slot]:
     """Every bucket of the caller, each taking its cost (0 for those only read, for the
     headers)."""
-    policy, tenant, key = caller.policy, caller.tenant.id, caller.key.id
+    policy, tenant, key = caller.policy, caller.tenant.uid, caller.key.id
     wanted: list[tuple[Kind, str, str, int | None, int]] = [
         ("requests", "your organization", f"{{{tenant}}}:rpm", policy.rpm, request_cost),
         ("requests", "this API key", f"{{{tenant}}}:key:{key}:rpm", policy.key_rpm,

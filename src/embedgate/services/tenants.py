@@ -1,11 +1,17 @@
-"""Tenants: create, read, change, delete (with everything they own), each one audited."""
+"""Tenants: create, read, change, delete (with everything they own), each one audited.
+
+A delete removes the tenant's documents (by its uid: the store then refuses every later
+write of that uid, on every replica), then the tenant with its keys and sessions, then
+tells the listeners (``on_delete``: the auth, key and embedding caches of this process),
+so its keys stop working here at once. Its usage records stay, under the old uid.
+"""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from embedgate.errors import EmbedgateError, invalid_request
 from embedgate.services.audit import AuditLog
@@ -15,6 +21,12 @@ from embedgate.storage.records import Conflict, Tenant, TenantStatus
 
 TENANT_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 DEFAULT_PLAN = "default"
+
+
+class TenantData(Protocol):
+    """Where a tenant's documents live (a ``DocumentStore``), keyed by tenant uid."""
+
+    async def delete_tenant(self, tenant: str) -> None: ...
 
 
 def tenant_not_found() -> EmbedgateError:
@@ -33,6 +45,11 @@ class TenantService:
         self._audit = audit
         self._plans = plans
         self._clock = clock
+        self._on_delete: list[Callable[[Tenant], object]] = []
+
+    def on_delete(self, listener: Callable[[Tenant], object]) -> None:
+        """Call ``listener`` with each tenant this service deletes, right after."""
+        self._on_delete.append(listener)
 
     def effective(self, tenant: Tenant) -> Policy:
         """The policy enforced for ``tenant``: its plan's defaults under its own fields."""
@@ -91,9 +108,19 @@ class TenantService:
                                  client_ip=client_ip, changed=changed)  # fmt: skip
         return updated
 
-    async def delete(self, tenant_id: str, *, actor: str, client_ip: str | None = None) -> None:
+    async def delete(
+        self, tenant_id: str, *, actor: str, documents: TenantData | None,
+        client_ip: str | None = None,
+    ) -> None:  # fmt: skip
+        """``documents`` None: the tenant's documents are left to the start-up sweep (only a
+        server without a document store passes None)."""
+        tenant = await self.get(tenant_id)
+        if documents is not None:  # first: should the rest fail, nothing is left unmarked
+            await documents.delete_tenant(tenant.uid)
         if not await self._store.delete_tenant(tenant_id):
             raise tenant_not_found()
+        for listener in self._on_delete:
+            listener(tenant)
         await self._audit.record("tenant.deleted", actor=actor, tenant_id=tenant_id,
                                  client_ip=client_ip)  # fmt: skip
 

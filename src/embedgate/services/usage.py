@@ -91,19 +91,19 @@ class UsageMeter:
         return len(batch)
 
     async def totals(
-        self, tenant_id: str, start: datetime, end: datetime | None = None
+        self, tenant_uid: str, start: datetime, end: datetime | None = None
     ) -> UsageTotals:
-        """Usage in ``[start, end)`` (``end`` None: everything since ``start``), counting
-        records not yet written."""
+        """One tenant incarnation's usage (by uid) in ``[start, end)`` (``end`` None:
+        everything since ``start``), counting records not yet written."""
         async with self._lock:
-            stored = await self._store.usage_totals(tenant_id, start, end)
-            waiting = [r for r in self._pending if r.tenant_id == tenant_id
+            stored = await self._store.usage_totals(tenant_uid, start, end)
+            waiting = [r for r in self._pending if r.uid == tenant_uid
                        and r.at >= start and (end is None or r.at < end)]  # fmt: skip
         return add(stored, waiting)
 
-    async def tokens_since(self, tenant_id: str, start: datetime) -> int:
-        """Tokens of the tenant's successful requests since ``start`` (for quotas)."""
-        return (await self.totals(tenant_id, start)).tokens
+    async def tokens_since(self, tenant_uid: str, start: datetime) -> int:
+        """Tokens of the incarnation's successful requests since ``start`` (for quotas)."""
+        return (await self.totals(tenant_uid, start)).tokens
 
     def query(
         self,

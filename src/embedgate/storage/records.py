@@ -3,15 +3,27 @@ and usage records hold counts only: never any text a tenant sent."""
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
 TenantStatus = Literal["active", "suspended"]
+UID_PREFIX = "tn_"  # "_" never occurs in a tenant id, so no fresh uid equals a legacy one
+
+
+def new_uid() -> str:
+    """A tenant's internal id: random, generated once at creation, never reused."""
+    return UID_PREFIX + secrets.token_hex(12)
 
 
 @dataclass(frozen=True, slots=True)
 class Tenant:
+    """``id`` is the name clients, admins and bills use, and may be reused after a delete;
+    ``uid`` is this incarnation's: every per-tenant state (documents, caches, limiter and
+    quota counters) is keyed by it, so a re-created id inherits nothing. Tenants that
+    existed before uids have ``uid == id``."""
+
     id: str
     name: str
     plan: str
@@ -19,6 +31,7 @@ class Tenant:
     policy: dict[str, Any]
     created_at: datetime
     updated_at: datetime
+    uid: str = field(default_factory=new_uid)
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +45,9 @@ class ApiKey:
     expires_at: datetime | None = None
     last_used_at: datetime | None = None
     revoked_at: datetime | None = None
+    # The uid of the tenant it was issued to, set by the store: a key of a deleted tenant
+    # never opens a re-created tenant of the same id.
+    tenant_uid: str | None = None
 
     def usable(self, now: datetime) -> bool:
         if self.revoked_at is not None and self.revoked_at <= now:
@@ -83,6 +99,13 @@ class UsageRecord:
     status: int  # the HTTP status answered
     latency_ms: float
     at: datetime  # aware, UTC
+    # The tenant incarnation charged (quota, /v1/me); None: the same as ``tenant_id`` (a
+    # legacy tenant). Reports by ``tenant_id`` still add up every incarnation of an id.
+    tenant_uid: str | None = None
+
+    @property
+    def uid(self) -> str:
+        return self.tenant_uid or self.tenant_id
 
 
 @dataclass(frozen=True, slots=True)

@@ -53,6 +53,10 @@ tenants = Table(
     Column("policy", JSON, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
+    # Nullable only in the table definition: 0004 adds it to existing SQLite tables, which
+    # cannot gain a NOT NULL column in place; every row has one (see records.Tenant).
+    Column("uid", String(63)),
+    Index("ix_tenants_uid", "uid", unique=True),
 )
 
 api_keys = Table(
@@ -68,6 +72,7 @@ api_keys = Table(
     Column("expires_at", UTCDateTime),
     Column("last_used_at", UTCDateTime),
     Column("revoked_at", UTCDateTime),
+    Column("tenant_uid", String(63)),
     Index("ix_api_keys_tenant", "tenant_id"),
 )
 
@@ -110,7 +115,9 @@ usage_records = Table(
     Column("latency_ms", Float, nullable=False),
     Column("at", UTCDateTime, nullable=False),
     Column("epoch_hour", Integer, nullable=False),
+    Column("tenant_uid", String(63)),  # the incarnation charged; quotas and /v1/me read it
     Index("ix_usage_tenant_at", "tenant_id", "at"),
+    Index("ix_usage_uid_at", "tenant_uid", "at"),
     Index("ix_usage_at", "at"),
 )
 

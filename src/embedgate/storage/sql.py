@@ -124,6 +124,10 @@ class SqlStateStore(SqlSessions):
         async with self._engine.connect() as connection:
             return [_tenant(row) for row in await connection.execute(query)]
 
+    async def tenant_uids(self) -> set[str]:
+        async with self._engine.connect() as connection:
+            return {str(uid) for uid in (await connection.execute(select(tenants.c.uid))).scalars()}
+
     async def count_tenants(self) -> int:
         query = select(func.count()).select_from(tenants)
         async with self._engine.connect() as connection:
@@ -160,8 +164,10 @@ class SqlStateStore(SqlSessions):
     # keys
 
     async def add_key(self, key: ApiKey, digest: str) -> None:
+        # The key belongs to the tenant's current incarnation, whatever the record says.
+        uid = select(tenants.c.uid).where(tenants.c.id == key.tenant_id).scalar_subquery()
         values = {f: getattr(key, f) for f in ApiKey.__slots__} | {
-            "digest": digest, "scopes": list(key.scopes)
+            "digest": digest, "scopes": list(key.scopes), "tenant_uid": uid,
         }  # fmt: skip
         try:
             async with self._engine.begin() as connection:
@@ -281,9 +287,10 @@ class SqlStateStore(SqlSessions):
         ]  # fmt: skip
 
     async def usage_totals(
-        self, tenant_id: str, start: datetime, end: datetime | None = None
+        self, tenant_uid: str, start: datetime, end: datetime | None = None
     ) -> UsageTotals:
-        query = select(*_sums()).where(*_window(tenant_id, start, end))
+        query = select(*_sums()).where(*_window(None, start, end),
+                                       usage_records.c.tenant_uid == tenant_uid)  # fmt: skip
         async with self._engine.connect() as connection:
             row = (await connection.execute(query)).one()
         return _totals(tuple(row))
@@ -304,8 +311,7 @@ class SqlStateStore(SqlSessions):
         )
         async with self._engine.connect() as connection:
             rows = (await connection.execute(query)).all()
-        fields = UsageRecord.__slots__
-        return [(row.id, UsageRecord(**{f: getattr(row, f) for f in fields})) for row in rows]
+        return [(row.id, _usage(row)) for row in rows]
 
     async def delete_usage(self, tenant_id: str, start: datetime, end: datetime) -> int:
         query = delete(usage_records).where(*_window(tenant_id, start, end))
@@ -316,6 +322,7 @@ class SqlStateStore(SqlSessions):
 
 def _usage_row(record: UsageRecord) -> dict[str, Any]:
     values = {f: getattr(record, f) for f in UsageRecord.__slots__}
+    values["tenant_uid"] = record.uid
     # Clipped to the columns: one overlong name must not make a whole batch fail forever.
     for column in usage_records.c:
         if isinstance(column.type, String) and values.get(column.name) is not None:
@@ -348,6 +355,13 @@ def _window(
 def _totals(values: Sequence[Any]) -> UsageTotals:
     requests, errors, inputs, tokens = (int(v or 0) for v in values)
     return UsageTotals(requests, errors, inputs, tokens)
+
+
+def _usage(row: Row[Any]) -> UsageRecord:
+    values = {f: getattr(row, f) for f in UsageRecord.__slots__}
+    if values["tenant_uid"] == values["tenant_id"]:
+        values["tenant_uid"] = None  # a legacy tenant's: the record's own convention
+    return UsageRecord(**values)
 
 
 def _tenant(row: Row[Any]) -> Tenant:
