@@ -559,6 +559,6 @@ async def test_a_write_racing_the_delete_is_refused_or_removed(store: DocumentSt
             group.start_soon(writer, n)
         await anyio.sleep(0.05)
         await store.delete_tenant("racer")
-    assert sorted(refused) == [0, 1, 2]  # every writer was stopped by the delete
+    assert sorted(refused) == [0, 1, 2], refused  # every writer was stopped by the delete
     assert await store.list_collections("racer") == []
     assert await store.get_document("racer", "docs", "w0-0") is None

@@ -1,9 +1,13 @@
 """The pgvector store's tenant registry: one row per tenant uid that ever wrote, and the
 mark that it was deleted, which every replica's writes check inside their transaction.
 
-A write takes its tenant's row ``FOR SHARE`` (inserting it first on the uid's first
-write) and is refused when the row is marked deleted. A delete marks the row, which takes
-its lock: writes in flight commit first, later ones wait and then see the mark. So no
+A write takes its tenant's advisory lock shared and the row ``FOR SHARE`` (inserting it
+first on the uid's first write), and is refused when the row is marked deleted. A delete
+takes the advisory lock exclusive, then marks the row: writes in flight commit first, later
+ones wait and then see the mark. The advisory lock is what makes the delete wait its turn:
+PostgreSQL queues a shared request behind a waiting exclusive one, while a row's share lock
+lets new sharers in ahead of a waiting update, so a tenant writing without pause would
+otherwise hold its own delete off for as long as it kept writing. So no
 write of a deleted tenant lands after its delete, whichever replica's cache still admits
 its key. The rows are then removed, and the row records that (``purged_at``); a crash in
 between leaves the mark, and the start-up sweep removes what it marks. Nothing else is
@@ -34,6 +38,10 @@ CREATE POLICY tenant_isolation ON embedgate_search.tenant_registry
 """
 GRANTS = "GRANT SELECT, INSERT, UPDATE ON embedgate_search.tenant_registry TO {role};"
 
+# The same 64-bit key on every replica; two uids that share one only wait for each other.
+WRITING = """SELECT pg_advisory_xact_lock_shared(
+    hashtextextended('embedgate-tenant:' || %s, 0))"""
+DELETING = """SELECT pg_advisory_xact_lock(hashtextextended('embedgate-tenant:' || %s, 0))"""
 SHARE = """SELECT deleted_at FROM embedgate_search.tenant_registry WHERE tenant_id = %s
 FOR SHARE"""
 REGISTER = """INSERT INTO embedgate_search.tenant_registry (tenant_id) VALUES (%s)
@@ -49,6 +57,7 @@ WHERE deleted_at IS NOT NULL AND purged_at IS NULL ORDER BY tenant_id"""
 
 async def check_writable(connection: AsyncConnection[Any], tenant: str) -> None:
     """Lock the tenant's row for this transaction; ``TenantDeleted`` if it is marked."""
+    await connection.execute(WRITING, [tenant])
     row = await (await connection.execute(SHARE, [tenant])).fetchone()
     if row is None:
         await connection.execute(REGISTER, [tenant])
@@ -58,6 +67,8 @@ async def check_writable(connection: AsyncConnection[Any], tenant: str) -> None:
 
 
 async def mark_deleted(connection: AsyncConnection[Any], tenant: str) -> None:
+    """In the caller's transaction: once writes in flight are done, the mark."""
+    await connection.execute(DELETING, [tenant])
     await connection.execute(MARK_DELETED, [tenant])
 
 
