@@ -258,8 +258,9 @@ class Settings(BaseSettings):
     max_connections: int | None = Field(
         default=None,
         ge=1,
-        description="Most client connections open at once; past it a new connection gets "
-        "503 `too_many_connections` and is closed. Default: the open-file limit (raised to "
+        description="Most client connections open at once; at it a new connection takes the "
+        "place of the one waiting longest (over 1 s) for a request head, else gets 503 "
+        "`too_many_connections` and is closed. Default: the open-file limit (raised to "
         "its hard limit at start) less 128 and 4 per search_open_tenants, at least a quarter "
         "of it, at most 8192.",
     )

@@ -5,7 +5,10 @@ open connections and never finish a request take every descriptor, and then the 
 can accept nobody, and open no database or index file either. So connections past
 ``max_connections`` (derived from the open-file limit, keeping a reserve for files) are
 answered 503 at once and closed, and slow request heads and bodies are timed out
-(``api.slow_clients``).
+(``api.slow_clients``). At the bound, a new connection first takes the place of the one
+that has waited longest for a request head (a half-sent head, or an idle kept-alive
+connection), as nginx drops idle connections when it runs out: a crowd of slow clients then
+cannot keep anyone else out even until their deadline.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import logging
 import resource
 import time
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from embedgate.config import Settings
 
@@ -26,6 +30,14 @@ FILES_PER_OPEN_TENANT = 4  # an embedded-store tenant database: db, -wal, -shm, 
 MOST_CONNECTIONS = 8192  # the default's ceiling, however high the open-file limit
 NOFILE_WANTED = 1 << 20  # when the hard limit is "unlimited"
 NOTE_EVERY_S = 10.0
+# A connection waiting this long for its request head may be closed to make room: a real
+# client sends its head as it connects, so only slow or idle ones are this old.
+EVICT_AFTER_S = 1.0
+
+
+class Evictable(Protocol):
+    def evict(self) -> None:
+        """Close this connection (it waits for a request head) to make room for another."""
 
 
 def raise_open_file_limit() -> int:
@@ -62,6 +74,8 @@ class Gate:
     open: int = 0
     by_client: dict[str, int] = field(default_factory=dict)
     refusing: int = 0  # refused connections still lingering after their answer
+    # connections waiting for a request head, oldest first, with when they began to wait
+    waiting: dict[Evictable, float] = field(default_factory=dict)
     _noted: dict[str, tuple[float, int]] = field(default_factory=dict)
 
     @classmethod
@@ -77,7 +91,7 @@ class Gate:
 
     def admit(self, client: str | None) -> str | None:
         """Count a new connection in, or say why it is refused."""
-        if self.open >= self.max_connections:
+        if self.open >= self.max_connections and not self._evict_one():
             return "server"
         address = client or "unknown"
         if self.per_client and self.by_client.get(address, 0) >= self.per_client:
@@ -86,6 +100,24 @@ class Gate:
         if self.per_client:
             self.by_client[address] = self.by_client.get(address, 0) + 1
         return None
+
+    def waits_for_head(self, connection: Evictable, since: float) -> None:
+        self.waiting.pop(connection, None)  # to the end: the newest waiter
+        self.waiting[connection] = since
+
+    def got_head(self, connection: Evictable) -> None:
+        self.waiting.pop(connection, None)
+
+    def _evict_one(self) -> bool:
+        """Close the connection that has waited longest for a head, if it has waited
+        ``EVICT_AFTER_S``; whether one was (it is released at once)."""
+        oldest = next(iter(self.waiting.items()), None)
+        if oldest is None or time.monotonic() - oldest[1] < EVICT_AFTER_S:
+            return False
+        del self.waiting[oldest[0]]
+        oldest[0].evict()
+        self.note("evicted", "at the connection bound: closed the longest wait for a head")
+        return True
 
     def release(self, client: str | None) -> None:
         self.open -= 1

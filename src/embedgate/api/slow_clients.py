@@ -5,12 +5,14 @@ head, or a body one byte a minute, holds its connection (and a file descriptor) 
 Here a request's head must be complete within ``head_timeout`` of the connection opening
 (or of the previous response), and its body may go ``body_timeout`` without a byte and take
 ``body_deadline`` in all; then the client gets 408 and the app a disconnect. Connections
-past the ``Gate``'s bound get 503 ``too_many_connections`` at once, before any byte is read.
+past the ``Gate``'s bound take the place of the one that has waited longest for a head, or
+get 503 ``too_many_connections`` at once, before any byte is read.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from asyncio import TimerHandle
 from typing import ClassVar
 
@@ -62,9 +64,7 @@ class GuardedProtocol(HeadLimitProtocol):
         for timer in (self._head_timer, self._body_timer):
             if timer is not None:
                 timer.cancel()
-        if self._admitted:
-            self._admitted = False
-            self.gate.release(self._address())
+        self._release()
         if self._lingering:
             self._lingering = False
             self.gate.refusing -= 1
@@ -98,6 +98,23 @@ class GuardedProtocol(HeadLimitProtocol):
         super().on_response_complete()
         self._await_next_head()
 
+    def evict(self) -> None:
+        """Closed for a new connection at the bound (``Gate``): released at once, so the
+        newcomer has its place; a half-sent head gets its 408 first, without lingering."""
+        self._cancel_head()
+        self._release()
+        if self._refused or (self._responses and self._head_bytes == 0):
+            self.transport.close()  # answered already, or idle: nothing to say
+        else:
+            self._answer(request_timeout("line and headers", self.gate.head_timeout),
+                         linger=False)  # fmt: skip
+
+    def _release(self) -> None:
+        self.gate.got_head(self)
+        if self._admitted:
+            self._admitted = False
+            self.gate.release(self._address())
+
     def _address(self) -> str | None:
         return self.client[0] if self.client else None
 
@@ -121,14 +138,17 @@ class GuardedProtocol(HeadLimitProtocol):
         self._cancel_head()
         if not self.transport.is_closing():
             self._head_timer = self.loop.call_later(self.gate.head_timeout, self._head_expired)
+            self.gate.waits_for_head(self, time.monotonic())
 
     def _cancel_head(self) -> None:
+        self.gate.got_head(self)
         if self._head_timer is not None:
             self._head_timer.cancel()
             self._head_timer = None
 
     def _head_expired(self) -> None:
         self._head_timer = None
+        self.gate.got_head(self)
         if self._refused or self.transport.is_closing():
             return
         if self._responses and self._head_bytes == 0:
