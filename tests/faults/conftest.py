@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.faults.helpers import FakeEngine
+from tests.faults.helpers import FakeEngine, PrivatePostgres
 
 
 @pytest.fixture(scope="module")
@@ -15,3 +15,14 @@ def engine() -> Iterator[FakeEngine]:
     fake = FakeEngine()
     yield fake
     fake.close()
+
+
+@pytest.fixture
+def postgres() -> Iterator[PrivatePostgres]:
+    """A private PostgreSQL server for one test, to stop, crash and restart."""
+    server = PrivatePostgres()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.remove()

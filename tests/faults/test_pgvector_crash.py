@@ -16,7 +16,6 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -101,16 +100,6 @@ def _index_valid(url: str, dimensions: int) -> bool | None:
             [f"embedgate_search.documents_hnsw_{dimensions}"],
         ).fetchone()
     return None if row is None else bool(row[0])
-
-
-@pytest.fixture
-def postgres() -> Iterator[PrivatePostgres]:
-    server = PrivatePostgres()
-    try:
-        server.start()
-        yield server
-    finally:
-        server.remove()
 
 
 def _collection(name: str, dimensions: int) -> Collection:

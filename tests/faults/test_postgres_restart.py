@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,16 +28,6 @@ ENV = {
     "EMBEDGATE_WARMUP": "false",
 }
 RECOVERY_S = 10.0  # from PostgreSQL accepting connections to every route answering again
-
-
-@pytest.fixture
-def postgres() -> Iterator[PrivatePostgres]:
-    server = PrivatePostgres()
-    try:
-        server.start()
-        yield server
-    finally:
-        server.remove()
 
 
 def test_requests_fail_cleanly_and_recover_after_a_restart(

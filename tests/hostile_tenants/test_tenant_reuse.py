@@ -15,10 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import psycopg
-import pytest
 
-from tests.conftest import ADMIN_URL, replica_env
+from tests.conftest import replica_env
 from tests.helpers import ServerProcess, start_server
 from tests.hostile_tenants.conftest import ADMIN, bearer, delete_tenant, make_tenant, serve
 from tests.search.pg_fixtures import pg_server, pg_superuser_url, pgvector_url  # noqa: F401
@@ -158,18 +156,6 @@ def test_a_recreated_tenant_starts_with_no_usage_and_its_whole_quota(
 # PostgreSQL (state) + pgvector (documents) + Redis (limits), two replicas
 
 
-@pytest.fixture
-def state_database() -> Iterator[str]:
-    name = f"embedgate_test_{secrets.token_hex(6)}"
-    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
 @contextlib.contextmanager
 def two_replicas(tmp_path: Path, database: str, prefix: str, vectors: str
                  ) -> Iterator[tuple[ServerProcess, ServerProcess]]:  # fmt: skip
@@ -182,12 +168,12 @@ def two_replicas(tmp_path: Path, database: str, prefix: str, vectors: str
 
 
 def test_two_replicas_a_delete_on_one_stops_writes_on_the_other(
-    tmp_path: Path, state_database: str, redis_prefix: str, pgvector_url: str,  # noqa: F811
+    tmp_path: Path, postgres_url: str, redis_prefix: str, pgvector_url: str,  # noqa: F811
 ) -> None:  # fmt: skip
     tenant = f"reuse-{secrets.token_hex(4)}"
     policy = {"monthly_token_quota": 2 * QUOTA}
     texts = unique_texts(6)
-    with two_replicas(tmp_path, state_database, redis_prefix, pgvector_url) as (a, b):
+    with two_replicas(tmp_path, postgres_url, redis_prefix, pgvector_url) as (a, b):
         key = make_tenant(a.url, tenant, policy=policy)
         assert httpx.post(f"{b.url}/v1/collections", json={"name": "docs"},
                           headers=bearer(key), timeout=60).status_code == 201  # fmt: skip
