@@ -193,10 +193,13 @@ async def test_scopes(app: AppClient) -> None:
 
 async def test_deleting_a_tenant_erases_its_collections(app: AppClient) -> None:
     await kb(app.http)
-    store = await app.app.state.runtime.stores.get()
-    assert await store.list_collections("test-tenant")
+    runtime = app.app.state.runtime
+    store = await runtime.stores.get()
+    tenant = await runtime.control.store.get_tenant("test-tenant")
+    assert await store.list_collections(tenant.uid)  # the store keys a tenant by its uid
     deleted = await app.http.delete("/admin/tenants/test-tenant", headers=ADMIN)
     assert deleted.status_code == 200
-    assert await store.list_collections("test-tenant") == []
+    assert await store.list_collections(tenant.uid) == []
     tenants = app.app.state.runtime.settings.data_dir / "tenants"
-    assert list(tenants.iterdir()) == []  # the tenant's directory is gone
+    assert [p for p in tenants.iterdir() if p.is_dir()] == []  # its directory is gone
+    assert (tenants / "deleted").is_file()  # and its uid is refused from now on

@@ -9,18 +9,26 @@ from typing import Any
 import pytest
 
 from tests.conftest import ADMIN_KEY, REDIS_URL, AppClient
+from tests.search.pg_fixtures import pg_server, pg_superuser_url, pgvector_url  # noqa: F401
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
 pytestmark = pytest.mark.anyio
 DEAD_REDIS = "redis://127.0.0.1:1/0"
 
 
-async def test_apps_on_one_redis_share_rpm_and_quota(app_factory: Any, redis_prefix: str) -> None:
+async def test_apps_on_one_redis_share_rpm_and_quota(
+    postgres_url: str,
+    pgvector_url: str,
+    app_factory: Any,
+    redis_prefix: str,  # noqa: F811
+) -> None:  # the databases first: the apps are shut down before they are dropped
     plans = {"default": {"rpm": 6, "monthly_token_quota": 1000}}
     settings = {"warmup": False, "plans": plans, "redis_url": REDIS_URL,
-                "redis_key_prefix": redis_prefix}  # fmt: skip
+                "redis_key_prefix": redis_prefix, "database_url": postgres_url,
+                "vector_url": pgvector_url,
+                "secret_key": "replicas-share-this-secret-" + "x" * 32}  # fmt: skip
+    # Two replicas: one database (one tenant, one uid), one Redis.
     apps: list[AppClient] = [await app_factory(**settings) for _ in range(2)]
-    # Same tenant id in both apps' stores: one tenant to Redis.
     responses = await asyncio.gather(*(
         apps[i % 2].http.post("/v1/embeddings", json={"input": f"text {i}"}) for i in range(12)
     ))  # fmt: skip

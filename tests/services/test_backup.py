@@ -289,6 +289,10 @@ async def test_an_untrusted_import_is_rekeyed(tmp_path: Path) -> None:
         await client.patch(f"/admin/tenants/{tenant}", headers=ADMIN, json={"status": "active"})
         issued = await client.post(f"/admin/tenants/{tenant}/keys", headers=ADMIN, json={})
         fresh = issued.json()["key"]
-        assert await tokens_this_month(client, fresh) == 2 * tokens
+        # --replace makes a new incarnation (a fresh uid): its quota counts the file's usage,
+        # once; billing by tenant id keeps both imports' records, neither replaced.
+        assert await tokens_this_month(client, fresh) == tokens
+        billed = await client.get(f"/admin/usage?tenant={tenant}", headers=ADMIN)
+        assert sum(row["tokens"] for row in billed.json()["data"]) == 2 * tokens
         listed = await client.get("/v1/collections/kb/documents", headers=bearer(fresh))
         assert len(listed.json()["data"]) == len(DOCS)
