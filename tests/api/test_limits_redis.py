@@ -18,9 +18,9 @@ DEAD_REDIS = "redis://127.0.0.1:1/0"
 
 async def test_apps_on_one_redis_share_rpm_and_quota(
     postgres_url: str,
-    pgvector_url: str,
+    pgvector_url: str,  # noqa: F811
     app_factory: Any,
-    redis_prefix: str,  # noqa: F811
+    redis_prefix: str,
 ) -> None:  # the databases first: the apps are shut down before they are dropped
     plans = {"default": {"rpm": 6, "monthly_token_quota": 1000}}
     settings = {"warmup": False, "plans": plans, "redis_url": REDIS_URL,

@@ -332,6 +332,23 @@ async def test_passthrough_refuses_the_tenant_over_its_share_not_the_others() ->
     assert sched.queue_depth == 0
 
 
+async def test_check_room_refuses_only_the_tenant_over_its_share_and_counts_nothing() -> None:
+    backend = RecordingBackend()
+    backend.gate = asyncio.Event()
+    sched = PassthroughScheduler("up", backend, Metrics(), max_queue=4)
+    flood = asyncio.create_task(sched.submit([item(i) for i in range(4)], tenant="a"))
+    await asyncio.sleep(0.01)
+    with pytest.raises(EmbedgateError) as refused:  # before its inputs are even tokenized
+        sched.check_room("a", 1.0)
+    assert (refused.value.status, refused.value.code) == (503, "overloaded")
+    sched.check_room("b", 1.0)  # under its share: room
+    sched.check_room("b", 1.0, 2)
+    assert sched.queue_depth == 4  # a check takes nothing
+    backend.gate.set()
+    await flood
+    sched.check_room("a", 1.0, 4)  # the queue drained: a has room again
+
+
 async def test_shutdown_answers_queued_and_running_requests() -> None:
     backend = RecordingBackend()
     backend.gate = asyncio.Event()  # never released: the first batch is stuck in the model

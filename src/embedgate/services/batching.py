@@ -58,6 +58,10 @@ class Scheduler(Protocol):
         self, inputs: Sequence[ModelInput], *, tenant: str = "", weight: float = 1.0
     ) -> Embedded: ...
 
+    def check_room(self, tenant: str, weight: float, count: int = 1) -> None:
+        """503 ``overloaded`` where ``submit`` of ``count`` inputs would be refused now."""
+        ...
+
 
 @dataclass(eq=False, slots=True)
 class _Item:
@@ -224,6 +228,9 @@ class BatchScheduler:
                     await task
         _fail(self._pending, _shutting_down())
 
+    def check_room(self, tenant: str, weight: float, count: int = 1) -> None:
+        self._shares.check(tenant, weight, count)
+
     async def submit(
         self, inputs: Sequence[ModelInput], *, tenant: str = "", weight: float = 1.0
     ) -> Embedded:
@@ -338,6 +345,9 @@ class PassthroughScheduler:
 
     async def aclose(self) -> None:
         return None
+
+    def check_room(self, tenant: str, weight: float, count: int = 1) -> None:
+        self._shares.check(tenant, weight, count)
 
     async def submit(
         self, inputs: Sequence[ModelInput], *, tenant: str = "", weight: float = 1.0

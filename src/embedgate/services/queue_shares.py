@@ -47,14 +47,21 @@ class QueueShares:
         others = self._total_weight - self._weights.get(tenant, 0.0)
         return self._max_queue * weight / (others + weight)
 
-    def admit(self, tenant: str, weight: float, count: int) -> None:
-        """Count ``count`` inputs of ``tenant`` as live, or raise 503 ``overloaded``."""
-        if not (weight > 0 and math.isfinite(weight)):
-            raise ValueError(f"weight must be a positive number, got {weight!r}")
+    def check(self, tenant: str, weight: float, count: int = 1) -> None:
+        """503 ``overloaded`` if ``count`` more inputs of ``tenant`` would be refused now;
+        nothing is counted. Asked before a request's inputs are tokenized, so a tenant over
+        its share is refused before it costs the tokenizer anything."""
         after = self._total + count
         within_share = self._live.get(tenant, 0) + count <= self.share(tenant, weight)
         if after > self._max_queue * CEILING or (after > self._max_queue and not within_share):
             raise overloaded(1.0)
+
+    def admit(self, tenant: str, weight: float, count: int) -> None:
+        """Count ``count`` inputs of ``tenant`` as live, or raise 503 ``overloaded``."""
+        if not (weight > 0 and math.isfinite(weight)):
+            raise ValueError(f"weight must be a positive number, got {weight!r}")
+        self.check(tenant, weight, count)
+        after = self._total + count
         self._total_weight += weight - self._weights.get(tenant, 0.0)
         self._weights[tenant] = weight
         self._live[tenant] = self._live.get(tenant, 0) + count
