@@ -32,18 +32,14 @@ class RequestCaps:
         validation, which refuses it."""
         value = data.get("input") if isinstance(data, dict) else None
         chars, ids = measure(value)
-        if chars > self.max_chars:
-            raise invalid_request(
-                f"The request's inputs hold {chars} characters together; this server accepts "
-                f"at most {self.max_chars} per request. Send fewer or shorter inputs, or "
-                "split the request.", "input", code=CODE,
-            )  # fmt: skip
-        if ids > self.max_token_ids:
-            raise invalid_request(
-                f"The request's inputs hold {ids} token ids together; this server accepts at "
-                f"most {self.max_token_ids} per request. Send fewer or shorter inputs, or "
-                "split the request.", "input", code=CODE,
-            )  # fmt: skip
+        for what, count, cap in (("characters", chars, self.max_chars),
+                                 ("token ids", ids, self.max_token_ids)):  # fmt: skip
+            if count > cap:
+                raise invalid_request(
+                    f"The request's inputs hold {count} {what} together; this server accepts "
+                    f"at most {cap} per request. Send fewer or shorter inputs, or split the "
+                    "request.", "input", code=CODE,
+                )  # fmt: skip
 
 
 def measure(value: Any) -> tuple[int, int]:
