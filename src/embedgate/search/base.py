@@ -105,6 +105,11 @@ class LimitExceeded(Exception):
         self.usage = usage  # as it would have been after the write
 
 
+def capping(limits: Limits | None) -> Limits | None:
+    """``limits`` if they cap anything, else None: a write without caps checks nothing."""
+    return None if limits is None or limits == Limits() else limits
+
+
 def check_limits(limits: Limits | None, usage: Usage) -> None:
     crossed = None if limits is None else limits.crossed(usage)
     if limits is not None and crossed is not None:

@@ -16,7 +16,14 @@ from typing import Any
 
 from embedgate.config import Policy
 from embedgate.errors import EmbedgateError
-from embedgate.search.base import Document, DocumentStore, LimitExceeded, Limits, Usage
+from embedgate.search.base import (
+    Document,
+    DocumentStore,
+    LimitExceeded,
+    Limits,
+    Usage,
+    capping,
+)
 
 _CODES = {"collections": "collection_limit_exceeded", "documents": "document_limit_exceeded",
           "stored_bytes": "storage_limit_exceeded"}  # fmt: skip
@@ -28,8 +35,8 @@ _UNITS = {"collections": "collections", "documents": "documents",
 
 def limits(policy: Policy) -> Limits | None:
     """The store-side caps of ``policy``, or None when it has none."""
-    found = Limits(policy.max_collections, policy.max_documents, policy.max_stored_bytes)
-    return None if found == Limits() else found
+    return capping(Limits(policy.max_collections, policy.max_documents,
+                          policy.max_stored_bytes))  # fmt: skip
 
 
 def metadata_bytes(metadata: Mapping[str, Any]) -> int:

@@ -35,6 +35,7 @@ from embedgate.search.base import (
     Upsert,
     Usage,
     Vector,
+    capping,
     check_limits,
 )
 from embedgate.search.local_cache import Tenant, TenantCache, directory_name
@@ -246,9 +247,9 @@ class LocalDocumentStore:
     @staticmethod
     def _check(conn: sqlite3.Connection, limits: Limits | None) -> None:
         """Inside the write's transaction: over a cap, it raises and so rolls back."""
-        if limits is not None and limits != Limits():
-            with_bytes = limits.stored_bytes is not None
-            check_limits(limits, local_usage.usage(conn, with_bytes=with_bytes))
+        if (capped := capping(limits)) is not None:
+            with_bytes = capped.stored_bytes is not None
+            check_limits(capped, local_usage.usage(conn, with_bytes=with_bytes))
 
     def _delete_document(self, tenant: Tenant, name: str, doc_id: str) -> bool:
         conn = self._cache.connection(tenant, create=False)

@@ -33,6 +33,7 @@ from embedgate.search.base import (
     Upsert,
     Usage,
     Vector,
+    capping,
     check_limits,
 )
 from embedgate.search.pg_index import IndexBackoff, IndexBuildCrashed, ensure_index, index_type
@@ -345,21 +346,17 @@ async def _approximate(
     return rows if len(rows) >= min(top_k, ref.document_count) else None
 
 
-def _capped(limits: Limits | None) -> bool:
-    return limits is not None and limits != Limits()
-
-
 async def _lock_capped(connection: Connection, tenant: str, limits: Limits | None) -> None:
     """Before a capped write reads anything: one capped writer per tenant at a time."""
-    if _capped(limits):
+    if capping(limits) is not None:
         await connection.execute(q.CAPPED_WRITE, [tenant])
 
 
 async def _check(connection: Connection, tenant: str, limits: Limits | None) -> None:
     """After the write, in its transaction: over a cap, it raises and so rolls back."""
-    if limits is not None and _capped(limits):
-        with_bytes = limits.stored_bytes is not None
-        check_limits(limits, await _usage(connection, tenant, with_bytes=with_bytes))
+    if (capped := capping(limits)) is not None:
+        with_bytes = capped.stored_bytes is not None
+        check_limits(capped, await _usage(connection, tenant, with_bytes=with_bytes))
 
 
 async def _usage(connection: Connection, tenant: str, *, with_bytes: bool) -> Usage:
