@@ -59,7 +59,7 @@ async def parse_request(request: Request, caller: Caller) -> EmbeddingRequest:
     caps = RequestCaps.of(runtime.settings)
     if len(body) <= INLINE_BYTES:
         return parse_body(body, caps)
-    return await runtime.parsing.run(caller.tenant.id, lambda: parse_body(body, caps))
+    return await runtime.parsing.run(caller.tenant.uid, lambda: parse_body(body, caps))
 
 
 def parse_body(body: bytes, caps: RequestCaps) -> EmbeddingRequest:
@@ -120,4 +120,4 @@ async def render_off_loop(
     if result.vectors.size <= INLINE_FLOATS:
         return render(result, encoding_format)
     runtime: Runtime = request.app.state.runtime
-    return await runtime.parsing.run(caller.tenant.id, lambda: render(result, encoding_format))
+    return await runtime.parsing.run(caller.tenant.uid, lambda: render(result, encoding_format))

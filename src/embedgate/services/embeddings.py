@@ -83,7 +83,7 @@ class EmbeddingService:
         # A tenant over its share of a full queue is refused before its inputs cost the
         # tokenizer anything (one input: any of them may still come from the cache).
         model.scheduler.check_room(caller.tenant.uid, policy.priority or 1.0)
-        inputs = await self._prepare(job, model, policy, caller.tenant.id)
+        inputs = await self._prepare(job, model, policy, caller.tenant.uid)
         if job.token_ids is not None:  # what the ids spell, as the model will see them
             await check_token_ids(policy, model.backend, [i.token_ids or () for i in inputs])
         tokens = sum(item.n_tokens for item in inputs)
