@@ -332,21 +332,37 @@ async def test_passthrough_refuses_the_tenant_over_its_share_not_the_others() ->
     assert sched.queue_depth == 0
 
 
-async def test_check_room_refuses_only_the_tenant_over_its_share_and_counts_nothing() -> None:
+@pytest.mark.parametrize("kind", ["batch", "passthrough"])
+async def test_a_reservation_counts_from_before_tokenizing_until_the_inputs_are_answered(
+    kind: str,
+) -> None:
     backend = RecordingBackend()
     backend.gate = asyncio.Event()
-    sched = PassthroughScheduler("up", backend, Metrics(), max_queue=4)
-    flood = asyncio.create_task(sched.submit([item(i) for i in range(4)], tenant="a"))
-    await asyncio.sleep(0.01)
-    with pytest.raises(EmbedgateError) as refused:  # before its inputs are even tokenized
-        sched.check_room("a", 1.0)
+    sched: BatchScheduler | PassthroughScheduler = (
+        scheduler(backend, max_queue=4, wait_s=0) if kind == "batch"
+        else PassthroughScheduler("up", backend, Metrics(), max_queue=4)
+    )  # fmt: skip
+    await sched.start()
+    room = sched.reserve("a", 1.0, 4)  # a request of 4 inputs, about to be tokenized
+    assert sched.queue_depth == 4
+    with pytest.raises(EmbedgateError) as refused:  # a second one of a, before tokenizing
+        sched.reserve("a", 1.0, 1)
     assert (refused.value.status, refused.value.code) == (503, "overloaded")
-    sched.check_room("b", 1.0)  # under its share: room
-    sched.check_room("b", 1.0, 2)
-    assert sched.queue_depth == 4  # a check takes nothing
+    sched.reserve("b", 1.0, 2).close()  # b under its share: room; closed, nothing held
+    assert sched.queue_depth == 4
+    with room:  # 3 of the 4 inputs queued (one came from the cache): that one is let go
+        task = asyncio.create_task(
+            sched.submit([item(i) for i in range(3)], tenant="a", reservation=room)
+        )
+        await asyncio.sleep(0.01)
+    assert sched.queue_depth == 3  # the queued inputs count until they are answered
     backend.gate.set()
-    await flood
-    sched.check_room("a", 1.0, 4)  # the queue drained: a has room again
+    await task
+    assert sched.queue_depth == 0
+    with sched.reserve("a", 1.0, 4):  # the queue drained: a has room again
+        pass
+    assert sched.queue_depth == 0  # a reservation left unused is released
+    await sched.aclose()
 
 
 async def test_shutdown_answers_queued_and_running_requests() -> None:
@@ -455,6 +471,42 @@ async def test_tags_of_idle_tenants_are_forgotten() -> None:
     assert pool.tenants_tracked <= 3  # heavy, and the one or two tenants just served
     pool.dispatched(pool.take(len(pool)), [])
     assert pool.tenants_tracked == 0  # idle: everyone starts level
+
+
+@pytest.mark.parametrize("weight", [1.0, 2.0])
+async def test_a_tenant_back_from_idle_goes_ahead_by_its_burst_then_shares(weight: float) -> None:
+    loop = asyncio.get_running_loop()
+    pool = PendingPool(fair=True, burst=40)
+
+    def add(tenant: str, first: int, n: int, w: float = 1.0) -> None:
+        items = [_Item(item(first + i), loop.create_future()) for i in range(n)]
+        pool.add(items, tenant, w)
+
+    add("heavy", 0, 200)
+    pool.dispatched(pool.take(20), [])  # past its own credit: V moved on
+    add("light", 1000, 60, weight)
+    order = [i.input.token_ids[0] for i in pool.take(40)]  # type: ignore[index]
+    ahead = 10 * int(weight)  # 40 tokens of credit, 4 tokens an input, scaled by the weight
+    assert order[:ahead] == list(range(1000, 1000 + ahead))  # ahead of the backlog
+    rest = order[ahead:]
+    light_share = sum(1 for i in rest if i >= 1000) / len(rest)
+    assert light_share == pytest.approx(weight / (weight + 1), abs=0.07)  # then by weight
+
+
+async def test_the_burst_is_earned_back_only_as_the_others_are_served() -> None:
+    loop = asyncio.get_running_loop()
+    pool = PendingPool(fair=True, burst=40)
+    pool.add([_Item(item(i), loop.create_future()) for i in range(400)], "heavy", 1.0)
+    pool.dispatched(pool.take(20), [])  # past its own credit: V moved on
+    light_first: list[int] = []
+    for r in range(30):  # a closed loop: the next request as soon as the last is served
+        pool.add([_Item(item(1000 + r), loop.create_future()) for _ in range(10)], "light", 1.0)
+        batch = pool.take(10)
+        pool.dispatched(batch, [])
+        light_first.append(sum(1 for i in batch if i.tenant == "light"))
+    served = sum(light_first)
+    assert light_first[0] == 10  # the first request went ahead whole
+    assert served <= 150 + 10  # after that about half of each batch: the weights' share
 
 
 async def test_weights_must_be_positive() -> None:

@@ -6,7 +6,8 @@ line plus the queued inputs closest to it in length, under a padded-token budget
 are not padded to much longer ones, and the rest wait in a pool that new arrivals join, so
 later batches match as well. The first input in line always goes next, so nothing starves.
 The queue is bounded: past ``max_queue`` inputs, 503 to a tenant over its weighted share
-of the queue, never to one under it (``QueueShares``).
+of the queue, never to one under it (``QueueShares``); a request's inputs count from
+before they are tokenized (``reserve``).
 
 The line is a weighted fair queue across tenants (``PendingPool``): a tenant that floods
 the queue delays another tenant's input by at most about one batch, not by its whole
@@ -36,7 +37,7 @@ import numpy as np
 from embedgate.backends.base import Backend, Embedded, ModelInput, Vectors
 from embedgate.errors import EmbedgateError
 from embedgate.services.metrics import Metrics
-from embedgate.services.queue_shares import QueueShares
+from embedgate.services.queue_shares import QueueShares, Reservation
 
 log = logging.getLogger("embedgate.batching")
 
@@ -44,6 +45,9 @@ CANDIDATE_BATCHES = 4  # a batch is chosen among the first max_batch_size * this
 # Padding is compute spent on nothing (CPU time, or GPU time at load): an input joins a batch
 # only while at most this share of the padded batch is padding.
 MAX_PADDING = 0.25
+# A tenant back from idle may go ahead of a backlog by this many batches' worth of tokens
+# (PendingPool's burst): a light tenant's request is then served about as fast as alone.
+BURST_BATCHES = 4
 
 
 class Scheduler(Protocol):
@@ -55,11 +59,19 @@ class Scheduler(Protocol):
     async def aclose(self) -> None: ...
 
     async def submit(
-        self, inputs: Sequence[ModelInput], *, tenant: str = "", weight: float = 1.0
-    ) -> Embedded: ...
+        self,
+        inputs: Sequence[ModelInput],
+        *,
+        tenant: str = "",
+        weight: float = 1.0,
+        reservation: Reservation | None = None,
+    ) -> Embedded:
+        """The inputs' vectors; they count against the tenant's share of the queue through
+        ``reservation`` (made before they were tokenized), or from now on without one."""
+        ...
 
-    def check_room(self, tenant: str, weight: float, count: int = 1) -> None:
-        """503 ``overloaded`` where ``submit`` of ``count`` inputs would be refused now."""
+    def reserve(self, tenant: str, weight: float, count: int) -> Reservation:
+        """Count ``count`` inputs of ``tenant`` against the queue now, or 503 ``overloaded``."""
         ...
 
 
@@ -90,14 +102,24 @@ class PendingPool:
     a tenant's inputs follow one another, spaced by their cost, and a tenant that was idle
     starts level with the next input due, however long the others' backlog. Cost is
     tokens, not inputs, because compute grows with tokens: long inputs buy a tenant no more
-    of the model than short ones. In fifo mode every tag is 0, and the order is arrival."""
+    of the model than short ones. In fifo mode every tag is 0, and the order is arrival.
 
-    def __init__(self, fair: bool) -> None:
+    ``burst`` is the credit of a tenant that used less than its share, in virtual time: its
+    start tag may lie up to ``burst`` behind V (``S = max(V - burst, F[t])``), so a light
+    tenant's request of up to ``burst * weight`` tokens goes ahead of a backlog instead of
+    sharing the model with it input by input (which would make it about twice as slow as
+    alone). Tenants back from idle together start level and share by weight. The credit is
+    earned back only as V moves on, so over time the shares stay those of the weights; a
+    backlogged tenant waits for at most ``burst * weight`` tokens of each tenant that
+    comes back."""
+
+    def __init__(self, fair: bool, burst: int = 0) -> None:
         self._fair = fair
+        self._burst = float(burst)
         self._heap: list[_Item] = []
         self._arrivals = itertools.count()
         self._vtime = 0.0
-        self._finish: dict[str, float] = {}  # F[t], kept only while ahead of V
+        self._finish: dict[str, float] = {}  # F[t], kept only while ahead of V - burst
 
     def __len__(self) -> int:
         return len(self._heap)
@@ -112,7 +134,8 @@ class PendingPool:
     def add(self, items: Sequence[_Item], tenant: str, weight: float) -> None:
         if not (weight > 0 and math.isfinite(weight)):
             raise ValueError(f"weight must be a positive number, got {weight!r}")
-        tag = max(self._vtime, self._finish.get(tenant, 0.0))
+        floor = self._vtime - self._burst
+        tag = max(floor, self._finish.get(tenant, floor))
         for item in items:
             item.seq, item.tenant = next(self._arrivals), tenant
             if self._fair:
@@ -143,12 +166,15 @@ class PendingPool:
             self._vtime = 0.0
             self._finish.clear()
             return
-        # Not past an input still queued, so a tenant that arrives now goes before it.
+        # Not past an input still queued, so a tenant that arrives now goes before it; and
+        # never back (a tenant's credit puts its tags behind V).
         behind = rest[0].tag if rest else math.inf
-        self._vtime = max(item.tag for item in batch if item.tag <= behind)
-        # A finish tag at or behind V changes nothing (S = max(V, F)); dropping those
-        # bounds the map by the tenants with inputs queued or just served.
-        self._finish = {t: f for t, f in self._finish.items() if f > self._vtime}
+        served = [item.tag for item in batch if item.tag <= behind]
+        self._vtime = max([self._vtime, *served])
+        # A finish tag at or behind the credit floor changes nothing (S = max(V - burst, F));
+        # dropping those bounds the map by the tenants with inputs queued or just served.
+        floor = self._vtime - self._burst
+        self._finish = {t: f for t, f in self._finish.items() if f > floor}
 
     def oldest_arrival(self) -> float:
         return min(item.enqueued for item in self._heap)
@@ -203,7 +229,7 @@ class BatchScheduler:
         self._max_tokens = max_batch_tokens
         self._wait_s = wait_s
         self._shares = QueueShares(max_queue)
-        self._pending = PendingPool(fair)
+        self._pending = PendingPool(fair, burst=BURST_BATCHES * max_batch_tokens)
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         # The express lane: a second model call beside a running batch, for a tenant with
@@ -228,14 +254,23 @@ class BatchScheduler:
                     await task
         _fail(self._pending, _shutting_down())
 
-    def check_room(self, tenant: str, weight: float, count: int = 1) -> None:
-        self._shares.check(tenant, weight, count)
+    def reserve(self, tenant: str, weight: float, count: int) -> Reservation:
+        return Reservation(self._shares, tenant, weight, count)
 
     async def submit(
-        self, inputs: Sequence[ModelInput], *, tenant: str = "", weight: float = 1.0
+        self,
+        inputs: Sequence[ModelInput],
+        *,
+        tenant: str = "",
+        weight: float = 1.0,
+        reservation: Reservation | None = None,
     ) -> Embedded:
-        express = self._takes_express(tenant, inputs)  # before its inputs count as live
-        self._shares.admit(tenant, weight, len(inputs))  # checks the weight
+        own = reservation.count if reservation is not None else 0
+        express = self._takes_express(tenant, inputs, own)  # before its inputs count as live
+        if reservation is None:
+            self._shares.admit(tenant, weight, len(inputs))  # checks the weight
+        else:
+            reservation.hand_over(len(inputs))
         loop = asyncio.get_running_loop()
         items = [_Item(inp, loop.create_future()) for inp in inputs]
         if express:
@@ -256,15 +291,16 @@ class BatchScheduler:
     def _on_done(self, tenant: str, _: asyncio.Future[Vectors]) -> None:
         self._shares.release(tenant)
 
-    def _takes_express(self, tenant: str, inputs: Sequence[ModelInput]) -> bool:
-        """A small request of a tenant with nothing else queued or in flight, while others'
-        inputs are running or queued and the express lane is free: it runs at once, beside
-        their batch, instead of in (or behind) a full batch of theirs."""
+    def _takes_express(self, tenant: str, inputs: Sequence[ModelInput], own: int) -> bool:
+        """A small request of a tenant with nothing else queued or in flight (``own``: the
+        inputs this request reserved), while others' inputs are running or queued and the
+        express lane is free: it runs at once, beside their batch, instead of in (or
+        behind) a full batch of theirs."""
         return (
             self._express_lane
             and (self._bulk_busy or len(self._pending) > 0)
             and (self._express is None or self._express.done())
-            and not self._shares.holds(tenant)
+            and self._shares.holds(tenant) <= own
             and len(inputs) <= self._max_size
             and sum(inp.n_tokens for inp in inputs) <= self._express_tokens
         )
@@ -346,13 +382,21 @@ class PassthroughScheduler:
     async def aclose(self) -> None:
         return None
 
-    def check_room(self, tenant: str, weight: float, count: int = 1) -> None:
-        self._shares.check(tenant, weight, count)
+    def reserve(self, tenant: str, weight: float, count: int) -> Reservation:
+        return Reservation(self._shares, tenant, weight, count)
 
     async def submit(
-        self, inputs: Sequence[ModelInput], *, tenant: str = "", weight: float = 1.0
+        self,
+        inputs: Sequence[ModelInput],
+        *,
+        tenant: str = "",
+        weight: float = 1.0,
+        reservation: Reservation | None = None,
     ) -> Embedded:
-        self._shares.admit(tenant, weight, len(inputs))
+        if reservation is None:
+            self._shares.admit(tenant, weight, len(inputs))
+        else:
+            reservation.hand_over(len(inputs))
         started = time.perf_counter()
         try:
             result = await self._backend.embed(inputs)

@@ -17,6 +17,7 @@ from embedgate.services.cache import EmbeddingCache
 from embedgate.services.limits import Limits
 from embedgate.services.metrics import Metrics
 from embedgate.services.policy import Policy, check_token_ids, enforce_request
+from embedgate.services.queue_shares import Reservation
 from embedgate.services.registry import ModelRegistry, ServedModel
 
 
@@ -80,29 +81,30 @@ class EmbeddingService:
             instruction=None if job.instruction_is_default else job.instruction,
             texts=job.texts,
         )  # fmt: skip
-        # A tenant over its share of a full queue is refused before its inputs cost the
-        # tokenizer anything (one input: any of them may still come from the cache).
-        model.scheduler.check_room(caller.tenant.uid, policy.priority or 1.0)
-        inputs = await self._prepare(job, model, policy, caller.tenant.uid)
-        if job.token_ids is not None:  # what the ids spell, as the model will see them
-            await check_token_ids(policy, model.backend, [i.token_ids or () for i in inputs])
-        tokens = sum(item.n_tokens for item in inputs)
-        admission = await self._limits.admit_tokens(caller, tokens)
-        if rate_headers is not None:
-            rate_headers.update(admission.headers)
-        succeeded = False
-        try:
-            vectors, tokens, cached = await self._vectors(caller, model, inputs)
-            succeeded = True
-        finally:
-            await self._limits.finish(admission, succeeded=succeeded)
+        count = self._check_count(job, policy)
+        # The inputs count against the tenant's share of the queue from now on: one over its
+        # share of a full queue is refused before its inputs cost the tokenizer anything.
+        with model.scheduler.reserve(caller.tenant.uid, policy.priority or 1.0, count) as room:
+            inputs = await self._prepare(job, model, policy, caller.tenant.uid)
+            if job.token_ids is not None:  # what the ids spell, as the model will see them
+                await check_token_ids(policy, model.backend, [i.token_ids or () for i in inputs])
+            tokens = sum(item.n_tokens for item in inputs)
+            admission = await self._limits.admit_tokens(caller, tokens)
+            if rate_headers is not None:
+                rate_headers.update(admission.headers)
+            succeeded = False
+            try:
+                vectors, tokens, cached = await self._vectors(caller, model, inputs, room)
+                succeeded = True
+            finally:
+                await self._limits.finish(admission, succeeded=succeeded)
         self._metrics.tokens.labels(model.name).inc(tokens)
         self._metrics.inputs.labels(model.name).inc(len(inputs))
         vectors = truncate_and_normalize(vectors, job.dimensions)
         return EmbeddingResult(model.name, vectors, tokens, cached)
 
     async def _vectors(
-        self, caller: Caller, model: ServedModel, inputs: list[ModelInput]
+        self, caller: Caller, model: ServedModel, inputs: list[ModelInput], room: Reservation
     ) -> tuple[Vectors, int, int]:
         """Full-size vectors, from the tenant's cache where it has them, else the model; the
         tokens to report (the backend's count where it has one: an upstream without a local
@@ -118,7 +120,9 @@ class EmbeddingService:
         timeout = self._settings.request_timeout
         try:
             async with asyncio.timeout(timeout):
-                embedded = await model.scheduler.submit(todo, tenant=tenant, weight=weight)
+                embedded = await model.scheduler.submit(
+                    todo, tenant=tenant, weight=weight, reservation=room
+                )
         except TimeoutError:
             raise EmbedgateError(
                 504, f"The request did not complete within {timeout:g}s. The server is busy; "
@@ -143,11 +147,8 @@ class EmbeddingService:
                 "dimensions",
             )
 
-    async def _prepare(
-        self, job: EmbeddingJob, model: ServedModel, policy: Policy, tenant: str
-    ) -> list[ModelInput]:
-        """Model inputs within the tighter of the server's (or model's) and the plan's limits;
-        truncation, when on, cuts to that same token limit."""
+    def _check_count(self, job: EmbeddingJob, policy: Policy) -> int:
+        """The number of inputs, within the tighter of the server's and the plan's limits."""
         count = len(job.texts if job.texts is not None else job.token_ids or ())
         limit, whose = tighter(self._settings.max_inputs_per_request, "this server",
                                policy.max_inputs_per_request)  # fmt: skip
@@ -157,6 +158,13 @@ class EmbeddingService:
                 "request.",
                 "input",
             )
+        return count
+
+    async def _prepare(
+        self, job: EmbeddingJob, model: ServedModel, policy: Policy, tenant: str
+    ) -> list[ModelInput]:
+        """Model inputs within the tighter of the server's (or model's) and the plan's token
+        limits; truncation, when on, cuts to that same token limit."""
         max_tokens, whose = tighter(model.max_tokens, f"model `{model.name}`",
                                     policy.max_tokens_per_input)  # fmt: skip
         truncate_to = max_tokens if self._settings.truncate_inputs else None

@@ -10,6 +10,9 @@ The queue can grow past ``max_queue`` only by tenants under their share. Shares 
 computed when each request arrives, and they shrink as more tenants join, so the sum of
 what was admitted by share is not bounded by ``max_queue`` on its own: a hard ceiling of
 ``2 * max_queue`` bounds the memory. Weights are kept only for tenants with live inputs.
+A request's inputs count from before they are tokenized (``reserve``), so that a tenant
+over its share is refused before it costs the tokenizer anything, and many requests of one
+tenant arriving at once cannot all pass a check that only one of them fits.
 See docs/scheduling.md.
 """
 
@@ -34,9 +37,9 @@ class QueueShares:
     def total(self) -> int:
         return self._total
 
-    def holds(self, tenant: str) -> bool:
-        """Whether ``tenant`` has inputs queued or in flight."""
-        return tenant in self._live
+    def holds(self, tenant: str) -> int:
+        """How many inputs ``tenant`` has reserved, queued or in flight."""
+        return self._live.get(tenant, 0)
 
     @property
     def tenants_tracked(self) -> int:
@@ -49,8 +52,7 @@ class QueueShares:
 
     def check(self, tenant: str, weight: float, count: int = 1) -> None:
         """503 ``overloaded`` if ``count`` more inputs of ``tenant`` would be refused now;
-        nothing is counted. Asked before a request's inputs are tokenized, so a tenant over
-        its share is refused before it costs the tokenizer anything."""
+        nothing is counted."""
         after = self._total + count
         within_share = self._live.get(tenant, 0) + count <= self.share(tenant, weight)
         if after > self._max_queue * CEILING or (after > self._max_queue and not within_share):
@@ -77,3 +79,31 @@ class QueueShares:
         self._total_weight -= self._weights.pop(tenant)
         if not self._live:  # no float drift carried from one busy period to the next
             self._total_weight = 0.0
+
+
+class Reservation:
+    """A request's inputs, counted as live from before they are tokenized until they are
+    queued (``hand_over``) or the request ends (``close``)."""
+
+    def __init__(self, shares: QueueShares, tenant: str, weight: float, count: int) -> None:
+        shares.admit(tenant, weight, count)
+        self._shares, self.tenant, self.count = shares, tenant, count
+
+    def hand_over(self, queued: int) -> None:
+        """``queued`` of the inputs go into the queue, which releases them one by one as they
+        are answered; the rest (answered from the cache) are released now."""
+        if queued > self.count:
+            raise ValueError(f"{queued} inputs queued on a reservation of {self.count}")
+        self.count -= queued
+        self.close()
+
+    def close(self) -> None:
+        if self.count:
+            self._shares.release(self.tenant, self.count)
+            self.count = 0
+
+    def __enter__(self) -> Reservation:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
