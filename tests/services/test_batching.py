@@ -20,6 +20,7 @@ from embedgate.services.batching import (
     select_batch,
 )
 from embedgate.services.metrics import Metrics
+from embedgate.services.queue_shares import QueueShares, Reservation
 
 pytestmark = pytest.mark.anyio
 
@@ -588,3 +589,16 @@ async def test_the_express_lane_is_only_for_small_requests_of_quiet_tenants(case
     backend.gate.set()  # type: ignore[union-attr]
     await asyncio.gather(heavy, waiting)
     await sched.aclose()
+
+
+def test_a_reservation_of_no_inputs_leaves_no_tenant_behind() -> None:
+    shares = QueueShares(4)
+    with Reservation(shares, "t", 1.0, 0):
+        pass
+    assert (shares.total, shares.tenants_tracked) == (0, 0)
+    with Reservation(shares, "t", 1.0, 2) as room:
+        assert (shares.total, shares.holds("t")) == (2, 2)
+        room.hand_over(1)  # one queued: the queue releases it when answered
+    assert (shares.total, shares.tenants_tracked) == (1, 1)
+    shares.release("t")
+    assert (shares.total, shares.tenants_tracked) == (0, 0)

@@ -86,7 +86,8 @@ class Reservation:
     queued (``hand_over``) or the request ends (``close``)."""
 
     def __init__(self, shares: QueueShares, tenant: str, weight: float, count: int) -> None:
-        shares.admit(tenant, weight, count)
+        if count:  # nothing to count (and no tenant entry to leave behind) for no inputs
+            shares.admit(tenant, weight, count)
         self._shares, self.tenant, self.count = shares, tenant, count
 
     def hand_over(self, queued: int) -> None:
