@@ -29,7 +29,7 @@ from starlette.requests import Request
 from embedgate.api.deps import authenticate
 from embedgate.app import create_app
 from embedgate.config import Settings
-from embedgate.services.policy import Policy, effective_policy, enforce_request
+from embedgate.tenancy.policy import Policy, effective_policy, enforce_request
 
 
 def p50_ms(samples: list[float]) -> float:

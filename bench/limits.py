@@ -36,8 +36,8 @@ import redis.asyncio as aioredis
 
 from embedgate.app import create_app
 from embedgate.config import Settings
-from embedgate.services.auth import Caller
-from embedgate.services.policy import Policy, effective_policy, enforce_request
+from embedgate.tenancy.auth import Caller
+from embedgate.tenancy.policy import Policy, effective_policy, enforce_request
 
 MODEL = "all-minilm-l6-v2"
 INSTRUCTION = "Given a query, find passages"

@@ -1,7 +1,7 @@
 """`embedgate tenants export|import` on a data dir: the file, and every way it is refused.
 
 The full round trip through a real app, on SQLite and on PostgreSQL + pgvector, is in
-tests/services/test_backup.py.
+tests/backup/test_service.py.
 """
 
 from __future__ import annotations
@@ -19,15 +19,15 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from embedgate.backup.service import Backup
 from embedgate.cli import main
 from embedgate.runtime import ControlPlane
 from embedgate.search.base import Collection, Document, Upsert
 from embedgate.search.local import LocalDocumentStore
 from embedgate.search.local_cache import directory_name
-from embedgate.services.backup import Backup
-from embedgate.services.policy import Policy
 from embedgate.storage.records import UsageRecord
 from embedgate.storage.sql import SqlStateStore
+from embedgate.tenancy.policy import Policy
 from tests.conftest import make_settings
 from tests.test_cli_admin import CLEAN_ENV, cli, cli_text, data_dir_with_secret
 

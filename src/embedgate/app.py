@@ -12,8 +12,8 @@ from embedgate.api import admin, collections, console, console_pages, embeddings
 from embedgate.api.middleware import BodyLimitMiddleware, ObservabilityMiddleware
 from embedgate.config import Settings
 from embedgate.errors import install_error_handlers
+from embedgate.observability.metrics import Metrics
 from embedgate.runtime import Runtime
-from embedgate.services.metrics import Metrics
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

@@ -25,8 +25,8 @@ from embedgate.errors import EmbedgateError
 from embedgate.keyfiles import SecretFileError, read_secret_file
 from embedgate.runtime import ControlPlane
 from embedgate.search.stores import open_store
-from embedgate.services.policy import Policy
-from embedgate.services.usage import CSV_COLUMNS, to_csv
+from embedgate.tenancy.policy import Policy
+from embedgate.tenancy.usage import CSV_COLUMNS, to_csv
 
 ACTOR = "cli"
 AUDIT_COLUMNS = ("id", "at", "event", "actor", "tenant_id", "key_prefix", "client_ip", "detail")

@@ -16,10 +16,10 @@ from typing import Any, TypeVar
 
 import click
 
+from embedgate.backup.service import Backup, UsageScope
 from embedgate.cli_admin import Admin, LocalAdmin, _override, _target_flags, execute
 from embedgate.search.stores import open_store
-from embedgate.services.backup import Backup, UsageScope
-from embedgate.services.keys import utcnow
+from embedgate.tenancy.keys import utcnow
 
 T = TypeVar("T")
 NOT_REMOTE = (

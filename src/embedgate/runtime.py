@@ -9,27 +9,27 @@ import time
 from dataclasses import dataclass, field
 
 from embedgate.config import Settings
+from embedgate.embeddings.cache import EmbeddingCache
+from embedgate.embeddings.service import EmbeddingService
+from embedgate.engine.registry import ModelRegistry
+from embedgate.engine.workpool import WorkPool
 from embedgate.keyfiles import ensure_data_dir, load_admin_key, load_server_secret
+from embedgate.limits.admission import Limits
+from embedgate.limits.memory import Limiter, MemoryLimiter
+from embedgate.observability.metrics import Metrics
 from embedgate.search.service import SearchService
 from embedgate.search.stores import StoreHolder
-from embedgate.services.admin import KeyAdmin
-from embedgate.services.audit import AuditLog
-from embedgate.services.auth import Authenticator, TrustedProxy
-from embedgate.services.cache import EmbeddingCache
-from embedgate.services.denials import DenialAudit
-from embedgate.services.embeddings import EmbeddingService
-from embedgate.services.keys import KeyService, utcnow
-from embedgate.services.limits import Limits
-from embedgate.services.metrics import Metrics
-from embedgate.services.ratelimit import Limiter, MemoryLimiter
-from embedgate.services.registry import ModelRegistry
-from embedgate.services.sessions import ConsoleSessions
-from embedgate.services.tenants import TenantService
-from embedgate.services.throttle import FailureThrottle
-from embedgate.services.usage import UsageMeter
-from embedgate.services.workpool import WorkPool
 from embedgate.storage.base import StateStore
 from embedgate.storage.sql import SqlStateStore
+from embedgate.tenancy.admin import KeyAdmin
+from embedgate.tenancy.audit import AuditLog
+from embedgate.tenancy.auth import Authenticator, TrustedProxy
+from embedgate.tenancy.denials import DenialAudit
+from embedgate.tenancy.keys import KeyService, utcnow
+from embedgate.tenancy.sessions import ConsoleSessions
+from embedgate.tenancy.tenants import TenantService
+from embedgate.tenancy.throttle import FailureThrottle
+from embedgate.tenancy.usage import UsageMeter
 
 log = logging.getLogger("embedgate")
 
@@ -164,7 +164,7 @@ class Runtime:
 def _limiter(settings: Settings) -> Limiter:
     if settings.redis_url is None:
         return MemoryLimiter()
-    from embedgate.services.ratelimit_redis import RedisLimiter
+    from embedgate.limits.redis import RedisLimiter
 
     return RedisLimiter(settings.redis_url.get_secret_value(), settings.redis_key_prefix)
 

@@ -12,8 +12,8 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from embedgate.services.sessions import ConsoleSessions
 from embedgate.storage.schema import metadata
+from embedgate.tenancy.sessions import ConsoleSessions
 from tests.conftest import ADMIN_KEY, INVALID_KEY_BODY, TEST_TENANT, AppClient
 
 pytestmark = pytest.mark.anyio

@@ -22,7 +22,7 @@ from schemathesis.python import asgi
 
 from embedgate.app import create_app
 from embedgate.search.service import NAME
-from embedgate.services.tenants import TENANT_ID
+from embedgate.tenancy.tenants import TENANT_ID
 from tests.conftest import ADMIN_KEY, make_settings
 from tests.search.pg_fixtures import *  # noqa: F403  (the fixtures)
 from tests.search.pg_fixtures import OWNER, new_database, url_for

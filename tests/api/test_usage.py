@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from embedgate.services.usage import UsageMeter
 from embedgate.storage.records import UsageRecord
+from embedgate.tenancy.usage import UsageMeter
 from tests.conftest import ADMIN_KEY, INVALID_KEY_BODY, TEST_TENANT, AppClient
 
 pytestmark = pytest.mark.anyio

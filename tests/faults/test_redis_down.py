@@ -11,8 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from embedgate.services.limits import RETRY_DOWN_S
-from embedgate.services.ratelimit_redis import TIMEOUT_S
+from embedgate.limits.admission import RETRY_DOWN_S
+from embedgate.limits.redis import TIMEOUT_S
 from tests.conftest import ADMIN_KEY, issue_key
 from tests.faults.helpers import (
     FakeEngine,

@@ -235,8 +235,8 @@ async def test_migrations_create_exactly_the_declared_schema(store: SqlStateStor
 async def test_no_table_holds_a_key_secret(store: SqlStateStore) -> None:
     from sqlalchemy import select
 
-    from embedgate.services.keys import KeyService
     from embedgate.storage.schema import metadata
+    from embedgate.tenancy.keys import KeyService
 
     await store.create_tenant(tenant("1001"))
     issued = await KeyService(store, b"server-secret").issue("1001")

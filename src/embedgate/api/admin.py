@@ -11,11 +11,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from embedgate.api.deps import RuntimeDep, client_ip, require_admin
 from embedgate.api.routing import StrictJsonRoute
 from embedgate.errors import invalid_request
-from embedgate.services.keys import SCOPES, IssuedKey, Scope
-from embedgate.services.policy import Policy
-from embedgate.services.tenants import TENANT_ID
-from embedgate.services.usage import CSV_COLUMNS, isoformat, to_csv
 from embedgate.storage.records import ApiKey, AuditEvent, Tenant
+from embedgate.tenancy.keys import SCOPES, IssuedKey, Scope
+from embedgate.tenancy.policy import Policy
+from embedgate.tenancy.tenants import TENANT_ID
+from embedgate.tenancy.usage import CSV_COLUMNS, isoformat, to_csv
 
 router = APIRouter(
     prefix="/admin",

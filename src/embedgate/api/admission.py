@@ -20,7 +20,7 @@ from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 
 from embedgate.api.deps import RequiresScope, admit, authenticate
-from embedgate.services.keys import Scope
+from embedgate.tenancy.keys import Scope
 
 
 class AdmittedRoute(APIRoute):

@@ -22,7 +22,7 @@ from embedgate.api.routing import StrictJsonRoute
 from embedgate.errors import EmbedgateError
 from embedgate.search.base import Collection, Document, Hit
 from embedgate.search.service import MAX_ID_CHARS, MAX_TOP_K, NAME, SearchService, check_name
-from embedgate.services.auth import Caller
+from embedgate.tenancy.auth import Caller
 
 
 class CollectionRoute(AdmittedRoute, StrictJsonRoute):

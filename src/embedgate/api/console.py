@@ -18,9 +18,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from embedgate.api.deps import RuntimeDep, client_ip, identify
 from embedgate.config import Settings
 from embedgate.errors import EmbedgateError, from_validation_errors
-from embedgate.services.auth import CallerDenied
-from embedgate.services.sessions import CSRF_HEADER, SESSION_COOKIE, ConsoleSessions, Opened
-from embedgate.services.usage import isoformat
+from embedgate.tenancy.auth import CallerDenied
+from embedgate.tenancy.sessions import CSRF_HEADER, SESSION_COOKIE, ConsoleSessions, Opened
+from embedgate.tenancy.usage import isoformat
 
 NO_STORE = {"Cache-Control": "no-store"}
 

@@ -13,13 +13,13 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from embedgate.embeddings.service import EmbeddingService
+from embedgate.engine.registry import ModelRegistry
+from embedgate.limits.admission import Admission, Limits
 from embedgate.runtime import Runtime
-from embedgate.services.auth import Caller, CallerDenied, invalid_api_key
-from embedgate.services.embeddings import EmbeddingService
-from embedgate.services.keys import Scope
-from embedgate.services.limits import Admission, Limits
-from embedgate.services.registry import ModelRegistry
-from embedgate.services.sessions import CSRF_HEADER, SESSION_COOKIE
+from embedgate.tenancy.auth import Caller, CallerDenied, invalid_api_key
+from embedgate.tenancy.keys import Scope
+from embedgate.tenancy.sessions import CSRF_HEADER, SESSION_COOKIE
 
 
 async def get_runtime(request: Request) -> Runtime:

@@ -15,11 +15,11 @@ from embedgate.api.admission import EmbeddingsRoute
 from embedgate.api.deps import EmbeddingsCallerDep, EmbeddingsDep
 from embedgate.api.input_caps import RequestCaps
 from embedgate.api.schemas import EmbeddingRequest, EmbeddingResponse
-from embedgate.backends.base import Vectors
+from embedgate.embeddings.service import EmbeddingJob, EmbeddingResult
+from embedgate.engine.backends.base import Vectors
 from embedgate.errors import from_validation_errors, invalid_json
 from embedgate.runtime import Runtime
-from embedgate.services.auth import Caller
-from embedgate.services.embeddings import EmbeddingJob, EmbeddingResult
+from embedgate.tenancy.auth import Caller
 
 router = APIRouter(prefix="/v1", tags=["embeddings"], route_class=EmbeddingsRoute)
 INLINE_BYTES = 64 * 1024  # parsed on the event loop: cheaper than a thread hop

@@ -15,10 +15,10 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from embedgate.errors import EmbedgateError
-from embedgate.services.auth import Caller
-from embedgate.services.metrics import Metrics
+from embedgate.observability.metrics import Metrics
 from embedgate.storage.faults import client_error, reason
 from embedgate.storage.records import UsageRecord
+from embedgate.tenancy.auth import Caller
 
 access_log = logging.getLogger("embedgate.access")
 log = logging.getLogger("embedgate.errors")

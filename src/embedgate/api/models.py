@@ -7,8 +7,8 @@ from fastapi import APIRouter
 from embedgate.api.admission import AdmittedRoute
 from embedgate.api.deps import CallerDep, RegistryDep
 from embedgate.api.schemas import ModelList, ModelObject
-from embedgate.services.auth import Caller
-from embedgate.services.registry import ServedModel
+from embedgate.engine.registry import ServedModel
+from embedgate.tenancy.auth import Caller
 
 router = APIRouter(prefix="/v1", tags=["models"], route_class=AdmittedRoute)
 

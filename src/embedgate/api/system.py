@@ -14,11 +14,11 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from embedgate import __version__
 from embedgate.api.deps import AdminDep, RuntimeDep, bearer_token, require_admin
-from embedgate.backends.devices import gpu_memory, gpu_name
+from embedgate.embeddings.cache import EmbeddingCache
+from embedgate.engine.backends.devices import gpu_memory, gpu_name
+from embedgate.engine.registry import ServedModel
 from embedgate.runtime import Runtime
-from embedgate.services.auth import presented_prefix
-from embedgate.services.cache import EmbeddingCache
-from embedgate.services.registry import ServedModel
+from embedgate.tenancy.auth import presented_prefix
 
 router = APIRouter(tags=["system"])
 log = logging.getLogger("embedgate.health")

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from embedgate.embeddings.service import EmbeddingJob, EmbeddingService
+from embedgate.engine.registry import ModelRegistry
 from embedgate.errors import EmbedgateError, invalid_request
 from embedgate.search import caps
 from embedgate.search.base import (
@@ -31,10 +33,8 @@ from embedgate.search.base import (
     Upsert,
     Usage,
 )
-from embedgate.services.auth import Caller
-from embedgate.services.embeddings import EmbeddingJob, EmbeddingService
-from embedgate.services.policy import check_model, check_texts, denied
-from embedgate.services.registry import ModelRegistry
+from embedgate.tenancy.auth import Caller
+from embedgate.tenancy.policy import check_model, check_texts, denied
 
 if TYPE_CHECKING:
     from embedgate.search.stores import StoreHolder

@@ -1,0 +1,16 @@
+"""Model backends, chosen per registry entry by ``create_backend``."""
+
+from __future__ import annotations
+
+from embedgate.config import ModelSpec, Settings
+from embedgate.engine.backends.base import Backend
+
+
+def create_backend(name: str, spec: ModelSpec, settings: Settings) -> Backend:
+    if spec.backend == "local":
+        from embedgate.engine.backends.local import LocalBackend
+
+        return LocalBackend(name, spec, device=settings.device, warmup=settings.warmup)
+    from embedgate.engine.backends.upstream import UpstreamBackend
+
+    return UpstreamBackend(name, spec)

@@ -1,0 +1,248 @@
+"""Forward to OpenAI-compatible servers (SGLang, vLLM, TEI, Infinity, Ollama, embedgate).
+
+embedgate formats prompts and truncates dimensions itself, so the upstream only ever sees
+plain inputs and is asked for full-size float vectors: every backend gives the same answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import itertools
+import logging
+import os
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import httpx
+import numpy as np
+
+from embedgate.config import ModelSpec
+from embedgate.engine.backends.base import BackendInfo, Embedded, ModelInput, Vectors, l2_normalize
+from embedgate.engine.backends.decoding import TokenDecoder
+from embedgate.engine.backends.tokenizing import TokenizerRunner
+from embedgate.errors import EmbedgateError
+from embedgate.keyfiles import read_secret_file
+
+log = logging.getLogger("embedgate.engine.backends.upstream")
+
+RETRYABLE_STATUS = frozenset({429, 502, 503, 504})
+DOWN_FOR_SECONDS = 5.0
+
+
+class _Retry(Exception):
+    """This upstream failed in a way another one may not. The message names no URL: it
+    reaches clients, and the upstream topology is the operator's business (it is logged)."""
+
+
+class UpstreamBackend:
+    """A pool of base URLs: round-robin over healthy ones, fail over on connect errors."""
+
+    coalesce = False
+    lanes = 1  # requests pass through; the upstream engine schedules them
+
+    def __init__(
+        self, name: str, spec: ModelSpec, *, transport: httpx.AsyncBaseTransport | None = None
+    ) -> None:
+        self.name = name
+        self._spec = spec
+        self._urls = [url.rstrip("/") for url in spec.base_urls]
+        self._down_until = dict.fromkeys(self._urls, 0.0)
+        self._turn = itertools.count()
+        self._transport = transport
+        self._client: httpx.AsyncClient | None = None
+        self._tokenizer: TokenizerRunner | None = None
+        self._decoder: TokenDecoder | None = None
+        self._info = BackendInfo(
+            dimensions=spec.dimensions or 0,
+            max_tokens=spec.max_tokens or 8192,
+            family="qwen3" if spec.family == "qwen3" else "generic",
+            vocab_size=None,
+            device="upstream",
+        )
+
+    @property
+    def info(self) -> BackendInfo:
+        return self._info
+
+    async def start(self) -> None:
+        headers = {"User-Agent": "embedgate"}
+        key = self._api_key()
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        self._client = httpx.AsyncClient(
+            headers=headers,
+            timeout=httpx.Timeout(self._spec.timeout, connect=min(5.0, self._spec.timeout)),
+            limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
+            transport=self._transport,
+        )
+        if self._spec.tokenizer:
+            from transformers import AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(self._spec.tokenizer)
+            self._tokenizer = TokenizerRunner(tokenizer, self.name)
+            self._decoder = TokenDecoder(tokenizer, self.name)
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+        for runner in (self._tokenizer, self._decoder):
+            if runner is not None:
+                runner.close()
+
+    def can_tokenize(self) -> bool:
+        return self._tokenizer is not None
+
+    async def tokenize(
+        self, texts: Sequence[str], truncate_to: int | None, tenant: str = ""
+    ) -> list[list[int]]:
+        assert self._tokenizer is not None, "no tokenizer configured"
+        return await self._tokenizer(texts, truncate_to, tenant)
+
+    async def decode(self, id_lists: Sequence[Sequence[int]]) -> list[str]:
+        assert self._decoder is not None, "no tokenizer configured"
+        return await self._decoder(id_lists)
+
+    async def embed(self, inputs: Sequence[ModelInput]) -> Embedded:
+        size = self._spec.max_batch_size
+        chunks = [inputs[i : i + size] for i in range(0, len(inputs), size)]
+        parts = await asyncio.gather(*(self._embed_chunk(chunk) for chunk in chunks))
+        vectors = np.concatenate([part.vectors for part in parts])
+        return Embedded(vectors, sum(part.prompt_tokens for part in parts))
+
+    def health(self) -> dict[str, Any]:
+        now = time.monotonic()
+        up = {url: self._down_until[url] <= now for url in self._urls}
+        return {"backend": "openai", "ready": any(up.values()), "upstreams": up}
+
+    def _api_key(self) -> str | None:
+        if self._spec.api_key_env:
+            value = os.environ.get(self._spec.api_key_env, "").strip()
+            if not value:
+                raise ValueError(
+                    f"model {self.name}: api_key_env names {self._spec.api_key_env}, "
+                    "which is not set"
+                )
+            return value
+        if self._spec.api_key_file:
+            return read_secret_file(self._spec.api_key_file)
+        return None
+
+    def _order(self) -> list[str]:
+        """Healthy URLs first, starting at the next one in turn; downed ones as a last resort."""
+        start = next(self._turn) % len(self._urls)
+        rotated = self._urls[start:] + self._urls[:start]
+        now = time.monotonic()
+        return sorted(rotated, key=lambda url: self._down_until[url] > now)
+
+    async def _embed_chunk(self, chunk: Sequence[ModelInput]) -> Embedded:
+        payload = {
+            "model": self._spec.upstream_model or self.name,
+            "input": _wire_inputs(chunk),
+            "encoding_format": "base64",
+        }
+        order = self._order()
+        attempts = [order[i % len(order)] for i in range(1 + self._spec.max_retries)]
+        failure = "no upstream tried"
+        for url in attempts:
+            try:
+                body = await self._post(url, payload)
+            except _Retry as exc:
+                failure = str(exc)
+                continue
+            return self._parse(body, len(chunk), chunk)
+        raise EmbedgateError(
+            502,
+            f"The upstream servers failed {len(attempts)} attempt(s); last: {failure}.",
+            code="upstream_error",
+        )
+
+    async def _post(self, url: str, payload: dict[str, Any]) -> Any:
+        assert self._client is not None, "backend not started"
+        try:
+            response = await self._client.post(f"{url}/embeddings", json=payload)
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            self._down_until[url] = time.monotonic() + DOWN_FOR_SECONDS
+            log.warning("upstream %s unreachable: %s", url, type(exc).__name__)
+            raise _Retry("connection refused or timed out") from exc
+        except httpx.TimeoutException as exc:
+            raise EmbedgateError(
+                504, f"The upstream server did not answer within {self._spec.timeout:g}s.",
+                code="upstream_timeout",
+            ) from exc  # fmt: skip
+        except httpx.TransportError as exc:  # reset or closed mid-request: safe to resend
+            log.warning("upstream %s failed: %s", url, type(exc).__name__)
+            raise _Retry("connection lost") from exc
+        if response.status_code in RETRYABLE_STATUS:
+            log.warning("upstream %s answered %d", url, response.status_code)
+            raise _Retry(f"HTTP {response.status_code}")
+        if response.status_code >= 500:
+            raise EmbedgateError(
+                502, f"The upstream server failed (HTTP {response.status_code}).",
+                code="upstream_error",
+            )  # fmt: skip
+        if response.status_code >= 400:
+            raise _client_error(response)
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise _malformed() from exc
+
+    def _parse(self, body: Any, expected: int, chunk: Sequence[ModelInput]) -> Embedded:
+        try:
+            rows = sorted(body["data"], key=lambda row: row["index"])
+            vectors = np.stack([_decode(row["embedding"]) for row in rows])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise _malformed() from exc
+        if vectors.shape != (expected, self._info.dimensions):
+            raise EmbedgateError(
+                502,
+                f"The upstream server returned vectors of shape {vectors.shape}, expected "
+                f"({expected}, {self._info.dimensions}); check `dimensions` in the model config.",
+                code="upstream_error",
+            )
+        return Embedded(l2_normalize(vectors), _prompt_tokens(body, chunk))
+
+
+def _wire_inputs(chunk: Sequence[ModelInput]) -> list[str] | list[list[int]]:
+    """Texts, unless one input must travel as token ids (sent as such, or truncated): then
+    all do, as OpenAI's API takes no mix. Text is only missing where ids exist for all."""
+    if all(item.text is not None for item in chunk):
+        return [item.text or "" for item in chunk]
+    return [list(item.token_ids or ()) for item in chunk]
+
+
+def _prompt_tokens(body: Any, chunk: Sequence[ModelInput]) -> int:
+    """Our own exact count when a local tokenizer made one, else what the upstream says."""
+    if all(item.token_ids is not None for item in chunk):
+        return sum(item.n_tokens for item in chunk)
+    usage = body.get("usage") if isinstance(body, dict) else None
+    tokens = usage.get("prompt_tokens") if isinstance(usage, dict) else None
+    return tokens if isinstance(tokens, int) else sum(item.n_tokens for item in chunk)
+
+
+def _decode(embedding: Any) -> Vectors:
+    if isinstance(embedding, str):
+        return np.frombuffer(base64.b64decode(embedding), dtype="<f4").astype(np.float32)
+    return np.asarray(embedding, dtype=np.float32)
+
+
+def _malformed() -> EmbedgateError:
+    return EmbedgateError(
+        502, "The upstream server sent a malformed embeddings response.", code="upstream_error"
+    )
+
+
+def _client_error(response: httpx.Response) -> EmbedgateError:
+    if response.status_code in (401, 403):
+        return EmbedgateError(
+            502, "The upstream server refused embedgate's credentials; check the upstream key.",
+            code="upstream_auth_error",
+        )  # fmt: skip
+    try:
+        message = str(response.json()["error"]["message"])[:500]
+    except (ValueError, KeyError, TypeError):
+        message = f"HTTP {response.status_code}"
+    return EmbedgateError(400, f"The upstream server rejected the input: {message}",
+                          param="input", code="upstream_rejected")  # fmt: skip
