@@ -35,7 +35,7 @@ def test_every_error_code_is_documented() -> None:
 
 def test_every_metric_is_documented() -> None:
     text = (DOCS / "api.md").read_text()
-    source = (SRC / "services" / "metrics.py").read_text()
+    source = (SRC / "observability" / "metrics.py").read_text()
     names = set(re.findall(r'"(embedgate_[a-z_]+)"', source))
     missing = sorted(name for name in names if name not in text)
     assert names
