@@ -69,6 +69,16 @@ class QueueShares:
         self._live[tenant] = self._live.get(tenant, 0) + count
         self._total = after
 
+    def enqueue(
+        self, tenant: str, weight: float, count: int, reservation: Reservation | None
+    ) -> None:
+        """``count`` inputs of ``tenant`` go into the queue: counted from now on, or handed
+        over from the ``reservation`` that counted them before they were tokenized."""
+        if reservation is None:
+            self.admit(tenant, weight, count)
+        else:
+            reservation.hand_over(count)
+
     def release(self, tenant: str, count: int = 1) -> None:
         self._total -= count
         left = self._live[tenant] - count

@@ -267,10 +267,7 @@ class BatchScheduler:
     ) -> Embedded:
         own = reservation.count if reservation is not None else 0
         express = self._takes_express(tenant, inputs, own)  # before its inputs count as live
-        if reservation is None:
-            self._shares.admit(tenant, weight, len(inputs))  # checks the weight
-        else:
-            reservation.hand_over(len(inputs))
+        self._shares.enqueue(tenant, weight, len(inputs), reservation)  # checks the weight
         loop = asyncio.get_running_loop()
         items = [_Item(inp, loop.create_future()) for inp in inputs]
         if express:
@@ -393,10 +390,7 @@ class PassthroughScheduler:
         weight: float = 1.0,
         reservation: Reservation | None = None,
     ) -> Embedded:
-        if reservation is None:
-            self._shares.admit(tenant, weight, len(inputs))
-        else:
-            reservation.hand_over(len(inputs))
+        self._shares.enqueue(tenant, weight, len(inputs), reservation)
         started = time.perf_counter()
         try:
             result = await self._backend.embed(inputs)
