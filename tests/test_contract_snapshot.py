@@ -48,7 +48,7 @@ HELP_PAGES = """
 import sys
 import click
 from click.testing import CliRunner
-from embedgate.cli import main
+from embedgate.cli.main import main
 
 def commands(group, path=()):
     for name in sorted(group.commands):

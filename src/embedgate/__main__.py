@@ -1,3 +1,3 @@
-from embedgate.cli import main
+from embedgate.cli.main import main
 
 main()

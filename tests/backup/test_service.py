@@ -26,7 +26,7 @@ from embedgate.app import create_app
 from embedgate.backup.format import BackupError, Header, KeyLine, TenantRecord
 from embedgate.backup.io import Writer, read_backup
 from embedgate.backup.signing import UnsignedBackup, signing_key
-from embedgate.cli import main
+from embedgate.cli.main import main
 from embedgate.config import Settings
 from tests.conftest import ADMIN_KEY, INVALID_KEY_BODY, make_settings
 from tests.search.pg_fixtures import pg_server, pg_superuser_url, pgvector_url  # noqa: F401

@@ -11,7 +11,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 import embedgate
-from embedgate.cli_ingest import detect_format, read_documents
+from embedgate.cli.ingest import detect_format, read_documents
 from tests.conftest import ADMIN_KEY
 from tests.console.conftest import Console, Watch, screenshot
 

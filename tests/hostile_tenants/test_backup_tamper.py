@@ -20,10 +20,10 @@ import httpx
 import pytest
 from click.testing import CliRunner, Result
 
-from embedgate.cli import main
+from embedgate.cli.main import main
+from tests.cli.test_admin import CLEAN_ENV
 from tests.helpers import ServerProcess
 from tests.hostile_tenants.conftest import ADMIN, bearer, delete_tenant, make_tenant, serve
-from tests.test_cli_admin import CLEAN_ENV
 
 CACHE_S = 2.2  # keys and tenant records are cached for up to 2 s
 Row = dict[str, Any]

@@ -20,7 +20,7 @@ import pytest
 from click.testing import CliRunner
 
 from embedgate.backup.service import Backup
-from embedgate.cli import main
+from embedgate.cli.main import main
 from embedgate.runtime import ControlPlane
 from embedgate.search.base import Collection, Document, Upsert
 from embedgate.search.local import LocalDocumentStore
@@ -28,8 +28,8 @@ from embedgate.search.local_cache import directory_name
 from embedgate.storage.records import UsageRecord
 from embedgate.storage.sql import SqlStateStore
 from embedgate.tenancy.policy import Policy
+from tests.cli.test_admin import CLEAN_ENV, cli, cli_text, data_dir_with_secret
 from tests.conftest import make_settings
-from tests.test_cli_admin import CLEAN_ENV, cli, cli_text, data_dir_with_secret
 
 NOW = datetime.now(UTC)
 

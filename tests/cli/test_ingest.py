@@ -15,7 +15,7 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
-from embedgate import cli_ingest
+from embedgate.cli import ingest as cli_ingest
 from tests.helpers import ServerProcess
 
 pytestmark = pytest.mark.slow

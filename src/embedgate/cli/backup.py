@@ -17,7 +17,8 @@ from typing import Any, TypeVar
 import click
 
 from embedgate.backup.service import Backup, UsageScope
-from embedgate.cli_admin import Admin, LocalAdmin, _override, _target_flags, execute
+from embedgate.cli.common import override, target_flags
+from embedgate.cli.target import Admin, LocalAdmin, execute
 from embedgate.search.stores import open_store
 from embedgate.tenancy.keys import utcnow
 
@@ -52,7 +53,7 @@ class Bar:
 
 def _local_flags(command: Callable[..., Any]) -> Any:
     """The target flags of the other admin commands, less --server."""
-    return _target_flags(command, env=False, server=False)
+    return target_flags(command, env=False, server=False)
 
 
 def _run(ctx: click.Context, action: Callable[[Backup], Awaitable[T]]) -> T:
@@ -96,7 +97,7 @@ def export_tenant(ctx: click.Context, /, tenant_id: str, file: Path, usage: Usag
     The tenant, its API keys (digests only), collections, documents with their vectors, and
     usage records. FILE is created with mode 0600 and replaced only once complete.
     """
-    _override(ctx, **target)
+    override(ctx, **target)
     summary = _run(ctx, lambda backup: backup.export(tenant_id, file, usage=usage))
     click.echo(json.dumps(summary, indent=2))
 
@@ -120,7 +121,7 @@ def import_tenant(ctx: click.Context, /, file: Path, replace: bool, plan: str | 
     signed under this server's secret is refused unless --untrusted-source. An existing
     tenant is refused unless --replace.
     """
-    _override(ctx, **target)
+    override(ctx, **target)
     summary = _run(ctx, lambda backup: backup.restore(file, replace=replace, plan=plan,
                                                       untrusted=untrusted_source))  # fmt: skip
     click.echo(json.dumps(summary, indent=2))

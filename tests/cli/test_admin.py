@@ -15,8 +15,8 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
-from embedgate import cli_admin
-from embedgate.cli import main
+from embedgate.cli import audit as cli_audit
+from embedgate.cli.main import main
 from embedgate.storage.records import UsageRecord
 from embedgate.storage.sql import SqlStateStore
 from tests.conftest import ADMIN_KEY
@@ -145,7 +145,7 @@ def test_usage_export_refuses_bad_dates(tmp_path: Path) -> None:
 def test_audit_export_pages_through_every_event(
     tmp_path: Path, page: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(cli_admin, "AUDIT_PAGE", page)
+    monkeypatch.setattr(cli_audit, "AUDIT_PAGE", page)
     target = ["--data-dir", str(data_dir_with_secret(tmp_path))]
     for tenant_id in ("t1", "t2", "t3"):
         cli("tenants", *target, "create", tenant_id)
@@ -188,7 +188,7 @@ def test_the_same_commands_against_a_running_server(served: ServerProcess) -> No
 @pytest.mark.slow
 def test_exports_from_a_running_server(served: ServerProcess,
                                        monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
-    monkeypatch.setattr(cli_admin, "AUDIT_PAGE", 1)  # every event on a page of its own
+    monkeypatch.setattr(cli_audit, "AUDIT_PAGE", 1)  # every event on a page of its own
     env = {"EMBEDGATE_SERVER": served.url, "EMBEDGATE_ADMIN_KEY": ADMIN_KEY}
     for tenant_id in ("export-1", "export-2"):
         cli("tenants", "create", tenant_id, env=env)

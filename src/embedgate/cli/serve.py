@@ -1,4 +1,4 @@
-"""The ``embedgate`` command. Every setting is a flag whose help names its env var."""
+"""`embedgate serve`. Every setting is a flag whose help names its env var."""
 
 from __future__ import annotations
 
@@ -12,17 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import click
-from pydantic import ValidationError
 from pydantic.fields import FieldInfo
 
-from embedgate import __version__, allocator
+from embedgate import allocator
+from embedgate.cli.common import load_settings
 from embedgate.config import NOT_ON_COMMAND_LINE, Settings
-from embedgate.keyfiles import (
-    SecretFileError,
-    ensure_data_dir,
-    load_admin_key,
-    load_server_secret,
-)
+from embedgate.keyfiles import SecretFileError, ensure_data_dir, load_admin_key, load_server_secret
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -61,21 +56,7 @@ def settings_options(command: Callable[..., Any]) -> Callable[..., Any]:
     return command
 
 
-def load_settings(flags: dict[str, Any]) -> Settings:
-    """CLI flags on top of env and the config file; a clear message instead of a traceback."""
-    try:
-        return Settings(**{k: v for k, v in flags.items() if v is not None})
-    except (ValidationError, ValueError) as exc:
-        raise click.ClickException(f"invalid configuration:\n{exc}") from exc
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.version_option(__version__, prog_name="embedgate")
-def main() -> None:
-    """embedgate: many tenants, one embedding model, an OpenAI-compatible API."""
-
-
-@main.command()
+@click.command()
 @settings_options
 def serve(**flags: Any) -> None:
     """Run the server (default http://127.0.0.1:8000, embedded model, ./embedgate-data).
@@ -114,15 +95,3 @@ def serve(**flags: Any) -> None:
         access_log=False,
         server_header=False,
     )
-
-
-def _register_admin_commands() -> None:
-    from embedgate.cli_admin import register
-
-    register(main)
-    from embedgate.cli_ingest import ingest
-
-    main.add_command(ingest)
-
-
-_register_admin_commands()

@@ -11,7 +11,8 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from embedgate.cli import load_settings, main
+from embedgate.cli.common import load_settings
+from embedgate.cli.main import main
 from embedgate.config import NOT_ON_COMMAND_LINE, Settings
 from embedgate.keyfiles import load_admin_key
 

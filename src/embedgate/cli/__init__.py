@@ -1,0 +1,1 @@
+"""The ``embedgate`` command line (``embedgate.cli.main:main``)."""
