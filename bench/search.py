@@ -55,11 +55,12 @@ import httpx
 import numpy as np
 
 from embedgate.config import Settings
-from embedgate.search import local_index, local_index_files
-from embedgate.search.base import Collection, Document, Upsert
-from embedgate.search.local import LocalDocumentStore
-from embedgate.search.local_index import VectorIndex
-from embedgate.search.stores import open_store
+from embedgate.docstore.base import Collection, Document, Upsert
+from embedgate.docstore.local import index as local_index
+from embedgate.docstore.local import index_files as local_index_files
+from embedgate.docstore.local.index import VectorIndex
+from embedgate.docstore.local.store import LocalDocumentStore
+from embedgate.docstore.stores import open_store
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from corpus import build_corpus

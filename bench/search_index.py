@@ -31,10 +31,11 @@ from typing import Any
 import anyio
 import numpy as np
 
-from embedgate.search import local_index, local_index_files
-from embedgate.search.base import Collection, Document, Upsert
-from embedgate.search.local import LocalDocumentStore
-from embedgate.search.local_index import VectorIndex
+from embedgate.docstore.base import Collection, Document, Upsert
+from embedgate.docstore.local import index as local_index
+from embedgate.docstore.local import index_files as local_index_files
+from embedgate.docstore.local.index import VectorIndex
+from embedgate.docstore.local.store import LocalDocumentStore
 
 Array = np.ndarray[Any, Any]
 

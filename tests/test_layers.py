@@ -17,7 +17,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "embedgate"
 # Bottom up; a package may import its own layer's packages only where listed together.
 LAYERS: list[set[str]] = [
     {"", "errors", "config", "keyfiles", "allocator"},
-    {"observability", "storage"},
+    {"observability", "storage", "docstore"},
     {"engine"},
     {"tenancy"},
     {"limits"},

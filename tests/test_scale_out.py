@@ -22,9 +22,9 @@ import pytest
 
 from embedgate.storage.sql import SqlStateStore
 from tests.conftest import ADMIN_KEY, INVALID_KEY_BODY, replica_env
+from tests.docstore.pg_fixtures import *  # noqa: F403  (the fixtures)
+from tests.docstore.pg_fixtures import OWNER, new_database, url_for
 from tests.helpers import ServerProcess, spread_embeddings, start_server
-from tests.search.pg_fixtures import *  # noqa: F403  (the fixtures)
-from tests.search.pg_fixtures import OWNER, new_database, url_for
 
 pytestmark = pytest.mark.slow
 TENANT = "acme"

@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass, field
 
 from embedgate.config import Settings
+from embedgate.docstore.stores import StoreHolder
 from embedgate.embeddings.cache import EmbeddingCache
 from embedgate.embeddings.service import EmbeddingService
 from embedgate.engine.registry import ModelRegistry
@@ -18,7 +19,6 @@ from embedgate.limits.admission import Limits
 from embedgate.limits.memory import Limiter, MemoryLimiter
 from embedgate.observability.metrics import Metrics
 from embedgate.search.service import SearchService
-from embedgate.search.stores import StoreHolder
 from embedgate.storage.base import StateStore
 from embedgate.storage.sql import SqlStateStore
 from embedgate.tenancy.admin import KeyAdmin

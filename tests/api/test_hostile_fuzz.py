@@ -24,8 +24,8 @@ from embedgate.app import create_app
 from embedgate.search.service import NAME
 from embedgate.tenancy.tenants import TENANT_ID
 from tests.conftest import ADMIN_KEY, make_settings
-from tests.search.pg_fixtures import *  # noqa: F403  (the fixtures)
-from tests.search.pg_fixtures import OWNER, new_database, url_for
+from tests.docstore.pg_fixtures import *  # noqa: F403  (the fixtures)
+from tests.docstore.pg_fixtures import OWNER, new_database, url_for
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
 CONFIG = {

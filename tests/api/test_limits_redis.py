@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import ADMIN_KEY, REDIS_URL, AppClient
-from tests.search.pg_fixtures import pg_server, pg_superuser_url, pgvector_url  # noqa: F401
+from tests.docstore.pg_fixtures import pg_server, pg_superuser_url, pgvector_url  # noqa: F401
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
 pytestmark = pytest.mark.anyio

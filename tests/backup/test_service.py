@@ -29,7 +29,7 @@ from embedgate.backup.signing import UnsignedBackup, signing_key
 from embedgate.cli.main import main
 from embedgate.config import Settings
 from tests.conftest import ADMIN_KEY, INVALID_KEY_BODY, make_settings
-from tests.search.pg_fixtures import pg_server, pg_superuser_url, pgvector_url  # noqa: F401
+from tests.docstore.pg_fixtures import pg_server, pg_superuser_url, pgvector_url  # noqa: F401
 
 pytestmark = pytest.mark.anyio
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}

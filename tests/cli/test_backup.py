@@ -21,10 +21,10 @@ from click.testing import CliRunner
 
 from embedgate.backup.service import Backup
 from embedgate.cli.main import main
+from embedgate.docstore.base import Collection, Document, Upsert
+from embedgate.docstore.local.cache import directory_name
+from embedgate.docstore.local.store import LocalDocumentStore
 from embedgate.runtime import ControlPlane
-from embedgate.search.base import Collection, Document, Upsert
-from embedgate.search.local import LocalDocumentStore
-from embedgate.search.local_cache import directory_name
 from embedgate.storage.records import UsageRecord
 from embedgate.storage.sql import SqlStateStore
 from embedgate.tenancy.policy import Policy

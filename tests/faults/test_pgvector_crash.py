@@ -24,9 +24,9 @@ import httpx
 import psycopg
 import pytest
 
+from embedgate.docstore.base import Collection
+from embedgate.docstore.pgvector.store import PgVectorStore
 from embedgate.errors import EmbedgateError
-from embedgate.search.base import Collection
-from embedgate.search.pgvector import PgVectorStore
 from tests.conftest import ADMIN_KEY, issue_key
 from tests.faults.helpers import FakeEngine, PrivatePostgres, engine_config, error_code
 from tests.helpers import start_server
@@ -123,7 +123,7 @@ async def test_the_store_backs_off_a_build_that_crashed_the_server(
     try:
         await store.create_collection("t", _collection("indexed", 16))  # built before
         with IndexCrasher(postgres.url) as crasher:
-            caplog.set_level(logging.ERROR, "embedgate.search.pg_index")
+            caplog.set_level(logging.ERROR, "embedgate.docstore.pgvector.index")
             with pytest.raises(EmbedgateError) as first:
                 await store.create_collection("t", _collection("new", 8))
             assert crasher.kills == 1

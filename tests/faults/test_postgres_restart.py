@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from embedgate.search.pgvector import POOL_TIMEOUT_S
+from embedgate.docstore.pgvector.store import POOL_TIMEOUT_S
 from tests.conftest import ADMIN_KEY, TEST_TENANT, issue_key
 from tests.faults.helpers import Call, FakeEngine, Load, PrivatePostgres, engine_config
 from tests.helpers import start_server

@@ -17,9 +17,9 @@ from typing import Any
 import httpx
 
 from tests.conftest import replica_env
+from tests.docstore.pg_fixtures import pg_server, pg_superuser_url, pgvector_url  # noqa: F401
 from tests.helpers import ServerProcess, start_server
 from tests.hostile_tenants.conftest import ADMIN, bearer, delete_tenant, make_tenant, serve
-from tests.search.pg_fixtures import pg_server, pg_superuser_url, pgvector_url  # noqa: F401
 
 KEY_CACHE_SECONDS = 2.0  # tenancy/keys.py and tenancy/auth.py: how long a replica trusts
 TEXT = "word " * 58  # 60 tokens with the model's two special tokens

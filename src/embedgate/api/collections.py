@@ -19,8 +19,8 @@ from pydantic import (
 from embedgate.api.admission import AdmittedRoute
 from embedgate.api.deps import with_scope
 from embedgate.api.routing import StrictJsonRoute
+from embedgate.docstore.base import Collection, Document, Hit
 from embedgate.errors import EmbedgateError
-from embedgate.search.base import Collection, Document, Hit
 from embedgate.search.service import MAX_ID_CHARS, MAX_TOP_K, NAME, SearchService, check_name
 from embedgate.tenancy.auth import Caller
 

@@ -8,7 +8,7 @@ from fastapi import APIRouter
 
 from embedgate.api.admission import AdmittedRoute
 from embedgate.api.deps import CallerDep, RuntimeDep
-from embedgate.search.caps import usage_json
+from embedgate.docstore.caps import usage_json
 from embedgate.tenancy.usage import UsageMeter, isoformat, month_start
 
 router = APIRouter(prefix="/v1", tags=["tenant"], route_class=AdmittedRoute)

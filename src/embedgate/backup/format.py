@@ -25,7 +25,7 @@ from typing import Annotated, Any, Final, Literal
 import numpy as np
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, field_validator
 
-from embedgate.search.base import Vector
+from embedgate.docstore.base import Vector
 from embedgate.search.service import NAME, check_id
 from embedgate.tenancy.keys import Scope
 from embedgate.tenancy.policy import Policy

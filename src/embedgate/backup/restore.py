@@ -15,7 +15,7 @@ from embedgate.backup.format import (
     decode_vector,
 )
 from embedgate.backup.io import PAGE, USAGE_PAGE
-from embedgate.search.base import Collection, CollectionExists, Document, DocumentStore, Upsert
+from embedgate.docstore.base import Collection, CollectionExists, Document, DocumentStore, Upsert
 from embedgate.storage.base import StateStore
 from embedgate.storage.records import ApiKey, Conflict, UsageRecord
 

@@ -50,7 +50,7 @@ from embedgate.backup.io import (
 )
 from embedgate.backup.restore import Restorer
 from embedgate.backup.signing import UnsignedBackup, signing_key
-from embedgate.search.base import Collection, DocumentStore
+from embedgate.docstore.base import Collection, DocumentStore
 from embedgate.storage.base import StateStore
 from embedgate.storage.records import ApiKey, Conflict, Tenant, UsageRecord
 from embedgate.tenancy.audit import AuditLog

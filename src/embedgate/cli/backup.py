@@ -19,7 +19,7 @@ import click
 from embedgate.backup.service import Backup, UsageScope
 from embedgate.cli.common import override, target_flags
 from embedgate.cli.target import Admin, LocalAdmin, execute
-from embedgate.search.stores import open_store
+from embedgate.docstore.stores import open_store
 from embedgate.tenancy.keys import utcnow
 
 T = TypeVar("T")

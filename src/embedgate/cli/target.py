@@ -18,10 +18,10 @@ import httpx
 
 from embedgate.cli.common import load_settings
 from embedgate.config import Settings
+from embedgate.docstore.stores import open_store
 from embedgate.errors import EmbedgateError
 from embedgate.keyfiles import SecretFileError, read_secret_file
 from embedgate.runtime import ControlPlane
-from embedgate.search.stores import open_store
 from embedgate.tenancy.policy import Policy
 from embedgate.tenancy.render import audit_json, key_json, tenant_json
 

@@ -17,11 +17,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from embedgate.embeddings.service import EmbeddingJob, EmbeddingService
-from embedgate.engine.registry import ModelRegistry
-from embedgate.errors import EmbedgateError, invalid_request
-from embedgate.search import caps
-from embedgate.search.base import (
+from embedgate.docstore import caps as caps
+from embedgate.docstore.base import (
     Collection,
     CollectionExists,
     Document,
@@ -33,11 +30,14 @@ from embedgate.search.base import (
     Upsert,
     Usage,
 )
+from embedgate.embeddings.service import EmbeddingJob, EmbeddingService
+from embedgate.engine.registry import ModelRegistry
+from embedgate.errors import EmbedgateError, invalid_request
 from embedgate.tenancy.auth import Caller
 from embedgate.tenancy.policy import check_model, check_texts, denied
 
 if TYPE_CHECKING:
-    from embedgate.search.stores import StoreHolder
+    from embedgate.docstore.stores import StoreHolder
 
 log = logging.getLogger("embedgate.search")
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")

@@ -17,7 +17,7 @@ from typing import Any
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from embedgate.search.base import Filter
+from embedgate.docstore.base import Filter
 
 SCALARS = (str, int, float, bool, type(None))
 

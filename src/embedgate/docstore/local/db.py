@@ -19,7 +19,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from embedgate.search.base import Collection
+from embedgate.docstore.base import Collection
 
 SCHEMA_VERSION = 1
 SCHEMA = """

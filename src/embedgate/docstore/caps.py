@@ -15,8 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from embedgate.config import Policy
-from embedgate.errors import EmbedgateError
-from embedgate.search.base import (
+from embedgate.docstore.base import (
     Document,
     DocumentStore,
     LimitExceeded,
@@ -24,6 +23,7 @@ from embedgate.search.base import (
     Usage,
     capping,
 )
+from embedgate.errors import EmbedgateError
 
 _CODES = {"collections": "collection_limit_exceeded", "documents": "document_limit_exceeded",
           "stored_bytes": "storage_limit_exceeded"}  # fmt: skip

@@ -18,14 +18,16 @@ import psycopg
 import pytest
 from psycopg import errors, sql
 
-from embedgate.search import pg_queries, pg_registry, pgvector
-from embedgate.search.base import Hit, TenantDeleted, Vector
-from embedgate.search.pg_schema import PgVectorUnavailable
-from embedgate.search.pgvector import DEFAULT_ROLE, PgVectorStore, conninfo
-from tests.search.contract import *  # noqa: F403  (the DocumentStore contract suite)
-from tests.search.contract import collection, count, fill, item, unit
-from tests.search.pg_fixtures import *  # noqa: F403  (the fixtures)
-from tests.search.pg_fixtures import new_database, url_for
+from embedgate.docstore.base import Hit, TenantDeleted, Vector
+from embedgate.docstore.pgvector import queries as pg_queries
+from embedgate.docstore.pgvector import registry as pg_registry
+from embedgate.docstore.pgvector import store as pgvector
+from embedgate.docstore.pgvector.schema import PgVectorUnavailable
+from embedgate.docstore.pgvector.store import DEFAULT_ROLE, PgVectorStore, conninfo
+from tests.docstore.contract import *  # noqa: F403  (the DocumentStore contract suite)
+from tests.docstore.contract import collection, count, fill, item, unit
+from tests.docstore.pg_fixtures import *  # noqa: F403  (the fixtures)
+from tests.docstore.pg_fixtures import new_database, url_for
 
 pytestmark = pytest.mark.anyio
 

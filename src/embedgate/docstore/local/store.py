@@ -23,8 +23,7 @@ from typing import Any, TypeVar
 
 import anyio.to_thread
 
-from embedgate.search import local_db, local_docs, local_index_files, local_usage
-from embedgate.search.base import (
+from embedgate.docstore.base import (
     Collection,
     CollectionExists,
     Document,
@@ -38,11 +37,15 @@ from embedgate.search.base import (
     capping,
     check_limits,
 )
-from embedgate.search.local_cache import Tenant, TenantCache, directory_name
-from embedgate.search.local_db import transaction
-from embedgate.search.local_tombstones import Tombstones
-from embedgate.search.local_vectors import Vectors
-from embedgate.search.tenant_gate import DEFAULT_LIMIT, TenantGate
+from embedgate.docstore.local import db as local_db
+from embedgate.docstore.local import docs as local_docs
+from embedgate.docstore.local import index_files as local_index_files
+from embedgate.docstore.local import usage as local_usage
+from embedgate.docstore.local.cache import Tenant, TenantCache, directory_name
+from embedgate.docstore.local.db import transaction
+from embedgate.docstore.local.tombstones import Tombstones
+from embedgate.docstore.local.vectors import Vectors
+from embedgate.docstore.tenant_gate import DEFAULT_LIMIT, TenantGate
 
 T = TypeVar("T")
 

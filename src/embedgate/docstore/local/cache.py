@@ -17,8 +17,9 @@ import weakref
 from collections import OrderedDict
 from pathlib import Path
 
-from embedgate.search import local_db, local_index_files
-from embedgate.search.local_index import VectorIndex
+from embedgate.docstore.local import db as local_db
+from embedgate.docstore.local import index_files as local_index_files
+from embedgate.docstore.local.index import VectorIndex
 
 IndexKey = tuple[str, int]  # (tenant directory name, collection id)
 

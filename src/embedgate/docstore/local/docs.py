@@ -16,11 +16,11 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from embedgate.search.base import Document, Filter, Hit, Upsert, Vector
-from embedgate.search.local_db import dumps
-from embedgate.search.local_filter import filter_sql, write_index
-from embedgate.search.local_index import Labels
-from embedgate.search.local_text import fts_body, fts_query
+from embedgate.docstore.base import Document, Filter, Hit, Upsert, Vector
+from embedgate.docstore.local.db import dumps
+from embedgate.docstore.local.filter import filter_sql, write_index
+from embedgate.docstore.local.index import Labels
+from embedgate.docstore.local.text import fts_body, fts_query
 
 CHUNK = 500  # bound parameters per IN (...) list
 Change = tuple[int, Vector | None]  # (label, new vector), or (label, None): removed

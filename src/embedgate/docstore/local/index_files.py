@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from usearch.index import Index
 
-from embedgate.search.local_index import Labels, VectorIndex
+from embedgate.docstore.local.index import Labels, VectorIndex
 
 log = logging.getLogger(__name__)
 FORMAT = 1

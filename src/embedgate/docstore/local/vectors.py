@@ -12,10 +12,11 @@ import functools
 import logging
 import sqlite3
 
-from embedgate.search import local_docs, local_index_files
-from embedgate.search.base import Filter, Vector
-from embedgate.search.local_cache import Tenant, TenantCache
-from embedgate.search.local_index import Scored, VectorIndex
+from embedgate.docstore.base import Filter, Vector
+from embedgate.docstore.local import docs as local_docs
+from embedgate.docstore.local import index_files as local_index_files
+from embedgate.docstore.local.cache import Tenant, TenantCache
+from embedgate.docstore.local.index import Scored, VectorIndex
 
 log = logging.getLogger(__name__)
 CollectionKey = tuple[int, int, int]  # (id, dimensions, version)

@@ -20,12 +20,12 @@ import anyio
 import numpy as np
 import pytest
 
-from embedgate.search import local_index_files
-from embedgate.search.base import Document, TenantDeleted, Upsert
-from embedgate.search.local import LocalDocumentStore
-from embedgate.search.local_cache import directory_name
-from tests.search.contract import *  # noqa: F403  (the contract suite runs here)
-from tests.search.contract import collection, fill, ids_by_keyword, ids_by_vector, item, unit
+from embedgate.docstore.base import Document, TenantDeleted, Upsert
+from embedgate.docstore.local import index_files as local_index_files
+from embedgate.docstore.local.cache import directory_name
+from embedgate.docstore.local.store import LocalDocumentStore
+from tests.docstore.contract import *  # noqa: F403  (the contract suite runs here)
+from tests.docstore.contract import collection, fill, ids_by_keyword, ids_by_vector, item, unit
 
 pytestmark = pytest.mark.anyio
 
@@ -377,8 +377,8 @@ from pathlib import Path
 import anyio
 import numpy as np
 
-from embedgate.search.base import Collection, Document, Upsert
-from embedgate.search.local import LocalDocumentStore
+from embedgate.docstore.base import Collection, Document, Upsert
+from embedgate.docstore.local.store import LocalDocumentStore
 
 
 def vector(n):

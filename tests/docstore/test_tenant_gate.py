@@ -6,7 +6,7 @@ from __future__ import annotations
 import anyio
 import pytest
 
-from embedgate.search.tenant_gate import TenantGate
+from embedgate.docstore.tenant_gate import TenantGate
 
 pytestmark = pytest.mark.anyio
 

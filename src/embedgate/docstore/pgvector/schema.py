@@ -14,8 +14,8 @@ from typing import Any
 
 from psycopg import AsyncConnection, errors, sql
 
-from embedgate.search import pg_registry
-from embedgate.search.pg_text import CJK_SQL
+from embedgate.docstore.pgvector import registry as pg_registry
+from embedgate.docstore.pgvector.text import CJK_SQL
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from embedgate.search.base import Usage
+from embedgate.docstore.base import Usage
 
 _COLLECTIONS = "SELECT count(*), coalesce(sum(length(CAST(metadata AS BLOB))), 0) FROM collections"
 _DOCUMENTS = "SELECT count(*) FROM documents"

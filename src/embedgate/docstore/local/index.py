@@ -16,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 from usearch.index import Index
 
-from embedgate.search.base import Vector
+from embedgate.docstore.base import Vector
 
 Labels = npt.NDArray[np.int64]
 Scored = list[tuple[int, float]]

@@ -16,8 +16,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from embedgate.config import Settings
+from embedgate.docstore.base import DocumentStore
 from embedgate.errors import EmbedgateError
-from embedgate.search.base import DocumentStore
 
 log = logging.getLogger("embedgate.search")
 RETRY_S = 10.0
@@ -33,13 +33,13 @@ def vector_url(settings: Settings) -> str | None:
 async def open_store(settings: Settings) -> DocumentStore:
     url = vector_url(settings)
     if url is not None:
-        from embedgate.search.pgvector import PgVectorStore
+        from embedgate.docstore.pgvector.store import PgVectorStore
 
         return await PgVectorStore.open(
             url, index_retry_s=settings.vector_index_retry_s,
             tenant_concurrency=settings.search_tenant_concurrency,
         )  # fmt: skip
-    from embedgate.search.local import LocalDocumentStore
+    from embedgate.docstore.local.store import LocalDocumentStore
 
     return await LocalDocumentStore.open(
         settings.data_dir,

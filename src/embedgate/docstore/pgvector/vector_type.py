@@ -15,7 +15,7 @@ from psycopg.abc import Buffer
 from psycopg.adapt import Dumper, Loader
 from psycopg.pq import Format
 
-from embedgate.search.base import Vector
+from embedgate.docstore.base import Vector
 
 HEADER = struct.Struct(">HH")
 BIG_ENDIAN_F4 = np.dtype(">f4")

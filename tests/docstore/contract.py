@@ -3,7 +3,7 @@
 A test module runs them by importing them and providing a ``store`` fixture that yields a
 fresh, empty store (its own data, closed afterwards)::
 
-    from tests.search.contract import *  # noqa: F403
+    from tests.docstore.contract import *  # noqa: F403
 
     @pytest.fixture
     async def store(tmp_path: Path) -> AsyncIterator[DocumentStore]:
@@ -23,7 +23,7 @@ import anyio.lowlevel
 import numpy as np
 import pytest
 
-from embedgate.search.base import (
+from embedgate.docstore.base import (
     Collection,
     CollectionExists,
     Document,

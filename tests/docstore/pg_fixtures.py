@@ -17,7 +17,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from embedgate.search.pgvector import DEFAULT_ROLE, PgVectorStore
+from embedgate.docstore.pgvector.store import DEFAULT_ROLE, PgVectorStore
 
 with warnings.catch_warnings():  # platformdirs warns that XDG_RUNTIME_DIR is not set
     warnings.simplefilter("ignore")

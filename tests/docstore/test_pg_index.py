@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from embedgate.docstore.pgvector.index import MAX_RETRY_S, IndexBackoff
 from embedgate.errors import EmbedgateError
-from embedgate.search.pg_index import MAX_RETRY_S, IndexBackoff
 
 
 class Clock:

@@ -21,9 +21,7 @@ from psycopg import AsyncConnection, sql
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
-from embedgate.search import pg_queries as q
-from embedgate.search import pg_registry
-from embedgate.search.base import (
+from embedgate.docstore.base import (
     Collection,
     CollectionExists,
     Document,
@@ -36,11 +34,18 @@ from embedgate.search.base import (
     capping,
     check_limits,
 )
-from embedgate.search.pg_index import IndexBackoff, IndexBuildCrashed, ensure_index, index_type
-from embedgate.search.pg_schema import install
-from embedgate.search.pg_text import query_terms
-from embedgate.search.pg_types import register_vector
-from embedgate.search.tenant_gate import DEFAULT_LIMIT, TenantGate
+from embedgate.docstore.pgvector import queries as q
+from embedgate.docstore.pgvector import registry as pg_registry
+from embedgate.docstore.pgvector.index import (
+    IndexBackoff,
+    IndexBuildCrashed,
+    ensure_index,
+    index_type,
+)
+from embedgate.docstore.pgvector.schema import install
+from embedgate.docstore.pgvector.text import query_terms
+from embedgate.docstore.pgvector.vector_type import register_vector
+from embedgate.docstore.tenant_gate import DEFAULT_LIMIT, TenantGate
 
 DEFAULT_ROLE = "embedgate_app"
 # Up to these sizes an exact scan is about as fast as HNSW (~30 ms for 20k rows of 384

@@ -20,7 +20,7 @@ from typing import Any
 
 from psycopg import AsyncConnection
 
-from embedgate.search.base import TenantDeleted
+from embedgate.docstore.base import TenantDeleted
 
 # Schema version 2 (see pg_schema). Row-level security confines the app role to its
 # tenant's row; not forced, so the owner's start-up sweep lists every marked one.

@@ -14,7 +14,7 @@ import sqlite3
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from embedgate.search.base import Filter
+from embedgate.docstore.base import Filter
 
 _INT64 = 2**63
 

@@ -1,0 +1,1 @@
+"""The embedded document store: one directory per tenant, SQLite + FTS5 + HNSW files."""

@@ -1,0 +1,1 @@
+"""The document store on PostgreSQL + pgvector, for replicas that share one database."""
