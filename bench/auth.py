@@ -28,7 +28,7 @@ from starlette.requests import Request
 
 from embedgate.api.deps import authenticate
 from embedgate.app import create_app
-from embedgate.config import Settings
+from embedgate.config.settings import Settings
 from embedgate.tenancy.policy import Policy, effective_policy, enforce_request
 
 

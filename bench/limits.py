@@ -35,7 +35,7 @@ import httpx
 import redis.asyncio as aioredis
 
 from embedgate.app import create_app
-from embedgate.config import Settings
+from embedgate.config.settings import Settings
 from embedgate.tenancy.auth import Caller
 from embedgate.tenancy.policy import Policy, effective_policy, enforce_request
 

@@ -54,7 +54,7 @@ from typing import Any
 import httpx
 import numpy as np
 
-from embedgate.config import Settings
+from embedgate.config.settings import Settings
 from embedgate.docstore.base import Collection, Document, Upsert
 from embedgate.docstore.local import index as local_index
 from embedgate.docstore.local import index_files as local_index_files

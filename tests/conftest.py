@@ -16,7 +16,7 @@ import redis
 from fastapi import FastAPI
 
 from embedgate.app import create_app
-from embedgate.config import Settings
+from embedgate.config.settings import Settings
 from embedgate.tenancy.policy import Policy
 from tests.helpers import ServerProcess, start_server
 from tests.qwen3_tiny import build_tiny_qwen3

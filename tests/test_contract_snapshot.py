@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from embedgate.app import create_app
-from embedgate.config import Settings
+from embedgate.config.settings import Settings
 
 SNAPSHOTS = Path(__file__).resolve().parent / "snapshots"
 UPDATE = os.environ.get("EMBEDGATE_UPDATE_SNAPSHOTS") == "1"

@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from embedgate.config import ModelSpec, Settings
+from embedgate.config.models import ModelSpec
+from embedgate.config.settings import Settings
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 SRC = Path(__file__).resolve().parent.parent / "src" / "embedgate"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
-from embedgate.config import Settings
+from embedgate.config.settings import Settings
 
 log = logging.getLogger("embedgate.keys")
 

@@ -8,7 +8,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-from embedgate.config import Settings
+from embedgate.config.settings import Settings
 from embedgate.docstore.stores import StoreHolder
 from embedgate.embeddings.cache import EmbeddingCache
 from embedgate.embeddings.service import EmbeddingService

@@ -68,7 +68,7 @@ async def test_allowed_models(app: AppClient) -> None:
 
 
 async def test_instruction_rules(app_factory: Any, tiny_qwen3_dir: Any) -> None:
-    from embedgate.config import ModelSpec
+    from embedgate.config.models import ModelSpec
 
     app: AppClient = await app_factory(
         warmup=False,
@@ -110,7 +110,7 @@ async def test_ip_allowlist(app: AppClient) -> None:
 async def test_bad_plans_are_refused_at_start(tmp_path: Any) -> None:
     from pydantic import ValidationError
 
-    from embedgate.config import Settings
+    from embedgate.config.settings import Settings
 
     with pytest.raises(ValidationError, match="max_dimensions"):
         Settings(data_dir=tmp_path, plans={"free": {"max_dimensions": -1}})

@@ -7,7 +7,7 @@ from typing import Any
 import httpx
 import pytest
 
-from embedgate.config import BUNDLED_MINILM
+from embedgate.config.models import BUNDLED_MINILM
 from tests.conftest import ADMIN_KEY, AppClient
 
 pytestmark = pytest.mark.anyio

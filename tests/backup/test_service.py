@@ -27,7 +27,7 @@ from embedgate.backup.format import BackupError, Header, KeyLine, TenantRecord
 from embedgate.backup.io import Writer, read_backup
 from embedgate.backup.signing import UnsignedBackup, signing_key
 from embedgate.cli.main import main
-from embedgate.config import Settings
+from embedgate.config.settings import Settings
 from tests.conftest import ADMIN_KEY, INVALID_KEY_BODY, make_settings
 from tests.docstore.pg_fixtures import pg_server, pg_superuser_url, pgvector_url  # noqa: F401
 

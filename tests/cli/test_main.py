@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from embedgate.cli.common import load_settings
 from embedgate.cli.main import main
-from embedgate.config import NOT_ON_COMMAND_LINE, Settings
+from embedgate.config.settings import NOT_ON_COMMAND_LINE, Settings
 from embedgate.keyfiles import load_admin_key
 
 CLEAN_ENV = {key: None for key in os.environ if key.startswith("EMBEDGATE_")}

@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from embedgate.config import Settings
+from embedgate.config.settings import Settings
 
 log = logging.getLogger("embedgate.connections")
 

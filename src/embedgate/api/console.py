@@ -16,7 +16,7 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from embedgate.api.deps import RuntimeDep, client_ip, identify
-from embedgate.config import Settings
+from embedgate.config.settings import Settings
 from embedgate.errors import EmbedgateError, from_validation_errors
 from embedgate.tenancy.auth import CallerDenied
 from embedgate.tenancy.sessions import CSRF_HEADER, SESSION_COOKIE, ConsoleSessions, Opened

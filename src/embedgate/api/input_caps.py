@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from embedgate.api.schemas import MAX_INPUTS
-from embedgate.config import Settings
+from embedgate.config.settings import Settings
 from embedgate.errors import invalid_request
 
 CODE = "input_too_large"

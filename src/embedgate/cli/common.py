@@ -11,7 +11,7 @@ from typing import IO, Any
 import click
 from pydantic import ValidationError
 
-from embedgate.config import Settings
+from embedgate.config.settings import Settings
 
 
 def load_settings(flags: dict[str, Any]) -> Settings:

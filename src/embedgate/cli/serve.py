@@ -16,7 +16,7 @@ from pydantic.fields import FieldInfo
 
 from embedgate import allocator
 from embedgate.cli.common import load_settings
-from embedgate.config import NOT_ON_COMMAND_LINE, Settings
+from embedgate.config.settings import NOT_ON_COMMAND_LINE, Settings
 from embedgate.keyfiles import SecretFileError, ensure_data_dir, load_admin_key, load_server_secret
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"

@@ -17,7 +17,7 @@ import click
 import httpx
 
 from embedgate.cli.common import load_settings
-from embedgate.config import Settings
+from embedgate.config.settings import Settings
 from embedgate.docstore.stores import open_store
 from embedgate.errors import EmbedgateError
 from embedgate.keyfiles import SecretFileError, read_secret_file

@@ -14,7 +14,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from embedgate.config import Policy
+from embedgate.config.plans import Policy
 from embedgate.docstore.base import (
     Document,
     DocumentStore,

@@ -15,7 +15,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from embedgate.config import Settings
+from embedgate.config.settings import Settings
 from embedgate.docstore.base import DocumentStore
 from embedgate.errors import EmbedgateError
 

@@ -9,7 +9,7 @@ from itertools import chain
 
 import numpy as np
 
-from embedgate.config import Settings
+from embedgate.config.settings import Settings
 from embedgate.embeddings.cache import EmbeddingCache
 from embedgate.engine.backends.base import ModelInput, Vectors, l2_normalize
 from embedgate.engine.queue_shares import Reservation

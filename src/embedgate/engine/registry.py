@@ -6,7 +6,8 @@ import logging
 import time
 from dataclasses import dataclass
 
-from embedgate.config import QWEN3_DEFAULT_INSTRUCTION, QWEN3_QUERY_TEMPLATE, ModelSpec, Settings
+from embedgate.config.models import QWEN3_DEFAULT_INSTRUCTION, QWEN3_QUERY_TEMPLATE, ModelSpec
+from embedgate.config.settings import Settings
 from embedgate.engine.backends import create_backend
 from embedgate.engine.backends.base import Backend, BackendInfo
 from embedgate.engine.scheduler import BatchScheduler, PassthroughScheduler, Scheduler

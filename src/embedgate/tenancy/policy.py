@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from embedgate.config import Policy
+from embedgate.config.plans import Policy
 from embedgate.engine.backends.base import Backend
 from embedgate.errors import EmbedgateError
 from embedgate.storage.records import Tenant

@@ -12,7 +12,7 @@ import pytest
 import torch
 from transformers import AutoModel, AutoTokenizer
 
-from embedgate.config import ModelSpec
+from embedgate.config.models import ModelSpec
 from tests.conftest import AppClient
 
 pytestmark = pytest.mark.anyio

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import yaml
 
-from embedgate.config import ModelSpec
+from embedgate.config.models import ModelSpec
 from embedgate.engine.backends.base import ModelInput
 from embedgate.engine.backends.upstream import UpstreamBackend
 from embedgate.errors import EmbedgateError

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from embedgate.config import ModelSpec, Settings
+from embedgate.config.models import ModelSpec
+from embedgate.config.settings import Settings
 from embedgate.engine.backends.base import Backend
 
 

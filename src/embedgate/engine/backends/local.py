@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from embedgate.config import BUNDLED_MINILM, ModelSpec
+from embedgate.config.models import BUNDLED_MINILM, ModelSpec
 from embedgate.engine.backends.base import BackendInfo, Embedded, ModelInput, Vectors, l2_normalize
 from embedgate.engine.backends.decoding import TokenDecoder
 from embedgate.engine.backends.devices import gpu_memory, pick_device, pick_dtype

@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import numpy as np
 
-from embedgate.config import ModelSpec
+from embedgate.config.models import ModelSpec
 from embedgate.engine.backends.base import BackendInfo, Embedded, ModelInput, Vectors, l2_normalize
 from embedgate.engine.backends.decoding import TokenDecoder
 from embedgate.engine.backends.tokenizing import TokenizerRunner

@@ -5,17 +5,9 @@ from __future__ import annotations
 import os
 from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import (
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    IPvAnyNetwork,
-    SecretStr,
-    model_validator,
-)
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -23,144 +15,8 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
-DEFAULT_MODEL = "all-minilm-l6-v2"
-BUNDLED_MINILM = "bundled:all-minilm-l6-v2"
-QWEN3_QUERY_TEMPLATE = "Instruct: {instruction}\nQuery:{text}"
-QWEN3_DEFAULT_INSTRUCTION = (
-    "Given a web search query, retrieve relevant passages that answer the query"
-)
-
-
-class ModelSpec(BaseModel):
-    """One entry of the model registry: a public model name and how to serve it."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    backend: Literal["local", "openai"] = Field(
-        description="`local`: sentence-transformers in process; `openai`: an upstream server."
-    )
-    path: str | None = Field(
-        default=None,
-        description="local: a model directory, a Hugging Face id (from the local cache), "
-        "or `bundled:all-minilm-l6-v2`.",
-    )
-    family: Literal["auto", "generic", "qwen3"] = Field(
-        default="auto",
-        description="`qwen3` applies Qwen3-Embedding rules (query instruction, last-token "
-        "pooling, left padding); `auto` detects Qwen3 from the model config.",
-    )
-    dimensions: int | None = Field(
-        default=None, description="openai: the upstream's native output dimensions."
-    )
-    min_dimensions: int = Field(default=32, description="Smallest `dimensions` a client may ask.")
-    max_tokens: int | None = Field(
-        default=None, description="Longest input in tokens (local: the model's max_seq_length)."
-    )
-    instructions: bool | None = Field(
-        default=None, description="Whether `instruction` is accepted (default: Qwen3 only)."
-    )
-    default_instruction: str | None = Field(
-        default=None, description="Task used for queries when a request names none."
-    )
-    query_template: str | None = Field(
-        default=None, description="How an instruction wraps a query: `{instruction}`, `{text}`."
-    )
-    aliases: list[str] = Field(default_factory=list, description="Other names for this model.")
-    device: str | None = Field(default=None, description="local: overrides the global device.")
-    dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
-        default="auto", description="local: auto = float32 on CPU, bfloat16/float16 on CUDA."
-    )
-    # upstream (backend: openai)
-    base_urls: list[str] = Field(
-        default_factory=list, description="openai: base URLs ending in /v1, tried in order."
-    )
-    upstream_model: str | None = Field(
-        default=None, description="openai: model name the upstream expects (default: public)."
-    )
-    api_key_env: str | None = Field(
-        default=None, description="openai: environment variable holding the upstream key."
-    )
-    api_key_file: Path | None = Field(
-        default=None, description="openai: file holding the upstream key."
-    )
-    timeout: float = Field(default=30.0, description="openai: seconds per upstream attempt.")
-    max_retries: int = Field(
-        default=2,
-        ge=0,
-        description="openai: extra attempts, on the next URL, after a connect error or "
-        "HTTP 429/502/503/504.",
-    )
-    max_batch_size: int = Field(
-        default=256, description="openai: most inputs sent upstream in one request."
-    )
-    tokenizer: str | None = Field(
-        default=None,
-        description="openai: local tokenizer path for exact token counts before forwarding.",
-    )
-    tenants: list[str] | None = Field(
-        default=None,
-        description="Reserve this model for these tenant ids: no other tenant can list or "
-        "call it (dedicated capacity). Default: every tenant whose plan allows it.",
-    )
-
-    @model_validator(mode="after")
-    def _check_backend_fields(self) -> ModelSpec:
-        if self.backend == "local" and not self.path:
-            raise ValueError("a local model needs `path`")
-        if self.backend == "local" and self.dimensions is not None:
-            raise ValueError("a local model reads `dimensions` from the model; remove it")
-        if self.backend == "openai":
-            if not self.base_urls:
-                raise ValueError("an openai upstream model needs `base_urls`")
-            if self.dimensions is None:
-                raise ValueError("an openai upstream model needs `dimensions`")
-        return self
-
-
-def _cidr_text(value: Any) -> Any:
-    """pydantic would read an integer, even ``true``, as an address: a CIDR must be text."""
-    if not isinstance(value, str | IPv4Network | IPv6Network):
-        raise ValueError("expected a CIDR string, such as 10.0.0.0/8")
-    return value
-
-
-Cidr = Annotated[IPvAnyNetwork, BeforeValidator(_cidr_text)]
-
-
-class Policy(BaseModel):
-    """A tenant's limits (DESIGN.md). Every field optional: unset means the plan's default,
-    and unset there means no limit."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    allowed_models: list[str] | None = None
-    max_dimensions: int | None = Field(default=None, ge=1)
-    allow_instructions: bool | None = None
-    instruction_allowlist: list[str] | None = None
-    blocked_terms: list[str] | None = None
-    max_inputs_per_request: int | None = Field(default=None, ge=1)
-    max_tokens_per_input: int | None = Field(default=None, ge=1)
-    rpm: int | None = Field(default=None, ge=0)
-    tpm: int | None = Field(default=None, ge=0)
-    key_rpm: int | None = Field(default=None, ge=0)  # each of the tenant's keys, on its own
-    key_tpm: int | None = Field(default=None, ge=0)
-    monthly_token_quota: int | None = Field(default=None, ge=0)
-    max_concurrency: int | None = Field(default=None, ge=1)
-    ip_allowlist: list[Cidr] | None = None
-    priority: float | None = Field(default=None, gt=0)
-    # storage caps of collections (docs/policy.md#storage-caps)
-    max_collections: int | None = Field(default=None, ge=0)
-    max_documents: int | None = Field(default=None, ge=0)  # all collections together
-    max_metadata_bytes: int | None = Field(default=None, ge=0)  # per document, as JSON
-    max_collection_metadata_bytes: int | None = Field(default=None, ge=0)
-    max_stored_bytes: int | None = Field(default=None, ge=0)  # texts + metadata + vectors
-
-    def stored(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", exclude_none=True)
-
-
-def default_models() -> dict[str, ModelSpec]:
-    return {DEFAULT_MODEL: ModelSpec(backend="local", path=BUNDLED_MINILM)}
+from embedgate.config.models import DEFAULT_MODEL, ModelSpec, default_models
+from embedgate.config.plans import Policy
 
 
 class Settings(BaseSettings):
