@@ -1,0 +1,57 @@
+"""A fake model backend for fast tests of everything above the model: the ``Backend``
+protocol (``engine/backends/base.py``) with deterministic vectors and no model to load."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from embedgate.engine.backends.base import BackendInfo, Embedded, ModelInput
+
+
+class RecordingBackend:
+    """Deterministic vectors (first component = the input's first token id), batches recorded
+    (token counts in ``batches``, first token ids in ``ids``).
+
+    ``gate`` holds inference until the test releases it, to build up a queue on purpose."""
+
+    coalesce = True
+    lanes = 1
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.batches: list[list[int]] = []
+        self.ids: list[list[int]] = []
+        self.delay = delay
+        self.gate: asyncio.Event | None = None
+        self.fail_with: Exception | None = None
+
+    @property
+    def info(self) -> BackendInfo:
+        return BackendInfo(
+            dimensions=4, max_tokens=512, family="generic", vocab_size=None, device="cpu"
+        )
+
+    async def embed(self, inputs: Sequence[ModelInput]) -> Embedded:
+        self.batches.append([item.n_tokens for item in inputs])
+        self.ids.append([(item.token_ids or [0])[0] for item in inputs])
+        if self.gate is not None:
+            await self.gate.wait()
+        await asyncio.sleep(self.delay)
+        if self.fail_with is not None:
+            raise self.fail_with
+        rows = [[float((item.token_ids or [0])[0]), 1.0, 0.0, 0.0] for item in inputs]
+        return Embedded(np.asarray(rows, dtype=np.float32), sum(i.n_tokens for i in inputs))
+
+    async def start(self) -> None: ...
+    async def aclose(self) -> None: ...
+    def can_tokenize(self) -> bool:
+        return True
+
+    async def tokenize(self, texts: Sequence[str], truncate_to: int | None) -> list[list[int]]:
+        return [[len(t)] for t in texts]
+
+    def health(self) -> dict[str, Any]:
+        return {"ready": True}
