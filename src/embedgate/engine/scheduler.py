@@ -83,6 +83,7 @@ class _Item:
     tag: float = 0.0  # start tag in virtual time when fair; always 0 in fifo mode
     seq: int = 0  # arrival order: breaks ties
     tenant: str = ""
+    request: int = 0  # which request it belongs to (an upstream batch may hold several)
 
     def __lt__(self, other: _Item) -> bool:
         return (self.tag, self.seq) < (other.tag, other.seq)
