@@ -1,0 +1,368 @@
+"""The upstream path: embedgate as a gateway in front of an engine, fair and fast.
+
+    python bench/upstream.py [--rounds 3] [--seconds 8] [--only engine|standin]
+
+Two set-ups, each measured in interleaved rounds, medians reported:
+
+engine: a capacity-limited engine, played by a second `embedgate serve` of this checkout
+  (bundled model, `scheduling: fifo`, no embedding cache: a FIFO engine like SGLang's or
+  vLLM's queue), and a gateway `embedgate serve` whose one model forwards to it
+  (`backend: openai`), also without a cache. Tenants on the gateway: `light`, `flood`,
+  `hi` (priority 4) and `lo` (priority 1).
+  - light alone: one client, one short text per request, sequentially: p50, p99;
+  - light under flood: the same, while `flood` runs 32 clients of 8 texts per request;
+    the figure is light p99 under flood / alone (target <= 1.5);
+  - shares: `hi` and `lo`, 16 clients each of 4 texts per request, both saturating: texts
+    served per tenant; the figure is hi/lo (target 4 within 10%);
+  - throughput: 32 clients of 8 texts per request, straight to the engine and through
+    the gateway: texts/s; the figure is gateway/direct (target >= 0.95).
+
+standin: the gateway in front of bench/standin.py, which answers at once, so what is
+  measured is the gateway's own cost:
+  - 64 clients, one short text per request, straight to the stand-in and through the
+    gateway: p50, p99 and requests/s; added latency = gateway - direct (targets: p50 < 0.5 ms,
+    p99 < 2 ms, >= 5000 requests/s);
+  - the ceiling of uvicorn here: a bare ASGI app that answers a fixed body, same load.
+
+The load generator (bench/loadgen.py: raw asyncio streams, pre-encoded requests) shares the
+2 cores with what it measures: its own CPU share is reported beside each figure. Prints one
+JSON line; progress goes to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from corpus import build_corpus
+from loadgen import LoadResult, post_requests, run_load
+from throughput import free_port, issue_key, serve
+
+MODEL = "all-minilm-l6-v2"
+DIMENSIONS = 384
+NO_CACHE = {"EMBEDGATE_EMBEDDING_CACHE_MB": "0"}
+BARE_ASGI = """
+BODY = b'{"object":"list","data":[]}'
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    while (await receive()).get("more_body"):
+        pass
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(BODY)).encode())]})
+    await send({"type": "http.response.body", "body": BODY})
+"""
+
+
+def log(message: str) -> None:
+    print(f"[upstream] {message}", file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def process(command: list[str], port: int, env: dict[str, str] | None = None) -> Iterator[int]:
+    with tempfile.TemporaryDirectory() as scratch, open(Path(scratch) / "log", "wb") as out:
+        proc = subprocess.Popen(
+            command,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=scratch,
+            env={**os.environ, **(env or {})},
+        )
+        try:
+            wait_listening(port, proc, Path(scratch) / "log")
+            yield proc.pid
+        finally:
+            proc.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=10)
+            proc.kill()
+
+
+def wait_listening(port: int, proc: subprocess.Popen[bytes], log_path: Path) -> None:
+    import socket
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"exited:\n{log_path.read_text(errors='replace')}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"nothing listening on {port} after 60 s")
+
+
+@contextlib.contextmanager
+def gateway(
+    engine_port: int, engine_key: str, tenants: dict[str, float]
+) -> Iterator[tuple[int, dict[str, str]]]:
+    """An `embedgate serve` forwarding its one model to ``engine_port``; tenant keys."""
+    model = {
+        "backend": "openai",
+        "base_urls": [f"http://127.0.0.1:{engine_port}/v1"],
+        "dimensions": DIMENSIONS,
+        "api_key_env": "BENCH_ENGINE_KEY",
+        "max_retries": 0,
+    }
+    env = {
+        **NO_CACHE,
+        "BENCH_ENGINE_KEY": engine_key,
+        "EMBEDGATE_MODELS": json.dumps({MODEL: model}),
+        "EMBEDGATE_WARMUP": "false",
+    }
+    with serve("gateway", env) as port:
+        keys = {t: issue_key(port, t) for t in tenants}
+        for tenant, priority in tenants.items():
+            set_priority(port, tenant, priority)
+        yield port, keys
+
+
+def set_priority(port: int, tenant: str, priority: float) -> None:
+    import httpx
+
+    from throughput import ADMIN_KEY
+
+    response = httpx.patch(
+        f"http://127.0.0.1:{port}/admin/tenants/{tenant}",
+        json={"policy": {"priority": priority}},
+        headers={"Authorization": f"Bearer {ADMIN_KEY}"},
+    )
+    response.raise_for_status()
+
+
+def bodies(texts: Sequence[str], per_request: int) -> list[dict[str, Any]]:
+    if per_request == 1:
+        return [{"model": MODEL, "input": t, "encoding_format": "base64"} for t in texts]
+    return [
+        {"model": MODEL, "input": list(texts[i : i + per_request]), "encoding_format": "base64"}
+        for i in range(0, len(texts) - per_request + 1, per_request)
+    ]
+
+
+class CpuShare:
+    """This process's CPU time over wall time (1.0 = one core)."""
+
+    def __enter__(self) -> CpuShare:
+        self._cpu, self._wall = time.process_time(), time.monotonic()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.share = (time.process_time() - self._cpu) / (time.monotonic() - self._wall)
+
+
+def summary(result: LoadResult, per_request: int = 1) -> dict[str, Any]:
+    return {
+        "per_s": round(result.per_s * per_request, 1),
+        "p50_ms": round(result.percentile_ms(50), 2),
+        "p99_ms": round(result.percentile_ms(99), 2),
+        "errors": result.errors,
+    }
+
+
+async def together(*loads: Any) -> list[LoadResult]:
+    return list(await asyncio.gather(*loads))
+
+
+def engine_round(
+    engine: tuple[int, str], gw: tuple[int, dict[str, str]], texts: list[str], seconds: float
+) -> dict[str, Any]:
+    (eport, ekey), (gport, keys) = engine, gw
+    single, eights, fours = bodies(texts, 1), bodies(texts, 8), bodies(texts, 4)
+    out: dict[str, Any] = {}
+    light = post_requests(gport, "/v1/embeddings", single, keys["light"])
+    with CpuShare() as cpu:
+        out["light_alone"] = summary(
+            asyncio.run(run_load(gport, light, concurrency=1, seconds=seconds))
+        )
+        flood = post_requests(gport, "/v1/embeddings", eights, keys["flood"])
+        under, heavy = asyncio.run(
+            together(
+                run_load(gport, light, concurrency=1, seconds=seconds, warmup=3.0),
+                run_load(gport, flood, concurrency=32, seconds=seconds, warmup=3.0),
+            )
+        )
+        out["light_under_flood"] = summary(under)
+        out["flood"] = summary(heavy, 8)
+        hi = post_requests(gport, "/v1/embeddings", fours, keys["hi"])
+        lo = post_requests(gport, "/v1/embeddings", fours, keys["lo"])
+        r_hi, r_lo = asyncio.run(
+            together(
+                run_load(gport, hi, concurrency=16, seconds=seconds, warmup=3.0),
+                run_load(gport, lo, concurrency=16, seconds=seconds, warmup=3.0),
+            )
+        )
+        out["hi"], out["lo"] = summary(r_hi, 4), summary(r_lo, 4)
+        direct = post_requests(eport, "/v1/embeddings", eights, ekey)
+        through = post_requests(gport, "/v1/embeddings", eights, keys["flood"])
+        out["direct"] = summary(
+            asyncio.run(run_load(eport, direct, concurrency=32, seconds=seconds)), 8
+        )
+        out["through"] = summary(
+            asyncio.run(run_load(gport, through, concurrency=32, seconds=seconds)), 8
+        )
+    out["loadgen_cpu_share"] = round(cpu.share, 3)
+    return out
+
+
+def standin_round(
+    standin: int, gw: tuple[int, dict[str, str]], bare: int, texts: list[str], seconds: float
+) -> dict[str, Any]:
+    gport, keys = gw
+    single = bodies(texts, 1)
+    out: dict[str, Any] = {}
+    for name, port, key in (
+        ("direct", standin, "x"),
+        ("through", gport, keys["light"]),
+        ("bare_uvicorn", bare, "x"),
+    ):
+        requests = post_requests(port, "/v1/embeddings", single, key)
+        expect = b"data" if name == "bare_uvicorn" else b'"embedding"'
+        with CpuShare() as cpu:
+            result = asyncio.run(
+                run_load(port, requests, concurrency=64, seconds=seconds, expect=expect)
+            )
+        out[name] = {**summary(result), "loadgen_cpu_share": round(cpu.share, 3)}
+    return out
+
+
+def median(rounds: list[dict[str, Any]], *path: str) -> float:
+    values = []
+    for entry in rounds:
+        for key in path:
+            entry = entry[key]
+        values.append(float(entry))  # type: ignore[arg-type]
+    return round(statistics.median(values), 3)
+
+
+def engine_report(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    ratio = [
+        r["light_under_flood"]["p99_ms"] / max(r["light_alone"]["p99_ms"], 1e-9) for r in rounds
+    ]
+    shares = [r["hi"]["per_s"] / max(r["lo"]["per_s"], 1e-9) for r in rounds]
+    through = [r["through"]["per_s"] / max(r["direct"]["per_s"], 1e-9) for r in rounds]
+    return {
+        "light_p99_ratio": round(statistics.median(ratio), 2),
+        "light_p99_ms": {
+            "alone": median(rounds, "light_alone", "p99_ms"),
+            "under_flood": median(rounds, "light_under_flood", "p99_ms"),
+        },
+        "hi_lo_share": round(statistics.median(shares), 2),
+        "throughput_ratio": round(statistics.median(through), 3),
+        "texts_per_s": {
+            "direct": median(rounds, "direct", "per_s"),
+            "through": median(rounds, "through", "per_s"),
+        },
+        "loadgen_cpu_share": median(rounds, "loadgen_cpu_share"),
+        "met": {
+            "light_p99_ratio<=1.5": statistics.median(ratio) <= 1.5,
+            "hi_lo_share_4_within_10%": 3.6 <= statistics.median(shares) <= 4.4,
+            "throughput_ratio>=0.95": statistics.median(through) >= 0.95,
+        },
+        "rounds": rounds,
+    }
+
+
+def standin_report(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    added_p50 = median(rounds, "through", "p50_ms") - median(rounds, "direct", "p50_ms")
+    added_p99 = median(rounds, "through", "p99_ms") - median(rounds, "direct", "p99_ms")
+    per_s = median(rounds, "through", "per_s")
+    return {
+        "added_ms": {"p50": round(added_p50, 2), "p99": round(added_p99, 2)},
+        "requests_per_s": {
+            "through": per_s,
+            "direct": median(rounds, "direct", "per_s"),
+            "bare_uvicorn": median(rounds, "bare_uvicorn", "per_s"),
+        },
+        "met": {
+            "added_p50<0.5ms": added_p50 < 0.5,
+            "added_p99<2ms": added_p99 < 2.0,
+            "requests_per_s>=5000": per_s >= 5000,
+        },
+        "rounds": rounds,
+    }
+
+
+def run_engine(args: argparse.Namespace, texts: list[str]) -> dict[str, Any]:
+    engine_env = {**NO_CACHE, "EMBEDGATE_SCHEDULING": "fifo"}
+    with serve("engine", engine_env) as eport:
+        ekey = issue_key(eport, "gateway")
+        tenants = {"light": 1.0, "flood": 1.0, "hi": 4.0, "lo": 1.0}
+        with gateway(eport, ekey, tenants) as gw:
+            rounds = []
+            for index in range(args.rounds):
+                log(f"engine round {index + 1}/{args.rounds}")
+                rounds.append(engine_round((eport, ekey), gw, texts, args.seconds))
+    return engine_report(rounds)
+
+
+def run_standin(args: argparse.Namespace, texts: list[str]) -> dict[str, Any]:
+    sport, bport = free_port(), free_port()
+    bench = str(Path(__file__).resolve().parent)
+    standin_cmd = [
+        sys.executable,
+        f"{bench}/standin.py",
+        "--port",
+        str(sport),
+        "--dimensions",
+        str(DIMENSIONS),
+    ]
+    with tempfile.TemporaryDirectory() as scratch:
+        (Path(scratch) / "bare_app.py").write_text(BARE_ASGI)
+        bare_cmd = [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "bare_app:app",
+            "--port",
+            str(bport),
+            "--log-level",
+            "warning",
+            "--no-access-log",
+            "--app-dir",
+            scratch,
+        ]
+        with (
+            process(standin_cmd, sport),
+            process(bare_cmd, bport),
+            gateway(sport, "unused", {"light": 1.0}) as gw,
+        ):
+            rounds = []
+            for index in range(args.rounds):
+                log(f"standin round {index + 1}/{args.rounds}")
+                rounds.append(standin_round(sport, gw, bport, texts, args.seconds))
+    return standin_report(rounds)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--only", choices=["engine", "standin"])
+    args = parser.parse_args()
+    texts = build_corpus(4096, seed=7)
+    report: dict[str, Any] = {
+        "bench": "upstream",
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+    }
+    if args.only in (None, "engine"):
+        report["engine"] = run_engine(args, texts)
+    if args.only in (None, "standin"):
+        report["standin"] = run_standin(args, texts)
+    print(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main()
