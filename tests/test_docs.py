@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from embedgate.config.models import ModelSpec
+from embedgate.config.models import LocalModel, UpstreamModel
 from embedgate.config.settings import Settings
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
@@ -20,7 +20,8 @@ def test_every_setting_is_documented() -> None:
 
 def test_every_model_field_is_documented() -> None:
     text = (DOCS / "configuration.md").read_text()
-    missing = [n for n in ModelSpec.model_fields if f"`{n}`" not in text]
+    fields = {**LocalModel.model_fields, **UpstreamModel.model_fields}
+    missing = [n for n in fields if f"`{n}`" not in text]
     assert not missing, f"model fields missing from docs/configuration.md: {missing}"
 
 

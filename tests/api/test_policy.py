@@ -68,11 +68,11 @@ async def test_allowed_models(app: AppClient) -> None:
 
 
 async def test_instruction_rules(app_factory: Any, tiny_qwen3_dir: Any) -> None:
-    from embedgate.config.models import ModelSpec
+    from embedgate.config.models import LocalModel
 
     app: AppClient = await app_factory(
         warmup=False,
-        models={"q3": ModelSpec(backend="local", path=str(tiny_qwen3_dir))},
+        models={"q3": LocalModel(path=str(tiny_qwen3_dir))},
         default_model="q3",
     )
     task = "Given a question, retrieve passages that answer it"

@@ -1,11 +1,15 @@
-"""The model registry's entries: a public model name and how to serve it."""
+"""The model registry's entries: a public model name and how to serve it.
+
+An entry is a ``LocalModel`` (sentence-transformers in process) or an ``UpstreamModel``
+(OpenAI-compatible servers), told apart by ``backend``.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 
 DEFAULT_MODEL = "all-minilm-l6-v2"
 BUNDLED_MINILM = "bundled:all-minilm-l6-v2"
@@ -15,26 +19,15 @@ QWEN3_DEFAULT_INSTRUCTION = (
 )
 
 
-class ModelSpec(BaseModel):
-    """One entry of the model registry: a public model name and how to serve it."""
+class ModelBase(BaseModel):
+    """What every registry entry has, whichever backend serves it."""
 
     model_config = ConfigDict(extra="forbid")
 
-    backend: Literal["local", "openai"] = Field(
-        description="`local`: sentence-transformers in process; `openai`: an upstream server."
-    )
-    path: str | None = Field(
-        default=None,
-        description="local: a model directory, a Hugging Face id (from the local cache), "
-        "or `bundled:all-minilm-l6-v2`.",
-    )
     family: Literal["auto", "generic", "qwen3"] = Field(
         default="auto",
         description="`qwen3` applies Qwen3-Embedding rules (query instruction, last-token "
         "pooling, left padding); `auto` detects Qwen3 from the model config.",
-    )
-    dimensions: int | None = Field(
-        default=None, description="openai: the upstream's native output dimensions."
     )
     min_dimensions: int = Field(default=32, description="Smallest `dimensions` a client may ask.")
     max_tokens: int | None = Field(
@@ -50,56 +43,101 @@ class ModelSpec(BaseModel):
         default=None, description="How an instruction wraps a query: `{instruction}`, `{text}`."
     )
     aliases: list[str] = Field(default_factory=list, description="Other names for this model.")
-    device: str | None = Field(default=None, description="local: overrides the global device.")
-    dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
-        default="auto", description="local: auto = float32 on CPU, bfloat16/float16 on CUDA."
-    )
-    # upstream (backend: openai)
-    base_urls: list[str] = Field(
-        default_factory=list, description="openai: base URLs ending in /v1, tried in order."
-    )
-    upstream_model: str | None = Field(
-        default=None, description="openai: model name the upstream expects (default: public)."
-    )
-    api_key_env: str | None = Field(
-        default=None, description="openai: environment variable holding the upstream key."
-    )
-    api_key_file: Path | None = Field(
-        default=None, description="openai: file holding the upstream key."
-    )
-    timeout: float = Field(default=30.0, description="openai: seconds per upstream attempt.")
-    max_retries: int = Field(
-        default=2,
-        ge=0,
-        description="openai: extra attempts, on the next URL, after a connect error or "
-        "HTTP 429/502/503/504.",
-    )
-    max_batch_size: int = Field(
-        default=256, description="openai: most inputs sent upstream in one request."
-    )
-    tokenizer: str | None = Field(
-        default=None,
-        description="openai: local tokenizer path for exact token counts before forwarding.",
-    )
     tenants: list[str] | None = Field(
         default=None,
         description="Reserve this model for these tenant ids: no other tenant can list or "
         "call it (dedicated capacity). Default: every tenant whose plan allows it.",
     )
 
-    @model_validator(mode="after")
-    def _check_backend_fields(self) -> ModelSpec:
-        if self.backend == "local" and not self.path:
+
+class LocalModel(ModelBase):
+    """A sentence-transformers model loaded in the server process."""
+
+    backend: Literal["local"] = Field(default="local", description="In process.")
+    path: str = Field(
+        description="A model directory, a Hugging Face id (from the local cache), "
+        "or `bundled:all-minilm-l6-v2`.",
+    )
+    device: str | None = Field(default=None, description="Overrides the global device.")
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
+        default="auto", description="auto = float32 on CPU, bfloat16/float16 on CUDA."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _check_fields(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        if not data.get("path"):
             raise ValueError("a local model needs `path`")
-        if self.backend == "local" and self.dimensions is not None:
+        if data.get("dimensions") is not None:
             raise ValueError("a local model reads `dimensions` from the model; remove it")
-        if self.backend == "openai":
-            if not self.base_urls:
-                raise ValueError("an openai upstream model needs `base_urls`")
-            if self.dimensions is None:
-                raise ValueError("an openai upstream model needs `dimensions`")
-        return self
+        return _without_other_backends_fields(cls, data)
+
+
+class UpstreamModel(ModelBase):
+    """A pool of OpenAI-compatible embedding servers (SGLang, vLLM, TEI, ...)."""
+
+    backend: Literal["openai"] = Field(default="openai", description="Upstream servers.")
+    base_urls: list[str] = Field(description="Base URLs ending in /v1, tried in order.")
+    dimensions: int = Field(description="The upstream's native output dimensions.")
+    upstream_model: str | None = Field(
+        default=None, description="Model name the upstream expects (default: public)."
+    )
+    api_key_env: str | None = Field(
+        default=None, description="Environment variable holding the upstream key."
+    )
+    api_key_file: Path | None = Field(default=None, description="File holding the upstream key.")
+    timeout: float = Field(default=30.0, description="Seconds per upstream attempt.")
+    max_retries: int = Field(
+        default=2,
+        ge=0,
+        description="Extra attempts, on the next URL, after a connect error or "
+        "HTTP 429/502/503/504.",
+    )
+    max_batch_size: int = Field(default=256, description="Most inputs sent upstream at once.")
+    tokenizer: str | None = Field(
+        default=None, description="Local tokenizer path for exact token counts before forwarding."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _check_fields(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        if not data.get("base_urls"):
+            raise ValueError("an openai upstream model needs `base_urls`")
+        if data.get("dimensions") is None:
+            raise ValueError("an openai upstream model needs `dimensions`")
+        return _without_other_backends_fields(cls, data)
+
+
+def _backend_of(entry: Any) -> Any:
+    return entry.get("backend") if isinstance(entry, dict) else getattr(entry, "backend", None)
+
+
+ModelSpec = Annotated[
+    Annotated[LocalModel, Tag("local")] | Annotated[UpstreamModel, Tag("openai")],
+    # A callable discriminator: only with one does pydantic give this message instead of
+    # its own about tags, for a missing or unknown `backend` (or an entry that is no mapping).
+    Discriminator(
+        _backend_of,
+        custom_error_type="model_backend",
+        custom_error_message="a model is a mapping with `backend: local` or `backend: openai`",
+    ),
+]
+
+
+def _without_other_backends_fields(
+    cls: type[LocalModel | UpstreamModel], data: dict[str, Any]
+) -> dict[str, Any]:
+    """Before the split into two classes, a field of the other backend was accepted and
+    ignored (a config may set `timeout` on a local model); it still is."""
+    other = (LocalModel.model_fields.keys() | UpstreamModel.model_fields.keys()) - (
+        cls.model_fields.keys()
+    )
+    return {key: value for key, value in data.items() if key not in other}
 
 
 def default_models() -> dict[str, ModelSpec]:
-    return {DEFAULT_MODEL: ModelSpec(backend="local", path=BUNDLED_MINILM)}
+    return {DEFAULT_MODEL: LocalModel(path=BUNDLED_MINILM)}

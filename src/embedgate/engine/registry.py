@@ -36,7 +36,8 @@ class ServedModel:
 
     @property
     def dimensions(self) -> int:
-        return self.spec.dimensions or self.info.dimensions
+        # local: read from the model; openai: the entry's `dimensions` (UpstreamBackend.info)
+        return self.info.dimensions
 
     @property
     def max_tokens(self) -> int:

@@ -12,7 +12,7 @@ import pytest
 import torch
 from transformers import AutoModel, AutoTokenizer
 
-from embedgate.config.models import ModelSpec
+from embedgate.config.models import LocalModel
 from tests.conftest import AppClient
 
 pytestmark = pytest.mark.anyio
@@ -42,7 +42,7 @@ def matrix(response: Any) -> np.ndarray:
 
 
 async def qwen3_app(app_factory: Any, path: Path, **spec: Any) -> AppClient:
-    model = ModelSpec(backend="local", path=str(path), **spec)
+    model = LocalModel(path=str(path), **spec)
     app: AppClient = await app_factory(
         models={"tiny-qwen3": model}, default_model="tiny-qwen3", warmup=False
     )

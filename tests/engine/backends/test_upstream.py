@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import yaml
 
-from embedgate.config.models import ModelSpec
+from embedgate.config.models import LocalModel, ModelSpec, UpstreamModel
 from embedgate.engine.backends.base import ModelInput
 from embedgate.engine.backends.upstream import UpstreamBackend
 from embedgate.errors import EmbedgateError
@@ -49,7 +49,7 @@ def upstream(tmp_path_factory: pytest.TempPathFactory, tiny_qwen3_dir: Path) -> 
 UPSTREAM_KEY_ENV = "EMBEDGATE_TEST_UPSTREAM_KEY"
 
 
-def live(upstream: ServerProcess, model: str, dims: int, **extra: Any) -> ModelSpec:
+def live(upstream: ServerProcess, model: str, dims: int, **extra: Any) -> UpstreamModel:
     """A model served by the real upstream, which requires its tenant key."""
     return remote([f"{upstream.url}/v1"], model, dims, api_key_env=UPSTREAM_KEY_ENV, **extra)
 
@@ -58,10 +58,8 @@ def dead_url() -> str:
     return f"http://127.0.0.1:{free_port()}/v1"
 
 
-def remote(base_urls: list[str], model: str, dims: int, **extra: Any) -> ModelSpec:
-    return ModelSpec(
-        backend="openai", base_urls=base_urls, upstream_model=model, dimensions=dims, **extra
-    )
+def remote(base_urls: list[str], model: str, dims: int, **extra: Any) -> UpstreamModel:
+    return UpstreamModel(base_urls=base_urls, upstream_model=model, dimensions=dims, **extra)
 
 
 async def direct(upstream: ServerProcess, body: dict[str, Any]) -> httpx.Response:
@@ -137,7 +135,7 @@ async def test_embedgate_applies_qwen3_prompts_and_dimensions_itself(
     app = await front(
         app_factory,
         remote=live(upstream, "tiny-qwen3", 64, family="qwen3"),
-        local=ModelSpec(backend="local", path=str(tiny_qwen3_dir)),
+        local=LocalModel(path=str(tiny_qwen3_dir)),
     )
     body = {"input": TEXTS, "instruction": TASK, "dimensions": 32}
     via_upstream = await app.http.post("/v1/embeddings", json={**body, "model": "remote"})
@@ -158,7 +156,7 @@ def reply(dims: int = 4, count: int = 1) -> dict[str, Any]:
     }
 
 
-async def run_backend(handler: Any, spec: ModelSpec | None = None, inputs: int = 1) -> Any:
+async def run_backend(handler: Any, spec: UpstreamModel | None = None, inputs: int = 1) -> Any:
     spec = spec or remote(["http://a/v1", "http://b/v1"], "m", 4)
     backend = UpstreamBackend("m", spec, transport=httpx.MockTransport(handler))
     await backend.start()

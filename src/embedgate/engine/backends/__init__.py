@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from embedgate.config.models import ModelSpec
+from embedgate.config.models import LocalModel, ModelSpec
 from embedgate.config.settings import Settings
 from embedgate.engine.backends.base import Backend
 
 
 def create_backend(name: str, spec: ModelSpec, settings: Settings) -> Backend:
-    if spec.backend == "local":
+    if isinstance(spec, LocalModel):
         from embedgate.engine.backends.local import LocalBackend
 
         return LocalBackend(name, spec, device=settings.device, warmup=settings.warmup)

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from embedgate.config.models import BUNDLED_MINILM, ModelSpec
+from embedgate.config.models import BUNDLED_MINILM, LocalModel
 from embedgate.engine.backends.base import BackendInfo, Embedded, ModelInput, Vectors, l2_normalize
 from embedgate.engine.backends.decoding import TokenDecoder
 from embedgate.engine.backends.devices import gpu_memory, pick_device, pick_dtype
@@ -46,7 +46,7 @@ class LocalBackend:
     coalesce = True
     lanes = 2  # a batch, and beside it an express batch (engine/scheduler.py)
 
-    def __init__(self, name: str, spec: ModelSpec, *, device: str, warmup: bool) -> None:
+    def __init__(self, name: str, spec: LocalModel, *, device: str, warmup: bool) -> None:
         self.name = name
         self._spec = spec
         self._device_setting = spec.device or device
@@ -119,7 +119,7 @@ class LocalBackend:
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
-        path = resolve_model_path(self._spec.path or "")
+        path = resolve_model_path(self._spec.path)
         family = detect_family(path, self._spec.family)
         self._device = pick_device(self._device_setting)
         dtype = pick_dtype(self._spec.dtype, self._device)

@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import numpy as np
 
-from embedgate.config.models import ModelSpec
+from embedgate.config.models import UpstreamModel
 from embedgate.engine.backends.base import BackendInfo, Embedded, ModelInput, Vectors, l2_normalize
 from embedgate.engine.backends.decoding import TokenDecoder
 from embedgate.engine.backends.tokenizing import TokenizerRunner
@@ -43,7 +43,7 @@ class UpstreamBackend:
     lanes = 1  # requests pass through; the upstream engine schedules them
 
     def __init__(
-        self, name: str, spec: ModelSpec, *, transport: httpx.AsyncBaseTransport | None = None
+        self, name: str, spec: UpstreamModel, *, transport: httpx.AsyncBaseTransport | None = None
     ) -> None:
         self.name = name
         self._spec = spec
@@ -55,7 +55,7 @@ class UpstreamBackend:
         self._tokenizer: TokenizerRunner | None = None
         self._decoder: TokenDecoder | None = None
         self._info = BackendInfo(
-            dimensions=spec.dimensions or 0,
+            dimensions=spec.dimensions,
             max_tokens=spec.max_tokens or 8192,
             family="qwen3" if spec.family == "qwen3" else "generic",
             vocab_size=None,
