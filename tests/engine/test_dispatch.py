@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from embedgate.engine.backends.base import Embedded, ModelInput
-from embedgate.engine.dispatch import UpstreamScheduler
-from embedgate.engine.endpoints import UpstreamFailed, UpstreamRefused, WindowConfig
+from embedgate.engine.dispatch import UpstreamScheduler, shares
+from embedgate.engine.endpoints import EndpointPool, UpstreamFailed, UpstreamRefused, WindowConfig
 from embedgate.errors import EmbedgateError
 from embedgate.observability.metrics import Metrics
 
@@ -32,6 +32,8 @@ class Engine:
         self.busy = {url: asyncio.Lock() for url in self.urls}
         self.peak_in_flight = dict.fromkeys(self.urls, 0)
         self._in_flight = dict.fromkeys(self.urls, 0)
+        self.pool = EndpointPool(self.urls, WindowConfig(1, 64, 8))
+        self.max_retries = 2
 
     async def embed_at(self, url: str, inputs: Sequence[ModelInput]) -> Embedded:
         ids = [(item.token_ids or [0])[0] for item in inputs]
@@ -58,11 +60,12 @@ def item(first_id: int, n_tokens: int = 4) -> ModelInput:
     return ModelInput(None, [first_id] * n_tokens, n_tokens)
 
 
-def scheduler(engine: Engine, **overrides: Any) -> UpstreamScheduler:
-    options: dict[str, Any] = {
-        "max_batch_size": 8, "max_queue": 10_000, "max_retries": 2,
-        "window": WindowConfig(minimum=1, maximum=64, initial=8), **overrides,
-    }  # fmt: skip
+def scheduler(
+    engine: Engine, window: WindowConfig | None = None, max_retries: int = 2, **overrides: Any
+) -> UpstreamScheduler:
+    engine.pool = EndpointPool(engine.urls, window or WindowConfig(1, 64, 8))
+    engine.max_retries = max_retries
+    options: dict[str, Any] = {"max_batch_size": 8, "max_queue": 10_000, **overrides}
     return UpstreamScheduler("m", engine, Metrics(), **options)
 
 
@@ -251,3 +254,10 @@ async def test_a_slow_engine_shrinks_its_window_and_queued_requests_wait_instead
         await s.aclose()
     assert len(results) == 18  # nothing timed out or failed while queued
     assert s.pool.endpoints[0].window.limit < 32
+
+
+def test_an_engines_token_count_is_shared_by_the_requests_of_its_batch() -> None:
+    inputs = [item(1, 3), item(2, 1), item(3, 6)]
+    assert shares(10, inputs) == [3, 1, 6]  # as counted: exactly each one's own
+    assert sum(shares(13, inputs)) == 13
+    assert shares(13, inputs)[2] >= shares(13, inputs)[0] >= shares(13, inputs)[1]

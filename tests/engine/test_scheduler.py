@@ -11,17 +11,17 @@ import numpy as np
 import pytest
 
 from embedgate.engine.backends.base import Embedded, ModelInput
+from embedgate.engine.dispatch import UpstreamScheduler
 from embedgate.engine.queue_shares import QueueShares, Reservation
 from embedgate.engine.scheduler import (
     BatchScheduler,
-    PassthroughScheduler,
     PendingPool,
     _Item,
     select_batch,
 )
 from embedgate.errors import EmbedgateError
 from embedgate.observability.metrics import Metrics
-from tests.engine.backends.fake import RecordingBackend
+from tests.engine.backends.fake import FakeUpstream, RecordingBackend
 
 pytestmark = pytest.mark.anyio
 
@@ -257,10 +257,15 @@ async def test_batch_size_one_disables_batching() -> None:
     assert backend.batches == [[4]] * 5
 
 
-async def test_passthrough_bounds_the_inputs_in_flight() -> None:
-    backend = RecordingBackend()
+def upstream(backend: FakeUpstream, max_queue: int) -> UpstreamScheduler:
+    return UpstreamScheduler("up", backend, Metrics(), max_batch_size=64, max_queue=max_queue)
+
+
+async def test_upstream_bounds_the_inputs_queued_and_in_flight() -> None:
+    backend = FakeUpstream()
     backend.gate = asyncio.Event()
-    sched = PassthroughScheduler("up", backend, Metrics(), max_queue=3)
+    sched = upstream(backend, max_queue=3)
+    await sched.start()
     first = asyncio.create_task(sched.submit([item(1), item(2)]))
     await asyncio.sleep(0.01)
     assert sched.queue_depth == 2
@@ -270,12 +275,14 @@ async def test_passthrough_bounds_the_inputs_in_flight() -> None:
     backend.gate.set()
     assert (await first).vectors.shape == (2, 4)
     assert sched.queue_depth == 0
+    await sched.aclose()
 
 
-async def test_passthrough_refuses_the_tenant_over_its_share_not_the_others() -> None:
-    backend = RecordingBackend()
+async def test_upstream_refuses_the_tenant_over_its_share_not_the_others() -> None:
+    backend = FakeUpstream()
     backend.gate = asyncio.Event()
-    sched = PassthroughScheduler("up", backend, Metrics(), max_queue=4)
+    sched = upstream(backend, max_queue=4)
+    await sched.start()
     flood = asyncio.create_task(sched.submit([item(i) for i in range(4)], tenant="a"))
     await asyncio.sleep(0.01)
     with pytest.raises(EmbedgateError):  # a is past its share of a full queue
@@ -287,17 +294,18 @@ async def test_passthrough_refuses_the_tenant_over_its_share_not_the_others() ->
     assert (await light).vectors.shape == (2, 4)
     await flood
     assert sched.queue_depth == 0
+    await sched.aclose()
 
 
-@pytest.mark.parametrize("kind", ["batch", "passthrough"])
+@pytest.mark.parametrize("kind", ["batch", "upstream"])
 async def test_a_reservation_counts_from_before_tokenizing_until_the_inputs_are_answered(
     kind: str,
 ) -> None:
-    backend = RecordingBackend()
+    backend = FakeUpstream()
     backend.gate = asyncio.Event()
-    sched: BatchScheduler | PassthroughScheduler = (
+    sched: BatchScheduler | UpstreamScheduler = (
         scheduler(backend, max_queue=4, wait_s=0) if kind == "batch"
-        else PassthroughScheduler("up", backend, Metrics(), max_queue=4)
+        else upstream(backend, max_queue=4)
     )  # fmt: skip
     await sched.start()
     room = sched.reserve("a", 1.0, 4)  # a request of 4 inputs, about to be tokenized

@@ -99,6 +99,15 @@ class UpstreamModel(ModelBase):
     tokenizer: str | None = Field(
         default=None, description="Local tokenizer path for exact token counts before forwarding."
     )
+    min_in_flight: int = Field(
+        default=16, ge=1,
+        description="Least inputs in flight per base URL that the adaptive window keeps.",
+    )  # fmt: skip
+    max_in_flight: int = Field(
+        default=2048, ge=1,
+        description="Most inputs in flight per base URL: the window grows up to this while "
+        "the engine answers as fast as when idle; the rest wait in embedgate's fair queue.",
+    )  # fmt: skip
 
     @model_validator(mode="before")
     @classmethod
@@ -110,6 +119,12 @@ class UpstreamModel(ModelBase):
         if data.get("dimensions") is None:
             raise ValueError("an openai upstream model needs `dimensions`")
         return _without_other_backends_fields(cls, data)
+
+    @model_validator(mode="after")
+    def _check_window(self) -> UpstreamModel:
+        if self.min_in_flight > self.max_in_flight:
+            raise ValueError("min_in_flight must not be above max_in_flight")
+        return self
 
 
 def _backend_of(entry: Any) -> Any:

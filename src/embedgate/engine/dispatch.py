@@ -10,7 +10,8 @@ the room: small requests of several tenants that queued meanwhile travel as one 
 request, a large one is split over several. A cancelled request's inputs leave the queue.
 
 Routing picks the healthy URL with the least outstanding work (``EndpointPool``). A refused
-(429, 503) or failed attempt is retried on the next URL, ``max_retries`` times. An engine
+(429, 503) or failed attempt is retried on the next URL, ``max_retries`` times
+(``endpoints.send``). An engine
 that rejects a coalesced request (HTTP 400) gets each of its requests alone, so one
 tenant's bad input fails only that tenant's request. See docs/scheduling.md.
 """
@@ -28,14 +29,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from embedgate.engine.backends.base import Embedded, ModelInput, Vectors
-from embedgate.engine.endpoints import (
-    COOLDOWN_S,
-    Endpoint,
-    EndpointPool,
-    UpstreamFailed,
-    UpstreamRefused,
-    WindowConfig,
-)
+from embedgate.engine.endpoints import COOLDOWN_S, Endpoint, EndpointPool, send
 from embedgate.engine.queue_shares import QueueShares, Reservation
 from embedgate.engine.scheduler import PendingPool, _fail, _Item, _shutting_down
 from embedgate.errors import EmbedgateError
@@ -43,8 +37,14 @@ from embedgate.observability.metrics import Metrics
 
 
 class UpstreamEngine(Protocol):
+    """What the scheduler needs of an upstream backend: its URLs with their windows and
+    health, how often to retry, and one request to one URL."""
+
     @property
-    def urls(self) -> Sequence[str]: ...
+    def pool(self) -> EndpointPool: ...
+
+    @property
+    def max_retries(self) -> int: ...
 
     async def embed_at(self, url: str, inputs: Sequence[ModelInput]) -> Embedded:
         """Raises ``UpstreamRefused`` or ``UpstreamFailed`` where another attempt may
@@ -61,8 +61,6 @@ class UpstreamScheduler:
         *,
         max_batch_size: int,
         max_queue: int,
-        window: WindowConfig,
-        max_retries: int,
         fair: bool = True,
         burst_tokens: int = 0,
     ) -> None:
@@ -70,10 +68,9 @@ class UpstreamScheduler:
         self._engine = engine
         self._metrics = metrics
         self._max_size = max_batch_size
-        self._retries = max_retries
         self._shares = QueueShares(max_queue)
         self._pending = PendingPool(fair, burst=burst_tokens)
-        self.pool = EndpointPool(engine.urls, window)
+        self.pool = engine.pool
         self._wakeup = asyncio.Event()  # new inputs, or room at a URL
         self._requests = itertools.count(1)
         self._task: asyncio.Task[None] | None = None
@@ -119,7 +116,7 @@ class UpstreamScheduler:
             for item in items:
                 item.future.cancel()  # queued ones leave the line at the next take()
             raise
-        return Embedded(np.stack(rows), sum(inp.n_tokens for inp in inputs))
+        return Embedded(np.stack(rows), sum(item.tokens for item in items))
 
     def _on_done(self, tenant: str, _: asyncio.Future[Vectors]) -> None:
         self._shares.release(tenant)
@@ -158,14 +155,16 @@ class UpstreamScheduler:
         had no room left then)."""
         inputs = [item.input for item in batch]
         try:
-            result = await self._attempts(inputs, endpoint, full)
+            result = await self._deliver(inputs, endpoint, full)
         except EmbedgateError as exc:
             if exc.code == "upstream_rejected" and len({item.request for item in batch}) > 1:
                 await self._send_alone(batch, endpoint)
             else:
                 _fail(batch, exc)
             return
-        for item, row in zip(batch, result.vectors, strict=True):
+        for item, row, tokens in zip(batch, result.vectors, shares(result.prompt_tokens, inputs),
+                                     strict=True):  # fmt: skip
+            item.tokens = tokens
             if not item.future.done():
                 item.future.set_result(row)
 
@@ -177,44 +176,29 @@ class UpstreamScheduler:
         sends = [self._send(g, endpoint, self._count(endpoint, g)) for g in groups.values()]
         await asyncio.gather(*sends)
 
-    async def _attempts(self, inputs: list[ModelInput], first: Endpoint, full: bool) -> Embedded:
-        tried: list[str] = []
-        endpoint, failure = first, "no upstream tried"
-        for attempt in range(1 + self._retries):
-            if attempt:
-                endpoint = self.pool.fallback(frozenset(tried))
-                full = self._count(endpoint, inputs)
-            tried.append(endpoint.url)
-            try:
-                return await self._attempt(inputs, endpoint, full)
-            except UpstreamRefused as exc:
-                self.pool.refused(endpoint)
-                failure = str(exc)
-            except UpstreamFailed as exc:
-                self.pool.failed(endpoint)
-                failure = str(exc)
-        raise EmbedgateError(
-            502, f"The upstream servers failed {len(tried)} attempt(s); last: {failure}.",
-            code="upstream_error",
-        )  # fmt: skip
-
-    async def _attempt(self, inputs: list[ModelInput], endpoint: Endpoint, full: bool) -> Embedded:
-        tokens = sum(item.n_tokens for item in inputs)
+    async def _deliver(self, inputs: list[ModelInput], endpoint: Endpoint, full: bool) -> Embedded:
         started = time.perf_counter()
         try:
-            result = await self._engine.embed_at(endpoint.url, inputs)
-        except EmbedgateError as exc:
-            if exc.code == "upstream_timeout":
-                self.pool.failed(endpoint)
-            raise
+            result = await send(self.pool, self._engine.embed_at, endpoint, inputs, full=full,
+                                retries=self._engine.max_retries)  # fmt: skip
         finally:
-            self.pool.done(endpoint, len(inputs), tokens)
-            self._wakeup.set()
-        elapsed = time.perf_counter() - started
-        self.pool.succeeded(endpoint, len(inputs), elapsed, full=full)
-        self._metrics.inference.labels(self._name).observe(elapsed)
+            self._wakeup.set()  # room at a URL
+        self._metrics.inference.labels(self._name).observe(time.perf_counter() - started)
         self._metrics.batch_size.labels(self._name).observe(len(inputs))
         return result
 
     def status(self) -> dict[str, Any]:
         return self.pool.status()
+
+
+def shares(total: int, inputs: Sequence[ModelInput]) -> list[int]:
+    """``total`` tokens (the engine's count for a batch) split over its inputs in proportion
+    to their own counts, summing to ``total``: a request that travelled alone is billed
+    exactly what the engine counted, one that shared a batch its part of it."""
+    weights = [max(item.n_tokens, 1) for item in inputs]
+    exact = [total * w / sum(weights) for w in weights]
+    parts = [int(x) for x in exact]
+    by_remainder = sorted(range(len(parts)), key=lambda i: parts[i] - exact[i])
+    for i in by_remainder[: total - sum(parts)]:
+        parts[i] += 1
+    return parts

@@ -3,8 +3,8 @@
 Routing sends the next batch to the healthy URL with the least outstanding work (in-flight
 inputs over its window), not round-robin: a slow or busy engine gets less, at once.
 
-Health is passive, from the answers themselves: ``EJECT_AFTER`` failures in a row (connect
-errors, resets, 5xx, timeouts) eject a URL for ``COOLDOWN_S``, doubling up to
+Health is passive, from the answers themselves: ``EJECT_AFTER`` failures in a row (resets,
+5xx, timeouts), or one connection refused, eject a URL for ``COOLDOWN_S``, doubling up to
 ``MAX_COOLDOWN_S`` while it keeps failing. After the cooldown one request at a time probes
 it; the first success brings it back. When every URL is ejected, the one whose cooldown
 ends first is tried anyway (a last resort beats refusing every request).
@@ -13,16 +13,23 @@ ends first is tried anyway (a last resort beats refusing every request).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from embedgate.engine.backends.base import Embedded, ModelInput
 from embedgate.engine.window import AimdWindow
+from embedgate.errors import EmbedgateError
 
 EJECT_AFTER = 3
 COOLDOWN_S = 5.0
 MAX_COOLDOWN_S = 60.0
 LATENCY_EWMA = 0.2
+
+
+# Errors of an attempt that say the URL is unwell (beside UpstreamFailed): they fail the
+# request without a retry, as before, but count towards ejecting the URL.
+UNWELL_CODES = frozenset({"upstream_timeout", "upstream_error"})
 
 
 class UpstreamRefused(Exception):
@@ -32,6 +39,10 @@ class UpstreamRefused(Exception):
 class UpstreamFailed(Exception):
     """The engine failed in a way another one may not (connect error, reset, 5xx, timeout).
     The message names no URL: it may reach clients."""
+
+
+class UpstreamUnreachable(UpstreamFailed):
+    """Nothing accepted the connection: the URL is ejected at once, not after a few."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,8 +134,8 @@ class EndpointPool:
         endpoint.window.overloaded()
         endpoint.errors["refused"] = endpoint.errors.get("refused", 0) + 1
 
-    def failed(self, endpoint: Endpoint) -> None:
-        endpoint.failures += 1
+    def failed(self, endpoint: Endpoint, *, at_once: bool = False) -> None:
+        endpoint.failures = max(endpoint.failures + 1, EJECT_AFTER if at_once else 0)
         endpoint.errors["failed"] = endpoint.errors.get("failed", 0) + 1
         if endpoint.failures >= EJECT_AFTER:
             endpoint.ejected_until = self._clock() + endpoint.cooldown
@@ -146,3 +157,44 @@ class EndpointPool:
             }
             for e in self.endpoints
         }  # fmt: skip
+
+
+Post = Callable[[str, Sequence[ModelInput]], Awaitable[Embedded]]
+
+
+async def send(
+    pool: EndpointPool, post: Post, first: Endpoint, inputs: Sequence[ModelInput], *,
+    full: bool, retries: int,
+) -> Embedded:  # fmt: skip
+    """``inputs`` to ``first`` (counted there already; ``full``: its window had no room
+    left then), and after a refusal or failure to the next URL, ``retries`` times."""
+    tried: list[str] = []
+    endpoint, failure = first, "no upstream tried"
+    for attempt in range(1 + retries):
+        if attempt:
+            endpoint = pool.fallback(frozenset(tried))
+            full = pool.sent(endpoint, len(inputs), sum(i.n_tokens for i in inputs))
+        tried.append(endpoint.url)
+        started = time.perf_counter()
+        try:
+            result = await post(endpoint.url, inputs)
+        except UpstreamRefused as exc:
+            pool.refused(endpoint)
+            failure = str(exc)
+            continue
+        except UpstreamFailed as exc:
+            pool.failed(endpoint, at_once=isinstance(exc, UpstreamUnreachable))
+            failure = str(exc)
+            continue
+        except EmbedgateError as exc:
+            if exc.code in UNWELL_CODES:
+                pool.failed(endpoint)
+            raise
+        finally:
+            pool.done(endpoint, len(inputs), sum(i.n_tokens for i in inputs))
+        pool.succeeded(endpoint, len(inputs), time.perf_counter() - started, full=full)
+        return result
+    raise EmbedgateError(
+        502, f"The upstream servers failed {len(tried)} attempt(s); last: {failure}.",
+        code="upstream_error",
+    )  # fmt: skip

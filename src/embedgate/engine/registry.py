@@ -10,7 +10,9 @@ from embedgate.config.models import QWEN3_DEFAULT_INSTRUCTION, QWEN3_QUERY_TEMPL
 from embedgate.config.settings import Settings
 from embedgate.engine.backends import create_backend
 from embedgate.engine.backends.base import Backend, BackendInfo
-from embedgate.engine.scheduler import BatchScheduler, PassthroughScheduler, Scheduler
+from embedgate.engine.backends.upstream import UpstreamBackend
+from embedgate.engine.dispatch import UpstreamScheduler
+from embedgate.engine.scheduler import BURST_BATCHES, BatchScheduler, Scheduler
 from embedgate.errors import EmbedgateError
 from embedgate.observability.metrics import Metrics
 
@@ -116,8 +118,12 @@ class ModelRegistry:
 
     def _scheduler(self, name: str, backend: Backend) -> Scheduler:
         s = self._settings
-        if not backend.coalesce:
-            return PassthroughScheduler(name, backend, self._metrics, max_queue=s.max_queue_inputs)
+        if isinstance(backend, UpstreamBackend):
+            return UpstreamScheduler(
+                name, backend, self._metrics,
+                max_batch_size=backend.batch_size, max_queue=s.max_queue_inputs,
+                fair=s.scheduling == "fair", burst_tokens=BURST_BATCHES * CPU_BATCH_TOKENS,
+            )  # fmt: skip
         on_cpu = backend.info.device == "cpu"
         budget = s.max_batch_tokens or (CPU_BATCH_TOKENS if on_cpu else GPU_BATCH_TOKENS)
         return BatchScheduler(

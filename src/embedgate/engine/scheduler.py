@@ -84,6 +84,7 @@ class _Item:
     seq: int = 0  # arrival order: breaks ties
     tenant: str = ""
     request: int = 0  # which request it belongs to (an upstream batch may hold several)
+    tokens: int = 0  # its share of what an upstream engine counted for its batch
 
     def __lt__(self, other: _Item) -> bool:
         return (self.tag, self.seq) < (other.tag, other.seq)
@@ -359,47 +360,6 @@ class BatchScheduler:
         for item, row in zip(batch, result.vectors, strict=True):
             if not item.future.done():
                 item.future.set_result(row)
-
-
-class PassthroughScheduler:
-    """For backends that batch on their own (upstream engines): bound the load, no merging."""
-
-    def __init__(self, name: str, backend: Backend, metrics: Metrics, *, max_queue: int) -> None:
-        self._name = name
-        self._backend = backend
-        self._metrics = metrics
-        self._shares = QueueShares(max_queue)
-
-    @property
-    def queue_depth(self) -> int:
-        return self._shares.total
-
-    async def start(self) -> None:
-        return None
-
-    async def aclose(self) -> None:
-        return None
-
-    def reserve(self, tenant: str, weight: float, count: int) -> Reservation:
-        return Reservation(self._shares, tenant, weight, count)
-
-    async def submit(
-        self,
-        inputs: Sequence[ModelInput],
-        *,
-        tenant: str = "",
-        weight: float = 1.0,
-        reservation: Reservation | None = None,
-    ) -> Embedded:
-        self._shares.enqueue(tenant, weight, len(inputs), reservation)
-        started = time.perf_counter()
-        try:
-            result = await self._backend.embed(inputs)
-        finally:
-            self._shares.release(tenant, len(inputs))
-        self._metrics.inference.labels(self._name).observe(time.perf_counter() - started)
-        self._metrics.batch_size.labels(self._name).observe(len(inputs))
-        return result
 
 
 def _fail(items: Iterable[_Item], error: EmbedgateError) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from embedgate.engine.backends.base import BackendInfo, Embedded, ModelInput
+from embedgate.engine.endpoints import EndpointPool, WindowConfig
 
 
 class RecordingBackend:
@@ -55,3 +56,17 @@ class RecordingBackend:
 
     def health(self) -> dict[str, Any]:
         return {"ready": True}
+
+
+class FakeUpstream(RecordingBackend):
+    """The same, as an upstream engine at one URL (``UpstreamEngine``): for the upstream
+    scheduler, without HTTP."""
+
+    max_retries = 0
+
+    def __init__(self, delay: float = 0.0, window: int = 64) -> None:
+        super().__init__(delay)
+        self.pool = EndpointPool(["http://fake/v1"], WindowConfig(1, window, window))
+
+    async def embed_at(self, url: str, inputs: Sequence[ModelInput]) -> Embedded:
+        return await self.embed(inputs)

@@ -2,16 +2,16 @@
 
 embedgate formats prompts and truncates dimensions itself, so the upstream only ever sees
 plain inputs and is asked for full-size float vectors: every backend gives the same answer.
+The base URLs, their windows and their health are an ``EndpointPool``; the model's
+scheduler (``engine/dispatch.py``) decides what goes where and when.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import itertools
 import logging
 import os
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,22 +22,25 @@ from embedgate.config.models import UpstreamModel
 from embedgate.engine.backends.base import BackendInfo, Embedded, ModelInput, Vectors, l2_normalize
 from embedgate.engine.backends.decoding import TokenDecoder
 from embedgate.engine.backends.tokenizing import TokenizerRunner
+from embedgate.engine.endpoints import (
+    EndpointPool,
+    UpstreamFailed,
+    UpstreamRefused,
+    UpstreamUnreachable,
+    WindowConfig,
+    send,
+)
 from embedgate.errors import EmbedgateError
 from embedgate.keyfiles import read_secret_file
 
 log = logging.getLogger("embedgate.engine.backends.upstream")
 
-RETRYABLE_STATUS = frozenset({429, 502, 503, 504})
-DOWN_FOR_SECONDS = 5.0
-
-
-class _Retry(Exception):
-    """This upstream failed in a way another one may not. The message names no URL: it
-    reaches clients, and the upstream topology is the operator's business (it is logged)."""
+REFUSING_STATUS = frozenset({429, 503})  # the engine is busy: send it less, try another
+FAILING_STATUS = frozenset({502, 504})  # something between us and it failed: try another
 
 
 class UpstreamBackend:
-    """A pool of base URLs: round-robin over healthy ones, fail over on connect errors."""
+    """A pool of base URLs: the least loaded healthy one first, fail over on errors."""
 
     coalesce = False
     lanes = 1  # requests pass through; the upstream engine schedules them
@@ -47,9 +50,9 @@ class UpstreamBackend:
     ) -> None:
         self.name = name
         self._spec = spec
-        self._urls = [url.rstrip("/") for url in spec.base_urls]
-        self._down_until = dict.fromkeys(self._urls, 0.0)
-        self._turn = itertools.count()
+        initial = min(max(spec.max_batch_size, spec.min_in_flight), spec.max_in_flight)
+        window = WindowConfig(spec.min_in_flight, spec.max_in_flight, initial)
+        self.pool = EndpointPool([url.rstrip("/") for url in spec.base_urls], window)
         self._transport = transport
         self._client: httpx.AsyncClient | None = None
         self._tokenizer: TokenizerRunner | None = None
@@ -65,6 +68,15 @@ class UpstreamBackend:
     @property
     def info(self) -> BackendInfo:
         return self._info
+
+    @property
+    def max_retries(self) -> int:
+        return self._spec.max_retries
+
+    @property
+    def batch_size(self) -> int:
+        """Most inputs in one upstream request."""
+        return self._spec.max_batch_size
 
     async def start(self) -> None:
         headers = {"User-Agent": "embedgate"}
@@ -105,16 +117,29 @@ class UpstreamBackend:
         return await self._decoder(id_lists)
 
     async def embed(self, inputs: Sequence[ModelInput]) -> Embedded:
+        """Without the scheduler (warm-up, tests): chunks of ``max_batch_size``, each to the
+        least loaded URL, whatever its window."""
         size = self._spec.max_batch_size
         chunks = [inputs[i : i + size] for i in range(0, len(inputs), size)]
         parts = await asyncio.gather(*(self._embed_chunk(chunk) for chunk in chunks))
         vectors = np.concatenate([part.vectors for part in parts])
         return Embedded(vectors, sum(part.prompt_tokens for part in parts))
 
+    async def embed_at(self, url: str, inputs: Sequence[ModelInput]) -> Embedded:
+        """One upstream request; ``UpstreamRefused``/``UpstreamFailed`` where another URL
+        may succeed."""
+        payload = {
+            "model": self._spec.upstream_model or self.name,
+            "input": _wire_inputs(inputs),
+            "encoding_format": "base64",
+        }
+        return self._parse(await self._post(url, payload), len(inputs), inputs)
+
     def health(self) -> dict[str, Any]:
-        now = time.monotonic()
-        up = {url: self._down_until[url] <= now for url in self._urls}
-        return {"backend": "openai", "ready": any(up.values()), "upstreams": up}
+        status = self.pool.status()
+        up = {url: entry["healthy"] for url, entry in status.items()}
+        return {"backend": "openai", "ready": any(up.values()), "upstreams": up,
+                "endpoints": status}  # fmt: skip
 
     def _api_key(self) -> str | None:
         if self._spec.api_key_env:
@@ -129,43 +154,19 @@ class UpstreamBackend:
             return read_secret_file(self._spec.api_key_file)
         return None
 
-    def _order(self) -> list[str]:
-        """Healthy URLs first, starting at the next one in turn; downed ones as a last resort."""
-        start = next(self._turn) % len(self._urls)
-        rotated = self._urls[start:] + self._urls[:start]
-        now = time.monotonic()
-        return sorted(rotated, key=lambda url: self._down_until[url] > now)
-
     async def _embed_chunk(self, chunk: Sequence[ModelInput]) -> Embedded:
-        payload = {
-            "model": self._spec.upstream_model or self.name,
-            "input": _wire_inputs(chunk),
-            "encoding_format": "base64",
-        }
-        order = self._order()
-        attempts = [order[i % len(order)] for i in range(1 + self._spec.max_retries)]
-        failure = "no upstream tried"
-        for url in attempts:
-            try:
-                body = await self._post(url, payload)
-            except _Retry as exc:
-                failure = str(exc)
-                continue
-            return self._parse(body, len(chunk), chunk)
-        raise EmbedgateError(
-            502,
-            f"The upstream servers failed {len(attempts)} attempt(s); last: {failure}.",
-            code="upstream_error",
-        )
+        endpoint = self.pool.pick() or self.pool.fallback(frozenset())
+        full = self.pool.sent(endpoint, len(chunk), sum(item.n_tokens for item in chunk))
+        return await send(self.pool, self.embed_at, endpoint, chunk, full=full,
+                          retries=self._spec.max_retries)  # fmt: skip
 
     async def _post(self, url: str, payload: dict[str, Any]) -> Any:
         assert self._client is not None, "backend not started"
         try:
             response = await self._client.post(f"{url}/embeddings", json=payload)
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-            self._down_until[url] = time.monotonic() + DOWN_FOR_SECONDS
             log.warning("upstream %s unreachable: %s", url, type(exc).__name__)
-            raise _Retry("connection refused or timed out") from exc
+            raise UpstreamUnreachable("connection refused or timed out") from exc
         except httpx.TimeoutException as exc:
             raise EmbedgateError(
                 504, f"The upstream server did not answer within {self._spec.timeout:g}s.",
@@ -173,10 +174,11 @@ class UpstreamBackend:
             ) from exc  # fmt: skip
         except httpx.TransportError as exc:  # reset or closed mid-request: safe to resend
             log.warning("upstream %s failed: %s", url, type(exc).__name__)
-            raise _Retry("connection lost") from exc
-        if response.status_code in RETRYABLE_STATUS:
+            raise UpstreamFailed("connection lost") from exc
+        if response.status_code in REFUSING_STATUS | FAILING_STATUS:
             log.warning("upstream %s answered %d", url, response.status_code)
-            raise _Retry(f"HTTP {response.status_code}")
+            failure = UpstreamRefused if response.status_code in REFUSING_STATUS else UpstreamFailed
+            raise failure(f"HTTP {response.status_code}")
         if response.status_code >= 500:
             raise EmbedgateError(
                 502, f"The upstream server failed (HTTP {response.status_code}).",
