@@ -104,7 +104,7 @@ async def open_app(settings: Settings) -> tuple[FastAPI, Any, httpx.AsyncClient,
     lifespan = app.router.lifespan_context(app)
     await lifespan.__aenter__()
     control = app.state.runtime.control
-    if await control.store.get_tenant(TEST_TENANT) is None:  # apps may share a database
+    if await control.store.tenants.get(TEST_TENANT) is None:  # apps may share a database
         await control.tenants.create(TEST_TENANT, name=None, plan=None, policy=Policy(),
                                      actor="test")  # fmt: skip
     key = (await control.key_admin.create(TEST_TENANT, actor="test")).key

@@ -63,13 +63,15 @@ class ControlPlane:
         server_secret = load_server_secret(settings, create=create_secret)
         url = settings.database_url.get_secret_value() if settings.database_url else None
         store = await SqlStateStore.open(url, settings.data_dir)
-        audit = AuditLog(store, utcnow)
-        tenants = TenantService(store, audit, settings.plans, utcnow)
+        audit = AuditLog(store.audit, utcnow)
+        tenants = TenantService(store.tenants, audit, settings.plans, utcnow)
         keys = KeyService(store, server_secret)
         throttle = FailureThrottle(settings.auth_failures_per_minute)
-        auth = Authenticator(keys, store, audit, settings.plans, _trusted_proxy(settings), throttle)
+        auth = Authenticator(
+            keys, store.tenants, audit, settings.plans, _trusted_proxy(settings), throttle
+        )
         tenants.on_delete(lambda tenant: auth.forget_tenant(tenant.id))
-        usage = UsageMeter(store, utcnow, settings.usage_retention_days)
+        usage = UsageMeter(store.usage, utcnow, settings.usage_retention_days)
         metering = asyncio.create_task(_meter(usage), name="usage-meter") if background else None
         key_admin = KeyAdmin(tenants, keys, audit)
         return cls(store, audit, tenants, keys, key_admin, auth, usage, metering)
@@ -136,10 +138,10 @@ class Runtime:
         embeddings = EmbeddingService(registry, settings, metrics, limits, cache)
         stores = StoreHolder(settings)
         await stores.start()
-        await stores.sweep(control.store.tenant_uids)
+        await stores.sweep(control.store.tenants.uids)
         search = SearchService(stores, embeddings, registry, utcnow)
         sessions = ConsoleSessions(
-            control.store, control.auth, control.audit, control.keys.digest, admin_key,
+            control.store.sessions, control.auth, control.audit, control.keys.digest, admin_key,
             settings.console_session_ttl,
         )  # fmt: skip
         background = asyncio.create_task(_housekeeping(control.keys, sessions), name="housekeeping")

@@ -180,7 +180,7 @@ async def test_deleting_a_tenant_deletes_its_keys(admin: AppClient) -> None:
     key = (await admin.http.post("/admin/tenants/acme/keys", json={})).json()["key"]
     await admin.http.delete("/admin/tenants/acme")
     runtime = admin.app.state.runtime
-    assert await runtime.control.store.key_by_digest(runtime.control.keys.digest(key)) is None
+    assert await runtime.control.store.keys.by_digest(runtime.control.keys.digest(key)) is None
 
 
 async def test_admin_actions_are_audited_without_secrets(admin: AppClient) -> None:

@@ -195,7 +195,7 @@ async def test_deleting_a_tenant_erases_its_collections(app: AppClient) -> None:
     await kb(app.http)
     runtime = app.app.state.runtime
     store = await runtime.stores.get()
-    tenant = await runtime.control.store.get_tenant("test-tenant")
+    tenant = await runtime.control.store.tenants.get("test-tenant")
     assert await store.list_collections(tenant.uid)  # the store keys a tenant by its uid
     deleted = await app.http.delete("/admin/tenants/test-tenant", headers=ADMIN)
     assert deleted.status_code == 200

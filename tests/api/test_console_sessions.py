@@ -379,11 +379,12 @@ async def test_admin_sessions_die_when_the_admin_key_changes(app: AppClient) -> 
         token = client.cookies[COOKIE]
     runtime = app.app.state.runtime
     control = runtime.control
-    same = ConsoleSessions(control.store, control.auth, control.audit, control.keys.digest,
-                           ADMIN_KEY, 60)  # fmt: skip
+    same = ConsoleSessions(control.store.sessions, control.auth, control.audit,
+                           control.keys.digest, ADMIN_KEY, 60)  # fmt: skip
     assert (await same.find(token)) is not None
-    changed = ConsoleSessions(control.store, control.auth, control.audit, control.keys.digest,
-                              "admin_another_key_0123456789abcdefghijklmnop", 60)  # fmt: skip
+    changed = ConsoleSessions(control.store.sessions, control.auth, control.audit,
+                              control.keys.digest, "admin_another_key_0123456789abcdefghijklmnop",
+                              60)  # fmt: skip
     assert await changed.find(token) is None
     assert await same.find(token) is None  # removed once found stale
 

@@ -52,7 +52,7 @@ DAY = datetime(2026, 11, 21, tzinfo=UTC)
 def store_usage(data_dir: Path, *records: tuple[str, datetime, int]) -> None:
     async def add() -> None:
         store = await SqlStateStore.open(None, data_dir)
-        await store.add_usage([
+        await store.usage.add([
             UsageRecord(tenant, "key_1", "all-minilm-l6-v2", "/v1/embeddings", 1, tokens, None,
                         200, 2.0, at)
             for tenant, at, tokens in records

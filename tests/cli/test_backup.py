@@ -50,7 +50,7 @@ async def _seed(data_dir: Path, tenant: str, marker: str) -> dict[str, str]:
     live = await control.key_admin.create(tenant, actor="test", name="live")
     gone = await control.key_admin.create(tenant, actor="test", name="gone")
     await control.key_admin.revoke(tenant, gone.record.id, actor="test")
-    await control.store.add_usage([
+    await control.store.usage.add([
         UsageRecord(tenant, live.record.id, "all-minilm-l6-v2", "/v1/embeddings", 2, 7, None,
                     200, 3.5, NOW - timedelta(minutes=m))
         for m in (1, 2, 3)
@@ -108,7 +108,7 @@ def documents(
     async def read() -> list[Upsert]:
         state = await SqlStateStore.open(None, data)
         try:
-            found, live = await state.get_tenant(tenant), await state.tenant_uids()
+            found, live = await state.tenants.get(tenant), await state.tenants.uids()
         finally:
             await state.aclose()
         owned = {directory_name(uid) for uid in live}

@@ -21,32 +21,32 @@ def usage(tenant_id: str, minutes: int, tokens: int = 1) -> UsageRecord:
 
 async def test_export_keys_gives_every_key_with_its_digest(store: SqlStateStore) -> None:
     for tenant_id in ("a", "b"):
-        await store.create_tenant(tenant(tenant_id))
+        await store.tenants.create(tenant(tenant_id))
     revoked = key("key_2", "a", revoked_at=NOW, last_used_at=NOW, expires_at=NOW)
-    await store.add_key(key("key_1", "a"), "d1" * 32)
-    await store.add_key(revoked, "d2" * 32)
-    await store.add_key(key("key_3", "b"), "d3" * 32)
-    exported = await store.export_keys("a")
+    await store.keys.add(key("key_1", "a"), "d1" * 32)
+    await store.keys.add(revoked, "d2" * 32)
+    await store.keys.add(key("key_3", "b"), "d3" * 32)
+    exported = await store.keys.export("a")
     assert exported == [(key("key_1", "a"), "d1" * 32), (revoked, "d2" * 32)]
-    assert await store.export_keys("nobody") == []
+    assert await store.keys.export("nobody") == []
     # what add_key needs to restore them, on another tenant's deletion and re-creation
-    await store.delete_tenant("a")
-    await store.create_tenant(tenant("a"))
+    await store.tenants.delete("a")
+    await store.tenants.create(tenant("a"))
     for record, digest in exported:
-        await store.add_key(record, digest)
-    assert await store.key_by_digest("d2" * 32) == revoked
+        await store.keys.add(record, digest)
+    assert await store.keys.by_digest("d2" * 32) == revoked
 
 
 async def test_usage_is_exported_in_pages_and_replaced_by_window(store: SqlStateStore) -> None:
-    await store.add_usage([usage("a", m, tokens=m + 1) for m in range(5)] + [usage("b", 1)])
+    await store.usage.add([usage("a", m, tokens=m + 1) for m in range(5)] + [usage("b", 1)])
     end = NOW + timedelta(minutes=4)
     pages, after = [], 0
-    while page := await store.export_usage("a", EPOCH, end, after_id=after, limit=2):
+    while page := await store.usage.export("a", EPOCH, end, after_id=after, limit=2):
         pages.append([record for _, record in page])
         after = page[-1][0]
     assert [[r.tokens for r in p] for p in pages] == [[1, 2], [3, 4]]  # [start, end)
     assert pages[0][0] == usage("a", 0, tokens=1)
-    assert await store.delete_usage("a", NOW + timedelta(minutes=1), end) == 3
-    left = await store.export_usage("a", EPOCH, end + timedelta(hours=1), after_id=0, limit=9)
+    assert await store.usage.delete("a", NOW + timedelta(minutes=1), end) == 3
+    left = await store.usage.export("a", EPOCH, end + timedelta(hours=1), after_id=0, limit=9)
     assert [r.tokens for _, r in left] == [1, 5]
-    assert len(await store.export_usage("b", EPOCH, end, after_id=0, limit=9)) == 1
+    assert len(await store.usage.export("b", EPOCH, end, after_id=0, limit=9)) == 1

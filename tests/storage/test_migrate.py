@@ -26,7 +26,7 @@ async def test_replicas_migrating_one_fresh_database_at_once_all_start(
     try:
         for store in stores:
             await store.ping()
-            assert await store.list_tenants() == []
+            assert await store.tenants.page() == []
     finally:
         for store in stores:
             await store.aclose()
@@ -71,13 +71,13 @@ async def test_0004_gives_existing_rows_their_id_as_uid(
     await store.aclose()
     store = await SqlStateStore.open(database_url, tmp_path)
     try:
-        tenant = await store.get_tenant("legacy")
+        tenant = await store.tenants.get("legacy")
         assert tenant is not None
         assert tenant.uid == "legacy"
-        key = await store.key_by_digest("d" * 64)
+        key = await store.keys.by_digest("d" * 64)
         assert key is not None
         assert key.tenant_uid == "legacy"
-        assert (await store.usage_totals("legacy", EARLIER)).tokens == 7
-        assert await store.tenant_uids() == {"legacy"}
+        assert (await store.usage.totals("legacy", EARLIER)).tokens == 7
+        assert await store.tenants.uids() == {"legacy"}
     finally:
         await store.aclose()

@@ -32,50 +32,50 @@ ADMIN = ConsoleSession(kind="admin", created_at=NOW, expires_at=LATER, admin_dig
 
 
 async def test_sessions_are_found_by_digest_and_deleted(store: SqlStateStore) -> None:
-    await store.create_tenant(tenant("acme"))
-    await store.add_session(tenant_session("acme"), "1" * 64)
-    await store.add_session(ADMIN, "2" * 64)
-    assert await store.session_by_digest("1" * 64) == tenant_session("acme")
-    assert await store.session_by_digest("2" * 64) == ADMIN
-    assert await store.session_by_digest("3" * 64) is None
-    assert await store.delete_session("1" * 64) is True
-    assert await store.delete_session("1" * 64) is False
-    assert await store.session_by_digest("1" * 64) is None
-    assert await store.session_by_digest("2" * 64) == ADMIN
+    await store.tenants.create(tenant("acme"))
+    await store.sessions.add(tenant_session("acme"), "1" * 64)
+    await store.sessions.add(ADMIN, "2" * 64)
+    assert await store.sessions.by_digest("1" * 64) == tenant_session("acme")
+    assert await store.sessions.by_digest("2" * 64) == ADMIN
+    assert await store.sessions.by_digest("3" * 64) is None
+    assert await store.sessions.delete("1" * 64) is True
+    assert await store.sessions.delete("1" * 64) is False
+    assert await store.sessions.by_digest("1" * 64) is None
+    assert await store.sessions.by_digest("2" * 64) == ADMIN
 
 
 async def test_a_duplicate_digest_or_an_unknown_tenant_conflicts(store: SqlStateStore) -> None:
-    await store.create_tenant(tenant("acme"))
-    await store.add_session(tenant_session("acme"), "1" * 64)
+    await store.tenants.create(tenant("acme"))
+    await store.sessions.add(tenant_session("acme"), "1" * 64)
     with pytest.raises(Conflict):
-        await store.add_session(tenant_session("acme"), "1" * 64)
+        await store.sessions.add(tenant_session("acme"), "1" * 64)
     with pytest.raises(Conflict):
-        await store.add_session(tenant_session("nobody"), "4" * 64)
+        await store.sessions.add(tenant_session("nobody"), "4" * 64)
 
 
 async def test_expired_sessions_are_pruned(store: SqlStateStore) -> None:
-    await store.create_tenant(tenant("acme"))
-    await store.add_session(tenant_session("acme", expires_at=NOW), "1" * 64)
-    await store.add_session(tenant_session("acme"), "2" * 64)
-    await store.add_session(ADMIN, "3" * 64)
-    assert await store.delete_sessions_before(NOW + timedelta(seconds=1)) == 1
-    assert await store.delete_sessions_before(NOW + timedelta(seconds=1)) == 0
-    assert await store.session_by_digest("1" * 64) is None
-    assert await store.delete_sessions_before(LATER + timedelta(seconds=1)) == 2
+    await store.tenants.create(tenant("acme"))
+    await store.sessions.add(tenant_session("acme", expires_at=NOW), "1" * 64)
+    await store.sessions.add(tenant_session("acme"), "2" * 64)
+    await store.sessions.add(ADMIN, "3" * 64)
+    assert await store.sessions.delete_expired(NOW + timedelta(seconds=1)) == 1
+    assert await store.sessions.delete_expired(NOW + timedelta(seconds=1)) == 0
+    assert await store.sessions.by_digest("1" * 64) is None
+    assert await store.sessions.delete_expired(LATER + timedelta(seconds=1)) == 2
 
 
 async def test_deleting_a_tenant_ends_its_sessions(store: SqlStateStore) -> None:
-    await store.create_tenant(tenant("acme"))
-    await store.create_tenant(tenant("other"))
-    await store.add_session(tenant_session("acme"), "1" * 64)
-    await store.add_session(tenant_session("other"), "2" * 64)
-    assert await store.delete_tenant("acme") is True
-    assert await store.session_by_digest("1" * 64) is None
-    assert await store.session_by_digest("2" * 64) == tenant_session("other")
+    await store.tenants.create(tenant("acme"))
+    await store.tenants.create(tenant("other"))
+    await store.sessions.add(tenant_session("acme"), "1" * 64)
+    await store.sessions.add(tenant_session("other"), "2" * 64)
+    assert await store.tenants.delete("acme") is True
+    assert await store.sessions.by_digest("1" * 64) is None
+    assert await store.sessions.by_digest("2" * 64) == tenant_session("other")
 
 
 async def test_tenants_are_counted(store: SqlStateStore) -> None:
-    assert await store.count_tenants() == 0
+    assert await store.tenants.count() == 0
     for tenant_id in ("a", "b", "c"):
-        await store.create_tenant(tenant(tenant_id))
-    assert await store.count_tenants() == 3
+        await store.tenants.create(tenant(tenant_id))
+    assert await store.tenants.count() == 3

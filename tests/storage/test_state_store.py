@@ -43,62 +43,62 @@ def key(key_id: str, tenant_id: str, **overrides: object) -> ApiKey:
 
 async def test_migrations_are_idempotent(store: SqlStateStore, database_url: str | None,
                                          tmp_path: Path) -> None:  # fmt: skip
-    await store.create_tenant(tenant("1001"))
+    await store.tenants.create(tenant("1001"))
     again = await SqlStateStore.open(database_url, tmp_path)
-    assert (await again.get_tenant("1001")) == tenant("1001")
+    assert (await again.tenants.get("1001")) == tenant("1001")
     await again.aclose()
 
 
 async def test_tenant_lifecycle(store: SqlStateStore) -> None:
     policy = {"rpm": 600, "allowed_models": ["all-minilm-l6-v2"], "名前": "中文"}
-    await store.create_tenant(tenant("acme", policy=policy))
-    assert await store.get_tenant("acme") == tenant("acme", policy=policy)
+    await store.tenants.create(tenant("acme", policy=policy))
+    assert await store.tenants.get("acme") == tenant("acme", policy=policy)
     with pytest.raises(Conflict):
-        await store.create_tenant(tenant("acme"))
+        await store.tenants.create(tenant("acme"))
     later = NOW + timedelta(minutes=5)
-    updated = await store.update_tenant("acme", later, plan="premium", status="suspended")
+    updated = await store.tenants.update("acme", later, plan="premium", status="suspended")
     assert updated == tenant("acme", policy=policy, plan="premium", status="suspended",
                              updated_at=later)  # fmt: skip
-    assert await store.update_tenant("missing", later, plan="x") is None
-    assert await store.delete_tenant("acme") is True
-    assert await store.get_tenant("acme") is None
-    assert await store.delete_tenant("acme") is False
+    assert await store.tenants.update("missing", later, plan="x") is None
+    assert await store.tenants.delete("acme") is True
+    assert await store.tenants.get("acme") is None
+    assert await store.tenants.delete("acme") is False
 
 
 async def test_tenants_are_listed_in_pages(store: SqlStateStore) -> None:
     for tenant_id in ["b", "a", "1001", "c"]:
-        await store.create_tenant(tenant(tenant_id))
-    first = await store.list_tenants(limit=2)
+        await store.tenants.create(tenant(tenant_id))
+    first = await store.tenants.page(limit=2)
     assert [t.id for t in first] == ["1001", "a"]
-    rest = await store.list_tenants(after=first[-1].id, limit=10)
+    rest = await store.tenants.page(after=first[-1].id, limit=10)
     assert [t.id for t in rest] == ["b", "c"]
 
 
 async def test_keys_are_found_by_digest_and_scoped_to_their_tenant(store: SqlStateStore) -> None:
-    await store.create_tenant(tenant("a"))
-    await store.create_tenant(tenant("b"))
-    await store.add_key(key("key_a1", "a", expires_at=NOW + timedelta(days=1)), "d" * 64)
-    await store.add_key(key("key_b1", "b"), "e" * 64)
-    found = await store.key_by_digest("d" * 64)
+    await store.tenants.create(tenant("a"))
+    await store.tenants.create(tenant("b"))
+    await store.keys.add(key("key_a1", "a", expires_at=NOW + timedelta(days=1)), "d" * 64)
+    await store.keys.add(key("key_b1", "b"), "e" * 64)
+    found = await store.keys.by_digest("d" * 64)
     assert found == key("key_a1", "a", expires_at=NOW + timedelta(days=1))
-    assert await store.key_by_digest("f" * 64) is None
-    assert await store.get_key("b", "key_a1") is None  # another tenant's key id
-    assert [k.id for k in await store.list_keys("a")] == ["key_a1"]
+    assert await store.keys.by_digest("f" * 64) is None
+    assert await store.keys.get("b", "key_a1") is None  # another tenant's key id
+    assert [k.id for k in await store.keys.for_tenant("a")] == ["key_a1"]
     with pytest.raises(Conflict):
-        await store.add_key(key("key_a2", "a"), "d" * 64)  # digests are unique
+        await store.keys.add(key("key_a2", "a"), "d" * 64)  # digests are unique
     with pytest.raises(Conflict):
-        await store.add_key(key("key_x", "no-such-tenant"), "0" * 64)  # foreign key holds
+        await store.keys.add(key("key_x", "no-such-tenant"), "0" * 64)  # foreign key holds
 
 
 async def test_revocation_now_and_after_a_grace_period(store: SqlStateStore) -> None:
-    await store.create_tenant(tenant("a"))
-    await store.add_key(key("key_1", "a"), "1" * 64)
-    await store.add_key(key("key_2", "a"), "2" * 64)
-    assert await store.revoke_key("a", "key_1", NOW) is True
-    assert await store.revoke_key("b", "key_2", NOW) is False  # not b's key
-    await store.revoke_key("a", "key_2", NOW + timedelta(seconds=60))
-    revoked = await store.key_by_digest("1" * 64)
-    graced = await store.key_by_digest("2" * 64)
+    await store.tenants.create(tenant("a"))
+    await store.keys.add(key("key_1", "a"), "1" * 64)
+    await store.keys.add(key("key_2", "a"), "2" * 64)
+    assert await store.keys.revoke("a", "key_1", NOW) is True
+    assert await store.keys.revoke("b", "key_2", NOW) is False  # not b's key
+    await store.keys.revoke("a", "key_2", NOW + timedelta(seconds=60))
+    revoked = await store.keys.by_digest("1" * 64)
+    graced = await store.keys.by_digest("2" * 64)
     assert revoked is not None
     assert graced is not None
     assert not revoked.usable(NOW)
@@ -107,23 +107,23 @@ async def test_revocation_now_and_after_a_grace_period(store: SqlStateStore) -> 
 
 
 async def test_last_used_is_recorded_in_batches(store: SqlStateStore) -> None:
-    await store.create_tenant(tenant("a"))
-    await store.add_key(key("key_1", "a"), "1" * 64)
-    await store.add_key(key("key_2", "a"), "2" * 64)
+    await store.tenants.create(tenant("a"))
+    await store.keys.add(key("key_1", "a"), "1" * 64)
+    await store.keys.add(key("key_2", "a"), "2" * 64)
     used = NOW + timedelta(hours=1)
-    await store.touch_keys({"key_1": used, "key_2": used})
-    assert [k.last_used_at for k in await store.list_keys("a")] == [used, used]
+    await store.keys.touch({"key_1": used, "key_2": used})
+    assert [k.last_used_at for k in await store.keys.for_tenant("a")] == [used, used]
 
 
 async def test_deleting_a_tenant_erases_its_keys_but_not_the_audit_trail(
     store: SqlStateStore,
 ) -> None:
-    await store.create_tenant(tenant("a"))
-    await store.add_key(key("key_1", "a"), "1" * 64)
-    await store.append_audit(AuditEvent("tenant.deleted", "admin", NOW, tenant_id="a"))
-    await store.delete_tenant("a")
-    assert await store.key_by_digest("1" * 64) is None
-    assert [e.event for e in await store.list_audit(tenant_id="a")] == ["tenant.deleted"]
+    await store.tenants.create(tenant("a"))
+    await store.keys.add(key("key_1", "a"), "1" * 64)
+    await store.audit.append(AuditEvent("tenant.deleted", "admin", NOW, tenant_id="a"))
+    await store.tenants.delete("a")
+    assert await store.keys.by_digest("1" * 64) is None
+    assert [e.event for e in await store.audit.page(tenant_id="a")] == ["tenant.deleted"]
 
 
 async def test_audit_log_filters_and_pages_newest_first(store: SqlStateStore) -> None:
@@ -134,14 +134,14 @@ async def test_audit_log_filters_and_pages_newest_first(store: SqlStateStore) ->
         AuditEvent("auth.failed", "system", NOW, client_ip="::1"),
     ]
     for audit in events:
-        await store.append_audit(audit)
-    newest = await store.list_audit(limit=2)
+        await store.audit.append(audit)
+    newest = await store.audit.page(limit=2)
     assert [e.event for e in newest] == ["auth.failed", "key.revoked"]
     assert newest[1].detail == {"key_id": "key_1"}
-    older = await store.list_audit(before_id=newest[-1].id, limit=10)
+    older = await store.audit.page(before_id=newest[-1].id, limit=10)
     assert [e.event for e in older] == ["auth.failed", "key.created"]
-    assert [e.client_ip for e in await store.list_audit(event="auth.failed")] == ["::1", "10.0.0.7"]
-    assert len(await store.list_audit(tenant_id="a")) == 2
+    assert [e.client_ip for e in await store.audit.page(event="auth.failed")] == ["::1", "10.0.0.7"]
+    assert len(await store.audit.page(tenant_id="a")) == 2
 
 
 def usage(tenant_id: str, at: datetime, **overrides: object) -> UsageRecord:
@@ -157,7 +157,7 @@ HOUR = datetime(2026, 11, 21, 12, tzinfo=UTC)
 
 
 async def test_usage_is_aggregated_per_tenant_and_hour_or_day(store: SqlStateStore) -> None:
-    await store.add_usage([
+    await store.usage.add([
         usage("a", HOUR + timedelta(minutes=1)),
         usage("a", HOUR + timedelta(minutes=59, seconds=59.9), inputs=3, tokens=7),
         usage("a", HOUR + timedelta(hours=1), status=429, inputs=5, tokens=50),
@@ -166,7 +166,7 @@ async def test_usage_is_aggregated_per_tenant_and_hour_or_day(store: SqlStateSto
         usage("a", HOUR - timedelta(days=2)),  # before the window
     ])  # fmt: skip
     start, end = HOUR - timedelta(hours=12), HOUR + timedelta(days=2)
-    hourly = await store.usage_buckets(None, start, end, "hour")
+    hourly = await store.usage.buckets(None, start, end, "hour")
     assert hourly == [
         UsageBucket("a", HOUR, UsageTotals(requests=2, errors=0, inputs=5, tokens=17)),
         UsageBucket("a", HOUR + timedelta(hours=1), UsageTotals(1, 1, 0, 0)),
@@ -174,33 +174,33 @@ async def test_usage_is_aggregated_per_tenant_and_hour_or_day(store: SqlStateSto
         UsageBucket("b", HOUR, UsageTotals(1, 0, 2, 1)),
     ]
     day = datetime(2026, 11, 21, tzinfo=UTC)
-    assert await store.usage_buckets("a", start, end, "day") == [
+    assert await store.usage.buckets("a", start, end, "day") == [
         UsageBucket("a", day, UsageTotals(3, 1, 5, 17)),
         UsageBucket("a", day + timedelta(days=1), UsageTotals(1, 0, 2, 10)),
     ]
-    assert await store.usage_buckets("a", HOUR, HOUR + timedelta(hours=1), "hour") == hourly[:1]
-    assert await store.usage_buckets("nobody", start, end, "day") == []
+    assert await store.usage.buckets("a", HOUR, HOUR + timedelta(hours=1), "hour") == hourly[:1]
+    assert await store.usage.buckets("nobody", start, end, "day") == []
 
 
 async def test_usage_totals_count_only_successful_tokens(store: SqlStateStore) -> None:
-    await store.add_usage([
+    await store.usage.add([
         usage("a", HOUR, tokens=10),
         usage("a", HOUR + timedelta(seconds=1), tokens=20, status=400),
         usage("a", HOUR + timedelta(days=40), tokens=30, inputs=1),
         usage("b", HOUR, tokens=1000),
     ])  # fmt: skip
-    assert await store.usage_totals("a", HOUR) == UsageTotals(3, 1, 3, 40)
-    assert await store.usage_totals("a", HOUR, HOUR + timedelta(days=1)) == UsageTotals(2, 1, 2, 10)
-    assert await store.usage_totals("c", HOUR) == UsageTotals()
-    await store.add_usage([])
+    assert await store.usage.totals("a", HOUR) == UsageTotals(3, 1, 3, 40)
+    assert await store.usage.totals("a", HOUR, HOUR + timedelta(days=1)) == UsageTotals(2, 1, 2, 10)
+    assert await store.usage.totals("c", HOUR) == UsageTotals()
+    await store.usage.add([])
 
 
 async def test_usage_is_pruned_by_age_and_holds_no_long_names(store: SqlStateStore) -> None:
-    await store.add_usage([usage("a", HOUR - timedelta(days=500)), usage("b", HOUR),
+    await store.usage.add([usage("a", HOUR - timedelta(days=500)), usage("b", HOUR),
                            usage("a", HOUR, model="m" * 500, route="/" + "r" * 500)])  # fmt: skip
-    assert await store.delete_usage_before(HOUR - timedelta(days=400)) == 1
-    assert await store.delete_usage_before(HOUR - timedelta(days=400)) == 0
-    assert await store.usage_totals("a", HOUR - timedelta(days=1000)) == UsageTotals(1, 0, 2, 10)
+    assert await store.usage.delete_before(HOUR - timedelta(days=400)) == 1
+    assert await store.usage.delete_before(HOUR - timedelta(days=400)) == 0
+    assert await store.usage.totals("a", HOUR - timedelta(days=1000)) == UsageTotals(1, 0, 2, 10)
 
 
 async def test_the_embedded_database_lives_in_the_data_dir(tmp_path: Path) -> None:
@@ -238,7 +238,7 @@ async def test_no_table_holds_a_key_secret(store: SqlStateStore) -> None:
     from embedgate.storage.schema import metadata
     from embedgate.tenancy.keys import KeyService
 
-    await store.create_tenant(tenant("1001"))
+    await store.tenants.create(tenant("1001"))
     issued = await KeyService(store, b"server-secret").issue("1001")
     secret = issued.key.split("_")[-1]
     async with store._engine.connect() as connection:

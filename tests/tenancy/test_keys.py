@@ -31,7 +31,7 @@ class Clock:
 async def store(tmp_path: Path) -> AsyncIterator[SqlStateStore]:
     opened = await SqlStateStore.open(None, tmp_path)
     for tenant_id in ("1001", "1002"):
-        await opened.create_tenant(Tenant(tenant_id, tenant_id, "default", "active", {}, NOW, NOW))
+        await opened.tenants.create(Tenant(tenant_id, tenant_id, "default", "active", {}, NOW, NOW))
     yield opened
     await opened.aclose()
 
@@ -93,8 +93,8 @@ async def test_last_use_is_written_in_one_batch(store: SqlStateStore) -> None:
     await service.verify(first.key)
     await service.verify(second.key)
     await service.flush_usage()
-    assert [k.last_used_at for k in await store.list_keys("1001")] == [clock.now]
-    assert [k.last_used_at for k in await store.list_keys("1002")] == [clock.now]
+    assert [k.last_used_at for k in await store.keys.for_tenant("1001")] == [clock.now]
+    assert [k.last_used_at for k in await store.keys.for_tenant("1002")] == [clock.now]
 
 
 async def test_last_use_waits_for_a_database_that_is_away(
@@ -110,8 +110,8 @@ async def test_last_use_waits_for_a_database_that_is_away(
         raise ConnectionError("the database is restarting")
 
     with monkeypatch.context() as patch:
-        patch.setattr(store, "touch_keys", away)
+        patch.setattr(store.keys, "touch", away)
         with pytest.raises(ConnectionError):
             await service.flush_usage()
     await service.flush_usage()  # it is back
-    assert [k.last_used_at for k in await store.list_keys("1001")] == [clock.now]
+    assert [k.last_used_at for k in await store.keys.for_tenant("1001")] == [clock.now]

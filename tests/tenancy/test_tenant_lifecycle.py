@@ -30,10 +30,10 @@ class Replica:
     """What one server process holds: its own key and tenant caches."""
 
     def __init__(self, store: SqlStateStore) -> None:
-        audit = AuditLog(store, lambda: NOW)
+        audit = AuditLog(store.audit, lambda: NOW)
         self.keys = KeyService(store, b"shared-secret")
-        self.auth = Authenticator(self.keys, store, audit, {})
-        self.tenants = TenantService(store, audit, {}, lambda: NOW)
+        self.auth = Authenticator(self.keys, store.tenants, audit, {})
+        self.tenants = TenantService(store.tenants, audit, {}, lambda: NOW)
         self.tenants.on_delete(lambda tenant: self.auth.forget_tenant(tenant.id))
 
 

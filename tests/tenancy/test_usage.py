@@ -12,6 +12,7 @@ import pytest
 
 from embedgate.errors import EmbedgateError
 from embedgate.runtime import ControlPlane
+from embedgate.storage.base import UsageStore
 from embedgate.storage.records import UsageRecord, UsageTotals
 from embedgate.storage.sql import SqlStateStore
 from embedgate.tenancy.usage import UsageMeter, UsageQuery, month_start, to_csv
@@ -37,21 +38,21 @@ def usage(tenant_id: str = "a", *, at: datetime = NOW, status: int = 200, tokens
 
 
 class FlakyStore:
-    """The real store behind a switch that makes writes fail or wait."""
+    """The real usage store behind a switch that makes writes fail or wait."""
 
-    def __init__(self, store: SqlStateStore) -> None:
+    def __init__(self, store: UsageStore) -> None:
         self.store = store
         self.down = False
         self.gate: asyncio.Event | None = None
         self.writes: list[int] = []
 
-    async def add_usage(self, records: Sequence[UsageRecord]) -> None:
+    async def add(self, records: Sequence[UsageRecord]) -> None:
         if self.gate is not None:
             await self.gate.wait()
         if self.down:
             raise ConnectionError("database restarting")
         self.writes.append(len(records))
-        await self.store.add_usage(records)
+        await self.store.add(records)
 
     def __getattr__(self, name: str) -> object:
         return getattr(self.store, name)
@@ -66,7 +67,7 @@ async def store(tmp_path: Path) -> AsyncIterator[SqlStateStore]:
 
 @pytest.fixture
 def flaky(store: SqlStateStore) -> FlakyStore:
-    return FlakyStore(store)
+    return FlakyStore(store.usage)
 
 
 def meter_on(store: object, clock: Clock | None = None, **options: int) -> UsageMeter:
@@ -82,14 +83,14 @@ async def test_records_wait_in_memory_and_are_counted_before_and_after_the_flush
     meter.record(usage("b"))
     meter.record(usage(status=500, tokens=0))
     assert flaky.writes == []  # recording never touches the database
-    assert await store.usage_totals("a", NOW) == UsageTotals()
+    assert await store.usage.totals("a", NOW) == UsageTotals()
     expected = UsageTotals(requests=4, errors=1, inputs=6, tokens=30)
     assert await meter.totals("a", NOW) == expected
     assert await meter.flush() == 5
     assert flaky.writes == [5]  # one bulk write
     assert await meter.flush() == 0
     assert await meter.totals("a", NOW) == expected  # not counted twice
-    assert await store.usage_totals("a", NOW) == expected
+    assert await store.usage.totals("a", NOW) == expected
 
 
 async def test_totals_respect_the_time_window(flaky: FlakyStore) -> None:
@@ -124,7 +125,7 @@ async def test_a_failed_flush_keeps_the_records_for_the_next_round(flaky: FlakyS
     flaky.down = False
     assert await meter.flush() == 2
     assert meter.pending == 0
-    assert await flaky.store.usage_totals("a", NOW) == UsageTotals(2, 0, 4, 20)
+    assert await flaky.store.totals("a", NOW) == UsageTotals(2, 0, 4, 20)
 
 
 async def test_records_made_during_a_flush_stay_for_the_next_one(flaky: FlakyStore) -> None:
@@ -250,9 +251,9 @@ async def test_the_control_plane_writes_usage_every_second_and_on_close(tmp_path
         if control.usage.pending == 0:
             break
     assert control.usage.pending == 0
-    assert (await control.store.usage_totals("a", now)).requests == 1
+    assert (await control.store.usage.totals("a", now)).requests == 1
     control.usage.record(usage(at=now))
     await control.aclose()
     store = await SqlStateStore.open(None, tmp_path)
-    assert (await store.usage_totals("a", now)).requests == 2
+    assert (await store.usage.totals("a", now)).requests == 2
     await store.aclose()

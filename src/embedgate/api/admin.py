@@ -153,7 +153,7 @@ async def list_audit(
     before: Annotated[int | None, Query(ge=1, le=2**63 - 1)] = None,  # a row id: SQL's int64
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> Any:
-    events = await runtime.control.store.list_audit(
+    events = await runtime.control.store.audit.page(
         tenant_id=tenant, event=event, before_id=before, limit=limit + 1
     )
     data = [audit_json(e) for e in events[:limit]]

@@ -128,7 +128,7 @@ async def system_status(runtime: RuntimeDep, _: AdminDep) -> dict[str, Any]:
         "device": _device_status([m["device"] for m in models if m["device"]]),
         "queue_depth": sum(m["queue_depth"] for m in models),
         "cache": _cache_status(runtime.cache),
-        "tenants": await runtime.control.store.count_tenants(),
+        "tenants": await runtime.control.store.tenants.count(),
         "database": {"backend": runtime.control.store.backend},
         "rate_limits": runtime.limits.health(),
         "scheduling": runtime.settings.scheduling,

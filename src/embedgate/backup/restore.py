@@ -69,7 +69,7 @@ class Restorer:
 
     async def _write_usage(self) -> None:
         if self._usage:
-            await self._state.add_usage(self._usage)
+            await self._state.usage.add(self._usage)
         self._usage = []
 
     async def _create(self, line: CollectionLine) -> None:
@@ -85,7 +85,7 @@ class Restorer:
         values = line.model_dump(exclude={"type", "digest"})
         key = ApiKey(tenant_id=self._tenant, **{**values, "scopes": tuple(line.scopes)})
         try:
-            await self._state.add_key(key, line.digest)
+            await self._state.keys.add(key, line.digest)
         except Conflict:
             raise BackupError(f"key {line.id} could not be stored: this server already has a "
                               "key with its id or digest") from None  # fmt: skip

@@ -113,12 +113,12 @@ class Backup:
 
     async def export(self, tenant_id: str, path: Path, *, usage: UsageScope = "all"
                      ) -> dict[str, Any]:  # fmt: skip
-        tenant = await self.state.get_tenant(tenant_id)
+        tenant = await self.state.tenants.get(tenant_id)
         if tenant is None:
             raise tenant_not_found()
         now = self.clock()
         window = _window(usage, now)
-        keys = await self.state.export_keys(tenant_id)
+        keys = await self.state.keys.export(tenant_id)
         collections = await self.documents.list_collections(tenant.uid)
         with atomic_output(path) as stream:
             self.progress.start(
@@ -158,7 +158,7 @@ class Backup:
 
     async def _export_usage(self, out: Writer, tenant: str, window: UsageWindow) -> None:
         after = 0
-        while page := await self.state.export_usage(tenant, window.start, window.end,
+        while page := await self.state.usage.export(tenant, window.start, window.end,
                                                     after_id=after, limit=USAGE_PAGE):  # fmt: skip
             for _, record in page:
                 values = {f: getattr(record, f) for f in UsageRecord.__slots__}
@@ -204,7 +204,7 @@ class Backup:
         created = Tenant(**{**tenant.model_dump(), "plan": plan, "status": "suspended",
                             **({} if trusted else {"policy": {}})})  # fmt: skip
         try:
-            await self.state.create_tenant(created)
+            await self.state.tenants.create(created)
         except Conflict:
             raise BackupError(f"tenant {tenant.id} was created meanwhile") from None
         try:
@@ -213,7 +213,7 @@ class Backup:
             await self._remove(created)
             raise
         if trusted:  # an untrusted tenant stays suspended until the operator reviews it
-            await self.state.update_tenant(tenant.id, tenant.updated_at, status=tenant.status)
+            await self.state.tenants.update(tenant.id, tenant.updated_at, status=tenant.status)
         counts = {**manifest.counts.as_dict(), **({} if trusted else {"keys": 0})}
         await self.audit.record("tenant.imported", actor=self.actor, tenant_id=tenant.id,
                                 exported_at=manifest.header.exported_at.isoformat(),
@@ -232,7 +232,7 @@ class Backup:
         return plan
 
     async def _make_room(self, tenant_id: str, replace: bool) -> None:
-        existing = await self.state.get_tenant(tenant_id)
+        existing = await self.state.tenants.get(tenant_id)
         if existing is None:
             return  # a new uid has no documents anywhere: nothing can be left over
         if not replace:
@@ -243,13 +243,13 @@ class Backup:
     async def _remove(self, tenant: Tenant) -> None:
         """Documents first, by uid: the store then refuses that uid's writes for good."""
         await self.documents.delete_tenant(tenant.uid)
-        await self.state.delete_tenant(tenant.id)
+        await self.state.tenants.delete(tenant.id)
 
     async def _restore(self, path: Path, manifest: Manifest, uid: str) -> None:
         tenant, window = manifest.header.tenant, manifest.header.usage
         self.progress.start(f"importing {tenant.id}", manifest.counts.documents)
         if window is not None and manifest.trusted:  # the file's window replaces ours
-            await self.state.delete_usage(tenant.id, window.start, window.end)
+            await self.state.usage.delete(tenant.id, window.start, window.end)
         restorer = Restorer(self.state, self.documents, tenant.id, uid, self.progress.advance,
                             keys=manifest.trusted)  # fmt: skip
         try:

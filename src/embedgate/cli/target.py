@@ -102,7 +102,7 @@ class LocalAdmin:
 
     async def _audit_page(self, tenant: str | None, event: str | None, before: int | None,
                           limit: int) -> Any:  # fmt: skip
-        events = await self._c.store.list_audit(
+        events = await self._c.store.audit.page(
             tenant_id=tenant, event=event, before_id=before, limit=limit
         )
         return [audit_json(e) for e in events]

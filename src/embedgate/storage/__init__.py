@@ -1,1 +1,2 @@
-"""State stores: tenants, keys (digests only) and the audit log, behind one Protocol."""
+"""State stores: tenants, keys (digests only), the audit log, usage and console sessions,
+one Protocol per record kind (``base``), composed in ``StateStore``."""

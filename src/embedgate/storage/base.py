@@ -1,4 +1,11 @@
-"""The state store interface. Every call names its tenant explicitly."""
+"""The state store interface: one Protocol per record kind, composed in ``StateStore``.
+Every call names its tenant explicitly.
+
+The parts share one database. The one operation that writes more than one kind lives
+with the record that owns the others: ``TenantStore.delete`` removes the tenant with its
+keys and console sessions in one transaction. ``KeyStore.add`` reads the tenant's uid in
+the statement that stores the key.
+"""
 
 from __future__ import annotations
 
@@ -20,26 +27,22 @@ from embedgate.storage.records import (
 Granularity = Literal["hour", "day"]
 
 
-class StateStore(Protocol):
-    backend: str  # "sqlite" or "postgresql"
+class TenantStore(Protocol):
+    async def create(self, tenant: Tenant) -> None: ...
 
-    async def ping(self) -> None: ...
+    async def get(self, tenant_id: str) -> Tenant | None: ...
 
-    async def aclose(self) -> None: ...
+    async def page(self, *, after: str | None = None, limit: int = 100) -> list[Tenant]:
+        """Tenants by id, those after ``after``, at most ``limit``."""
+        ...
 
-    async def create_tenant(self, tenant: Tenant) -> None: ...
-
-    async def get_tenant(self, tenant_id: str) -> Tenant | None: ...
-
-    async def list_tenants(self, *, after: str | None = None, limit: int = 100) -> list[Tenant]: ...
-
-    async def tenant_uids(self) -> set[str]:
+    async def uids(self) -> set[str]:
         """The uids of every tenant that exists (the start-up sweep keeps their data)."""
         ...
 
-    async def count_tenants(self) -> int: ...
+    async def count(self) -> int: ...
 
-    async def update_tenant(
+    async def update(
         self,
         tenant_id: str,
         now: datetime,
@@ -50,43 +53,59 @@ class StateStore(Protocol):
         policy: Mapping[str, Any] | None = None,
     ) -> Tenant | None: ...
 
-    async def delete_tenant(self, tenant_id: str) -> bool:
-        """The tenant, its keys and console sessions; its usage records stay (billing)."""
+    async def delete(self, tenant_id: str) -> bool:
+        """The tenant, its keys and console sessions, in one transaction; its usage records
+        stay (billing), and so does the audit log."""
         ...
 
-    async def add_key(self, key: ApiKey, digest: str) -> None: ...
 
-    async def key_by_digest(self, digest: str) -> ApiKey | None: ...
+class KeyStore(Protocol):
+    async def add(self, key: ApiKey, digest: str) -> None:
+        """Stored under the tenant's current uid, whatever ``key.tenant_uid`` says; raises
+        ``Conflict`` for a duplicate or an unknown tenant."""
+        ...
 
-    async def list_keys(self, tenant_id: str) -> list[ApiKey]: ...
+    async def by_digest(self, digest: str) -> ApiKey | None: ...
 
-    async def export_keys(self, tenant_id: str) -> list[tuple[ApiKey, str]]:
+    async def for_tenant(self, tenant_id: str) -> list[ApiKey]:
+        """Every key of the tenant (revoked and expired ones too), oldest first."""
+        ...
+
+    async def export(self, tenant_id: str) -> list[tuple[ApiKey, str]]:
         """Every key of the tenant (revoked and expired ones too) with its digest, for a
-        backup: ``add_key(key, digest)`` restores it."""
+        backup: ``add(key, digest)`` restores it."""
         ...
 
-    async def get_key(self, tenant_id: str, key_id: str) -> ApiKey | None: ...
+    async def get(self, tenant_id: str, key_id: str) -> ApiKey | None: ...
 
-    async def revoke_key(self, tenant_id: str, key_id: str, at: datetime) -> bool: ...
+    async def revoke(self, tenant_id: str, key_id: str, at: datetime) -> bool: ...
 
-    async def touch_keys(self, last_used: Mapping[str, datetime]) -> None: ...
+    async def touch(self, last_used: Mapping[str, datetime]) -> None:
+        """Record the keys' last-use times (key id -> time) in one statement."""
+        ...
 
-    async def append_audit(self, event: AuditEvent) -> None: ...
 
-    async def list_audit(
+class AuditStore(Protocol):
+    async def append(self, event: AuditEvent) -> None: ...
+
+    async def page(
         self,
         *,
         tenant_id: str | None = None,
         event: str | None = None,
         before_id: int | None = None,
         limit: int = 100,
-    ) -> list[AuditEvent]: ...
+    ) -> list[AuditEvent]:
+        """Newest first; ``before_id`` pages back."""
+        ...
 
-    async def add_usage(self, records: Sequence[UsageRecord]) -> None:
+
+class UsageStore(Protocol):
+    async def add(self, records: Sequence[UsageRecord]) -> None:
         """All of them in one transaction: either every record is stored or none is."""
         ...
 
-    async def usage_buckets(
+    async def buckets(
         self,
         tenant_id: str | None,
         start: datetime,
@@ -97,35 +116,52 @@ class StateStore(Protocol):
         every tenant when ``tenant_id`` is None. Buckets without requests are left out."""
         ...
 
-    async def usage_totals(
+    async def totals(
         self, tenant_uid: str, start: datetime, end: datetime | None = None
     ) -> UsageTotals:
         """One tenant incarnation's usage (by uid: a re-created id starts at zero)."""
         ...
 
-    async def delete_usage_before(self, at: datetime) -> int: ...
+    async def delete_before(self, at: datetime) -> int: ...
 
-    async def export_usage(
+    async def export(
         self, tenant_id: str, start: datetime, end: datetime, *, after_id: int, limit: int
     ) -> list[tuple[int, UsageRecord]]:
         """The tenant's records in ``[start, end)`` with ids above ``after_id``, by id, at
         most ``limit``: a backup reads them page by page."""
         ...
 
-    async def delete_usage(self, tenant_id: str, start: datetime, end: datetime) -> int:
+    async def delete(self, tenant_id: str, start: datetime, end: datetime) -> int:
         """Remove the tenant's records in ``[start, end)``: a restore replaces that window."""
         ...
 
-    async def add_session(self, session: ConsoleSession, digest: str) -> None:
+
+class SessionStore(Protocol):
+    async def add(self, session: ConsoleSession, digest: str) -> None:
         """Raises ``Conflict`` for a duplicate digest or an unknown tenant."""
         ...
 
-    async def session_by_digest(self, digest: str) -> ConsoleSession | None:
+    async def by_digest(self, digest: str) -> ConsoleSession | None:
         """The session stored under ``digest``, expired or not: the caller judges."""
         ...
 
-    async def delete_session(self, digest: str) -> bool: ...
+    async def delete(self, digest: str) -> bool: ...
 
-    async def delete_sessions_before(self, at: datetime) -> int:
+    async def delete_expired(self, at: datetime) -> int:
         """Remove the sessions that expired before ``at``; how many went."""
         ...
+
+
+class StateStore(Protocol):
+    """The database: it owns the connections, its parts share them."""
+
+    backend: str  # "sqlite" or "postgresql"
+    tenants: TenantStore
+    keys: KeyStore
+    audit: AuditStore
+    usage: UsageStore
+    sessions: SessionStore
+
+    async def ping(self) -> None: ...
+
+    async def aclose(self) -> None: ...

@@ -1,4 +1,4 @@
-"""Web console sessions on the SQL state store (a mixin of ``SqlStateStore``)."""
+"""Web console sessions on the SQL state store, under their token's digest."""
 
 from __future__ import annotations
 
@@ -13,9 +13,10 @@ from embedgate.storage.schema import console_sessions
 
 
 class SqlSessions:
-    _engine: AsyncEngine
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
 
-    async def add_session(self, session: ConsoleSession, digest: str) -> None:
+    async def add(self, session: ConsoleSession, digest: str) -> None:
         values = {f: getattr(session, f) for f in ConsoleSession.__slots__} | {"digest": digest}
         try:
             async with self._engine.begin() as connection:
@@ -23,7 +24,7 @@ class SqlSessions:
         except IntegrityError as exc:
             raise Conflict("session could not be stored (unknown tenant or duplicate)") from exc
 
-    async def session_by_digest(self, digest: str) -> ConsoleSession | None:
+    async def by_digest(self, digest: str) -> ConsoleSession | None:
         query = select(console_sessions).where(console_sessions.c.digest == digest)
         async with self._engine.connect() as connection:
             row = (await connection.execute(query)).first()
@@ -33,13 +34,13 @@ class SqlSessions:
         values.pop("digest")
         return ConsoleSession(**values)
 
-    async def delete_session(self, digest: str) -> bool:
+    async def delete(self, digest: str) -> bool:
         query = delete(console_sessions).where(console_sessions.c.digest == digest)
         async with self._engine.begin() as connection:
             result = await connection.execute(query)
         return bool(result.rowcount)
 
-    async def delete_sessions_before(self, at: datetime) -> int:
+    async def delete_expired(self, at: datetime) -> int:
         query = delete(console_sessions).where(console_sessions.c.expires_at < at)
         async with self._engine.begin() as connection:
             result = await connection.execute(query)

@@ -6,12 +6,12 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from embedgate.storage.base import StateStore
+from embedgate.storage.base import AuditStore
 from embedgate.storage.records import AuditEvent
 
 
 class AuditLog:
-    def __init__(self, store: StateStore, clock: Callable[[], datetime]) -> None:
+    def __init__(self, store: AuditStore, clock: Callable[[], datetime]) -> None:
         self._store = store
         self._clock = clock
 
@@ -25,6 +25,6 @@ class AuditLog:
         client_ip: str | None = None,
         **detail: Any,
     ) -> None:
-        await self._store.append_audit(
+        await self._store.append(
             AuditEvent(event, actor, self._clock(), tenant_id, key_prefix, client_ip, detail)
         )

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Network, IPv6Network, ip_address
 
 from embedgate.errors import EmbedgateError
-from embedgate.storage.base import StateStore
+from embedgate.storage.base import TenantStore
 from embedgate.storage.records import ApiKey, Tenant
 from embedgate.tenancy.audit import AuditLog
 from embedgate.tenancy.keys import KEY_PATTERN, SCOPES, KeyService, Scope
@@ -85,7 +85,7 @@ def _inside(client_ip: str | None, networks: Sequence[IPv4Network | IPv6Network]
 
 class Authenticator:
     def __init__(
-        self, keys: KeyService, store: StateStore, audit: AuditLog,
+        self, keys: KeyService, store: TenantStore, audit: AuditLog,
         plans: Mapping[str, Policy], proxy: TrustedProxy | None = None,
         throttle: FailureThrottle | None = None,
     ) -> None:  # fmt: skip
@@ -134,7 +134,7 @@ class Authenticator:
         """A console session's tenant, as its key: both re-read from the store (no cache),
         so a revoked or expired key or a suspended tenant ends the session at once."""
         key = await self._keys.live(tenant_id, key_id)
-        tenant = await self._store.get_tenant(tenant_id) if key is not None else None
+        tenant = await self._store.get(tenant_id) if key is not None else None
         if key is None or tenant is None or key.tenant_uid != tenant.uid:
             raise invalid_api_key()
         return self._admit((tenant, effective_policy(self._plans, tenant)), key, client_ip)
@@ -178,7 +178,7 @@ class Authenticator:
         cached = None if fresh else self._tenants.get(tenant_id)
         if cached is not None and cached[0] > time.monotonic():
             return cached[1]
-        tenant = await self._store.get_tenant(tenant_id)
+        tenant = await self._store.get(tenant_id)
         member = (tenant, effective_policy(self._plans, tenant)) if tenant else None
         if len(self._tenants) > TRACKED_ADDRESSES:
             self._tenants.clear()

@@ -62,7 +62,7 @@ class KeyService:
         expires_in: int | None = None,
     ) -> IssuedKey:
         now = self._clock()
-        tenant = await self._store.get_tenant(tenant_id)  # None: add_key refuses it
+        tenant = await self._store.tenants.get(tenant_id)  # None: keys.add refuses it
         secret = random_base62(SECRET_LENGTH)
         key = f"tenant_{tenant_id}_{secret}"
         record = ApiKey(
@@ -75,13 +75,13 @@ class KeyService:
             expires_at=now + timedelta(seconds=expires_in) if expires_in else None,
             tenant_uid=tenant.uid if tenant is not None else None,
         )
-        await self._store.add_key(record, self.digest(key))
+        await self._store.keys.add(record, self.digest(key))
         return IssuedKey(record, key)
 
     async def rotate(self, tenant_id: str, key_id: str, grace_period: int = 0) -> IssuedKey | None:
         """A new key with the same name, scopes and lifetime; the old one stops working after
         ``grace_period`` seconds, so clients can switch without downtime."""
-        old = await self._store.get_key(tenant_id, key_id)
+        old = await self._store.keys.get(tenant_id, key_id)
         if old is None or not old.usable(self._clock()):
             return None
         lifetime = old.expires_at - old.created_at if old.expires_at else None
@@ -90,26 +90,26 @@ class KeyService:
             expires_in=int(lifetime.total_seconds()) if lifetime else None,
         )  # fmt: skip
         cutoff = self._clock() + timedelta(seconds=grace_period)
-        await self._store.revoke_key(tenant_id, key_id, cutoff)
+        await self._store.keys.revoke(tenant_id, key_id, cutoff)
         return issued
 
     async def revoke(self, tenant_id: str, key_id: str) -> ApiKey | None:
         """The key as it was, if it was live and is now revoked; else None."""
-        key = await self._store.get_key(tenant_id, key_id)
+        key = await self._store.keys.get(tenant_id, key_id)
         if key is None or not key.usable(self._clock()):
             return None
-        await self._store.revoke_key(tenant_id, key_id, self._clock())
+        await self._store.keys.revoke(tenant_id, key_id, self._clock())
         return key
 
     async def listed(self, tenant_id: str) -> list[ApiKey]:
         """Keys that still work (including rotated ones in their grace period)."""
         now = self._clock()
-        return [key for key in await self._store.list_keys(tenant_id) if key.usable(now)]
+        return [key for key in await self._store.keys.for_tenant(tenant_id) if key.usable(now)]
 
     async def live(self, tenant_id: str, key_id: str) -> ApiKey | None:
         """The key if it still works, read from the store (uncached: a console session
         re-checks its key on every request, so revocation and expiry end it at once)."""
-        key = await self._store.get_key(tenant_id, key_id)
+        key = await self._store.keys.get(tenant_id, key_id)
         return key if key is not None and key.usable(self._clock()) else None
 
     async def verify(self, presented: str) -> ApiKey | None:
@@ -121,7 +121,7 @@ class KeyService:
         if cached is not None and cached[0] > time.monotonic():
             record = cached[1]
         else:
-            record = await self._store.key_by_digest(digest)
+            record = await self._store.keys.by_digest(digest)
             self._remember(digest, record)
         now = self._clock()
         if record is None or not record.usable(now):
@@ -133,7 +133,7 @@ class KeyService:
         """Write the last-use times gathered since the previous flush, in one statement."""
         used, self._used = self._used, {}
         try:
-            await self._store.touch_keys(used)
+            await self._store.keys.touch(used)
         except BaseException:  # the database is away: the next flush writes them
             self._used = used | self._used  # uses since then are later: they win
             raise

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from embedgate.errors import EmbedgateError
-from embedgate.storage.base import StateStore
+from embedgate.storage.base import SessionStore
 from embedgate.storage.records import ConsoleSession
 from embedgate.tenancy.audit import AuditLog
 from embedgate.tenancy.auth import Authenticator, Caller, CallerDenied, invalid_api_key
@@ -45,7 +45,7 @@ def csrf_failed() -> EmbedgateError:
 
 class ConsoleSessions:
     def __init__(
-        self, store: StateStore, auth: Authenticator, audit: AuditLog,
+        self, store: SessionStore, auth: Authenticator, audit: AuditLog,
         mac: Callable[[str], str], admin_key: str, ttl_s: int,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:  # fmt: skip
@@ -84,21 +84,21 @@ class ConsoleSessions:
             session = ConsoleSession("tenant", now, now + self.ttl, caller.tenant.id,
                                      caller.key.id, caller.key.prefix)  # fmt: skip
         token = secrets.token_urlsafe(TOKEN_BYTES)
-        await self._store.add_session(session, self._digest(token))
+        await self._store.add(session, self._digest(token))
         await self._record("console.login", session, client_ip)
         return token, Opened(session, caller)
 
     async def find(self, token: str) -> ConsoleSession | None:
         """The live session of ``token``; an expired or stale one is removed on sight."""
         digest = self._digest(token)
-        session = await self._store.session_by_digest(digest)
+        session = await self._store.by_digest(digest)
         if session is None:
             return None
         stale = session.kind == "admin" and not hmac.compare_digest(
             (session.admin_digest or "").encode(), self._admin_digest.encode()
         )
         if stale or session.expires_at <= self._clock():
-            await self._store.delete_session(digest)
+            await self._store.delete(digest)
             return None
         return session
 
@@ -137,16 +137,16 @@ class ConsoleSessions:
         """Logout: the session is deleted server-side, so the cookie opens nothing again."""
         self.check_csrf(token, "POST", csrf)
         digest = self._digest(token)
-        session = await self._store.session_by_digest(digest)
-        if session is not None and await self._store.delete_session(digest):
+        session = await self._store.by_digest(digest)
+        if session is not None and await self._store.delete(digest):
             await self._record("console.logout", session, client_ip)
 
     async def discard(self, token: str) -> None:
         """A session replaced by a new login in the same browser."""
-        await self._store.delete_session(self._digest(token))
+        await self._store.delete(self._digest(token))
 
     async def prune(self) -> int:
-        return await self._store.delete_sessions_before(self._clock())
+        return await self._store.delete_expired(self._clock())
 
     async def _recheck(self, token: str, session: ConsoleSession, client_ip: str | None) -> Caller:
         try:

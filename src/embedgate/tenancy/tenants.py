@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from embedgate.errors import EmbedgateError, invalid_request
-from embedgate.storage.base import StateStore
+from embedgate.storage.base import TenantStore
 from embedgate.storage.records import Conflict, Tenant, TenantStatus
 from embedgate.tenancy.audit import AuditLog
 from embedgate.tenancy.policy import Policy, effective_policy
@@ -36,7 +36,7 @@ def tenant_not_found() -> EmbedgateError:
 class TenantService:
     def __init__(
         self,
-        store: StateStore,
+        store: TenantStore,
         audit: AuditLog,
         plans: Mapping[str, Any],
         clock: Callable[[], datetime],
@@ -71,7 +71,7 @@ class TenantService:
             status="active", policy=policy.stored(), created_at=now, updated_at=now,
         )  # fmt: skip
         try:
-            await self._store.create_tenant(tenant)
+            await self._store.create(tenant)
         except Conflict:
             raise EmbedgateError(
                 409, f"Tenant {tenant_id} already exists.", param="id", code="tenant_exists"
@@ -81,13 +81,13 @@ class TenantService:
         return tenant
 
     async def get(self, tenant_id: str) -> Tenant:
-        tenant = await self._store.get_tenant(tenant_id)
+        tenant = await self._store.get(tenant_id)
         if tenant is None:
             raise tenant_not_found()
         return tenant
 
     async def page(self, after: str | None, limit: int) -> tuple[list[Tenant], bool]:
-        rows = await self._store.list_tenants(after=after, limit=limit + 1)
+        rows = await self._store.page(after=after, limit=limit + 1)
         return rows[:limit], len(rows) > limit
 
     async def update(
@@ -95,7 +95,7 @@ class TenantService:
         name: str | None = None, plan: str | None = None, status: TenantStatus | None = None,
         policy: Policy | None = None,
     ) -> Tenant:  # fmt: skip
-        updated = await self._store.update_tenant(
+        updated = await self._store.update(
             tenant_id, self._clock(), name=name,
             plan=self._check_plan(plan) if plan is not None else None, status=status,
             policy=policy.stored() if policy is not None else None,
@@ -117,7 +117,7 @@ class TenantService:
         tenant = await self.get(tenant_id)
         if documents is not None:  # first: should the rest fail, nothing is left unmarked
             await documents.delete_tenant(tenant.uid)
-        if not await self._store.delete_tenant(tenant_id):
+        if not await self._store.delete(tenant_id):
             raise tenant_not_found()
         for listener in self._on_delete:
             listener(tenant)

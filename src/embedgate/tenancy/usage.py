@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from embedgate.errors import invalid_request
-from embedgate.storage.base import Granularity, StateStore
+from embedgate.storage.base import Granularity, UsageStore
 from embedgate.storage.records import UsageBucket, UsageRecord, UsageTotals
 
 log = logging.getLogger("embedgate.usage")
@@ -41,7 +41,7 @@ def isoformat(at: datetime) -> str:
 class UsageMeter:
     def __init__(
         self,
-        store: StateStore,
+        store: UsageStore,
         clock: Callable[[], datetime],
         retention_days: int,
         *,
@@ -83,7 +83,7 @@ class UsageMeter:
             batch = self._pending[:]
             if not batch:
                 return 0
-            await self._store.add_usage(batch)
+            await self._store.add(batch)
             del self._pending[: len(batch)]  # records appended meanwhile stay
         if self._dropped:
             log.warning("%d usage records were dropped while the buffer was full", self._dropped)
@@ -96,7 +96,7 @@ class UsageMeter:
         """One tenant incarnation's usage (by uid) in ``[start, end)`` (``end`` None:
         everything since ``start``), counting records not yet written."""
         async with self._lock:
-            stored = await self._store.usage_totals(tenant_uid, start, end)
+            stored = await self._store.totals(tenant_uid, start, end)
             waiting = [r for r in self._pending if r.uid == tenant_uid
                        and r.at >= start and (end is None or r.at < end)]  # fmt: skip
         return add(stored, waiting)
@@ -121,14 +121,14 @@ class UsageMeter:
         """Usage per tenant and hour or day, as ``bucket_json`` rows. The buffer is written
         first so that a request that was just answered is in it."""
         await self.flush()
-        buckets = await self._store.usage_buckets(
+        buckets = await self._store.buckets(
             query.tenant_id, query.start, query.end, query.granularity
         )
         return [bucket_json(b, query.granularity) for b in buckets]
 
     async def prune(self) -> int:
         """Delete records older than the retention period; how many."""
-        deleted = await self._store.delete_usage_before(self._clock() - self._retention)
+        deleted = await self._store.delete_before(self._clock() - self._retention)
         if deleted:
             log.info("deleted %d usage records past retention", deleted)
         return deleted
