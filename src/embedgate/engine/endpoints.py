@@ -23,7 +23,7 @@ from embedgate.errors import EmbedgateError
 
 EJECT_AFTER = 3
 COOLDOWN_S = 5.0
-MAX_COOLDOWN_S = 60.0
+MAX_COOLDOWN_S = 30.0
 LATENCY_EWMA = 0.2
 
 
