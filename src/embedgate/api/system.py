@@ -16,6 +16,7 @@ from embedgate import __version__
 from embedgate.api.deps import AdminDep, RuntimeDep, bearer_token, require_admin
 from embedgate.embeddings.cache import EmbeddingCache
 from embedgate.engine.backends.devices import gpu_memory, gpu_name
+from embedgate.engine.backends.upstream import UpstreamBackend
 from embedgate.engine.registry import ServedModel
 from embedgate.runtime import Runtime
 from embedgate.tenancy.auth import presented_prefix
@@ -146,6 +147,8 @@ def _model_status(model: ServedModel) -> dict[str, Any]:
     }  # fmt: skip
     if "upstreams" in health:
         status["upstreams"] = health["upstreams"]
+    if isinstance(model.backend, UpstreamBackend):
+        status["endpoints"] = model.backend.pool.status()
     return status
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from embedgate.config.models import QWEN3_DEFAULT_INSTRUCTION, QWEN3_QUERY_TEMPLATE, ModelSpec
 from embedgate.config.settings import Settings
@@ -72,6 +73,7 @@ class ModelRegistry:
         self._models: dict[str, ServedModel] = {}
         self._names: dict[str, str] = {}
         metrics.watch_queues(self.queue_depths)
+        metrics.watch_upstreams(self.upstreams)
 
     async def start(self) -> None:
         for name, spec in self._settings.models.items():
@@ -112,6 +114,11 @@ class ModelRegistry:
 
     def all(self) -> list[ServedModel]:
         return list(self._models.values())
+
+    def upstreams(self) -> dict[str, dict[str, dict[str, Any]]]:
+        """Upstream model -> base URL -> its health, window, in flight, latency, errors."""
+        return {name: served.backend.pool.status() for name, served in self._models.items()
+                if isinstance(served.backend, UpstreamBackend)}  # fmt: skip
 
     def queue_depths(self) -> dict[str, int]:
         return {name: served.scheduler.queue_depth for name, served in self._models.items()}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Protocol
+from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -26,6 +26,46 @@ class _QueueDepth(Collector):
         for model, depth in self._depths().items():
             family.add_metric([model], depth)
         yield family
+
+
+# model -> base URL -> its status (engine/endpoints.py EndpointPool.status)
+UpstreamStatus = dict[str, dict[str, dict[str, Any]]]
+
+
+class _Upstreams(Collector):
+    """Per upstream base URL: health, window, what is in flight, latency, errors."""
+
+    def __init__(self, status: Callable[[], UpstreamStatus]) -> None:
+        self._status = status
+
+    def collect(self) -> Iterable[Metric]:
+        labels = ["model", "url"]
+        gauges = {
+            "healthy": GaugeMetricFamily("embedgate_upstream_healthy",
+                                         "1 while the base URL is not ejected", labels=labels),
+            "in_flight": GaugeMetricFamily("embedgate_upstream_in_flight",
+                                           "Inputs in flight at the base URL", labels=labels),
+            "window": GaugeMetricFamily("embedgate_upstream_window",
+                                        "Inputs the base URL may have in flight now",
+                                        labels=labels),
+            "latency_ms": GaugeMetricFamily("embedgate_upstream_latency_seconds",
+                                            "Moving average of seconds per upstream request",
+                                            labels=labels),
+        }  # fmt: skip
+        errors = CounterMetricFamily("embedgate_upstream_errors",
+                                     "Upstream attempts refused (429/503) or failed",
+                                     labels=[*labels, "kind"])  # fmt: skip
+        for model, urls in self._status().items():
+            for url, entry in urls.items():
+                for key, family in gauges.items():
+                    value = entry.get(key)
+                    if value is not None:
+                        scale = 0.001 if key == "latency_ms" else 1
+                        family.add_metric([model, url], float(value) * scale)
+                for kind, count in entry.get("errors", {}).items():
+                    errors.add_metric([model, url, kind], count)
+        yield from gauges.values()
+        yield errors
 
 
 class CacheCounters(Protocol):
@@ -135,6 +175,9 @@ class Metrics:
 
     def watch_queues(self, depths: Callable[[], dict[str, int]]) -> None:
         self.registry.register(_QueueDepth(depths))
+
+    def watch_upstreams(self, status: Callable[[], UpstreamStatus]) -> None:
+        self.registry.register(_Upstreams(status))
 
     def render(self) -> bytes:
         return bytes(generate_latest(self.registry))

@@ -115,6 +115,32 @@ async def test_failover_when_one_upstream_is_down(
     assert health["models"]["remote"]["upstreams"] == {down: False, f"{upstream.url}/v1": True}
 
 
+async def test_each_base_url_shows_its_window_and_load_in_metrics_and_admin_system(
+    app_factory: Any, upstream: ServerProcess
+) -> None:
+    down = dead_url()
+    spec = remote([down, f"{upstream.url}/v1"], "all-minilm-l6-v2", 384,
+                  api_key_env=UPSTREAM_KEY_ENV, min_in_flight=4, max_in_flight=64)  # fmt: skip
+    app = await front(app_factory, remote=spec)
+    for _ in range(3):
+        assert (await app.http.post("/v1/embeddings", json={"input": TEXTS})).status_code == 200
+    admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    system = (await app.http.get("/admin/system", headers=admin)).json()
+    (model,) = [m for m in system["models"] if m["name"] == "remote"]
+    endpoints = model["endpoints"]
+    alive = endpoints[f"{upstream.url}/v1"]
+    assert alive["healthy"] is True
+    assert alive["in_flight"] == 0
+    assert 4 <= alive["window"] <= 64
+    assert alive["latency_ms"] > 0
+    assert endpoints[down]["healthy"] is False
+    assert endpoints[down]["errors"]["failed"] >= 1
+    metrics = (await app.http.get("/metrics", headers=admin)).text
+    assert f'embedgate_upstream_healthy{{model="remote",url="{down}"}} 0.0' in metrics
+    assert f'embedgate_upstream_window{{model="remote",url="{upstream.url}/v1"}}' in metrics
+    assert "embedgate_upstream_errors_total{" in metrics
+
+
 async def test_all_upstreams_down_is_a_clear_502(app_factory: Any) -> None:
     urls = [dead_url(), dead_url()]
     app = await front(app_factory, remote=remote(urls, "m", 384))

@@ -136,10 +136,8 @@ class UpstreamBackend:
         return self._parse(await self._post(url, payload), len(inputs), inputs)
 
     def health(self) -> dict[str, Any]:
-        status = self.pool.status()
-        up = {url: entry["healthy"] for url, entry in status.items()}
-        return {"backend": "openai", "ready": any(up.values()), "upstreams": up,
-                "endpoints": status}  # fmt: skip
+        up = {url: entry["healthy"] for url, entry in self.pool.status().items()}
+        return {"backend": "openai", "ready": any(up.values()), "upstreams": up}
 
     def _api_key(self) -> str | None:
         if self._spec.api_key_env:
