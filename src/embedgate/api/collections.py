@@ -17,7 +17,7 @@ from pydantic import (
 )
 
 from embedgate.api.admission import AdmittedRoute
-from embedgate.api.deps import with_scope
+from embedgate.api.deps import ContextDep, with_scope
 from embedgate.api.routing import StrictJsonRoute
 from embedgate.docstore.base import Collection, Document, Hit
 from embedgate.errors import EmbedgateError
@@ -110,18 +110,6 @@ def hit_json(hit: Hit) -> dict[str, Any]:
     return {"id": hit.id, "text": hit.text, "score": hit.score, "metadata": hit.metadata}
 
 
-def _rate_headers(request: Request, rate: dict[str, str]) -> None:
-    """The admission's x-ratelimit-* headers, when the request embedded something; without
-    them, the response gets the tenant's current state (api/middleware.py)."""
-    if rate:
-        request.state.ratelimit = rate
-
-
-def _meter(request: Request, model: str, inputs: int, tokens: int, dimensions: int) -> None:
-    request.state.usage = {"model": model, "inputs": inputs, "tokens": tokens,
-                           "dimensions": dimensions}  # fmt: skip
-
-
 @router.post("", status_code=201)
 async def create_collection(body: CollectionCreate, caller: Writer, search: SearchDep) -> Any:
     collection = await search.create_collection(
@@ -149,16 +137,16 @@ async def delete_collection(name: Name, caller: Writer, search: SearchDep) -> An
 
 @router.post("/{name}/documents")
 async def upsert_documents(
-    name: Name, body: DocumentsUpsert, caller: Writer, search: SearchDep, request: Request
+    name: Name, body: DocumentsUpsert, caller: Writer, search: SearchDep, context: ContextDep
 ) -> Any:
     """Add or replace documents; only new or changed texts are embedded."""
     documents = [d.model_dump() for d in body.documents]
-    rate: dict[str, str] = {}
+    rate: dict[str, str] = {}  # filled when something was embedded
     written = await search.upsert(caller, name, documents, rate)
-    _rate_headers(request, rate)
+    context.rate_limit(rate)
     collection = written.collection
     embedded = sum(status != "unchanged" for status in written.statuses)
-    _meter(request, collection.model, embedded, written.prompt_tokens, collection.dimensions)
+    context.meter(collection.model, embedded, written.prompt_tokens, collection.dimensions)
     data = [{"id": i, "object": "document", "status": s}
             for i, s in zip(written.ids, written.statuses, strict=True)]  # fmt: skip
     usage = {"prompt_tokens": written.prompt_tokens, "total_tokens": written.prompt_tokens}
@@ -198,17 +186,17 @@ async def delete_document(name: Name, doc_id: DocId, caller: Writer, search: Sea
 
 @router.post("/{name}/search")
 async def search_collection(
-    name: Name, body: SearchRequest, caller: Reader, search: SearchDep, request: Request
+    name: Name, body: SearchRequest, caller: Reader, search: SearchDep, context: ContextDep
 ) -> Any:
-    rate: dict[str, str] = {}
+    rate: dict[str, str] = {}  # filled when the query was embedded
     found = await search.search(
         caller, name, body.query, top_k=body.top_k, mode=body.mode, filter=body.filter,
         min_score=body.min_score, instruction=body.instruction, rate_headers=rate,
     )  # fmt: skip
-    _rate_headers(request, rate)
+    context.rate_limit(rate)
     inputs = 0 if body.mode == "keyword" else 1
     collection = found.collection
-    _meter(request, collection.model, inputs, found.prompt_tokens, collection.dimensions)
+    context.meter(collection.model, inputs, found.prompt_tokens, collection.dimensions)
     usage = {"prompt_tokens": found.prompt_tokens, "total_tokens": found.prompt_tokens}
     return {"object": "list", "data": [hit_json(h) for h in found.hits], "usage": usage}
 
