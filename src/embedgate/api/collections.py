@@ -2,26 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 from urllib.parse import unquote
 
 from fastapi import APIRouter, Depends, Path, Query, Request
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    StrictFloat,
-    StrictInt,
-    StrictStr,
-    field_validator,
-)
 
 from embedgate.api.admission import AdmittedRoute
 from embedgate.api.deps import ContextDep, with_scope
 from embedgate.api.routing import StrictJsonRoute
+from embedgate.api.schemas.collections import CollectionCreate, DocumentsUpsert, SearchRequest
 from embedgate.docstore.base import Collection, Document, Hit
 from embedgate.errors import EmbedgateError
-from embedgate.search.service import MAX_ID_CHARS, MAX_TOP_K, NAME, SearchService, check_name
+from embedgate.search.service import MAX_ID_CHARS, NAME, SearchService, check_name
 from embedgate.tenancy.auth import Caller
 
 
@@ -32,9 +24,6 @@ class CollectionRoute(AdmittedRoute, StrictJsonRoute):
 
 
 router = APIRouter(prefix="/v1/collections", tags=["collections"], route_class=CollectionRoute)
-MAX_DOCUMENTS = 2048
-Scalar = StrictStr | StrictInt | StrictFloat | bool | None
-
 
 # Documented in the OpenAPI schema only: the service checks names and ids itself (400).
 Name = Annotated[str, Path(json_schema_extra={"pattern": f"^{NAME.pattern}$"})]
@@ -49,48 +38,6 @@ async def get_search(request: Request) -> SearchService:
 
 
 SearchDep = Annotated[SearchService, Depends(get_search)]
-
-
-class CollectionCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    name: StrictStr = Field(json_schema_extra={"pattern": f"^{NAME.pattern}$"})
-    model: StrictStr | None = None
-    dimensions: StrictInt | None = None
-    metadata: dict[str, Any] = Field(default_factory=dict)
-
-
-class DocumentIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    id: StrictStr | None = None
-    text: StrictStr = Field(min_length=1)
-    metadata: dict[str, Any] = Field(default_factory=dict)
-
-
-class DocumentsUpsert(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    documents: list[DocumentIn] = Field(min_length=1, max_length=MAX_DOCUMENTS)
-
-
-class SearchRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    query: StrictStr = Field(min_length=1)
-    top_k: StrictInt = Field(default=5, ge=1, le=MAX_TOP_K)
-    filter: dict[str, Scalar | dict[Literal["$in"], list[Scalar]]] | None = None
-    min_score: StrictFloat | None = None  # integers too, but never strings or booleans
-    mode: Literal["vector", "keyword", "hybrid"] = "vector"
-    instruction: StrictStr | None = None
-
-    @field_validator("filter")
-    @classmethod
-    def _in_is_not_empty(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        for key, condition in (value or {}).items():
-            if isinstance(condition, dict) and not condition.get("$in"):
-                raise ValueError(f"filter.{key}: `$in` needs a non-empty list")
-        return value
 
 
 def collection_json(collection: Collection) -> dict[str, Any]:

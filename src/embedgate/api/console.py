@@ -13,10 +13,11 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
 from embedgate.api.context import RequestContext
 from embedgate.api.deps import RuntimeDep, client_ip
+from embedgate.api.schemas.console import Login
 from embedgate.config.settings import Settings
 from embedgate.errors import EmbedgateError, from_validation_errors
 from embedgate.tenancy.auth import CallerDenied
@@ -45,11 +46,6 @@ class NoStoreRoute(APIRoute):
 
 
 router = APIRouter(prefix="/console", tags=["console"], route_class=NoStoreRoute)
-
-
-class Login(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    key: str = Field(min_length=1, max_length=1024)
 
 
 async def _login_body(request: Request) -> Login:

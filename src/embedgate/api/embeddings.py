@@ -15,7 +15,7 @@ from embedgate.api.admission import EmbeddingsRoute
 from embedgate.api.context import RequestContext
 from embedgate.api.deps import EmbeddingsCallerDep, EmbeddingsDep
 from embedgate.api.input_caps import RequestCaps
-from embedgate.api.schemas import EmbeddingRequest, EmbeddingResponse
+from embedgate.api.schemas.embeddings import EmbeddingRequest, EmbeddingResponse
 from embedgate.embeddings.service import EmbeddingJob, EmbeddingResult
 from embedgate.engine.backends.base import Vectors
 from embedgate.errors import from_validation_errors, invalid_json
