@@ -9,9 +9,9 @@ from fastapi import FastAPI
 
 from embedgate import __version__
 from embedgate.api import admin, collections, console, console_pages, embeddings, me, models, system
+from embedgate.api.error_handlers import install_error_handlers
 from embedgate.api.middleware import BodyLimitMiddleware, ObservabilityMiddleware
 from embedgate.config.settings import Settings
-from embedgate.errors import install_error_handlers
 from embedgate.observability.metrics import Metrics
 from embedgate.runtime import Runtime
 

@@ -1,4 +1,5 @@
-"""One error type, rendered in the OpenAI envelope by one set of handlers.
+"""One error type, rendered in the OpenAI envelope by one set of handlers
+(``api.error_handlers``).
 
 Unexpected exceptions (bugs) are answered by ``api.middleware`` with the same type.
 """
@@ -10,9 +11,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 _TYPES = {
@@ -122,34 +120,3 @@ def from_validation_errors(errors: Sequence[Any]) -> EmbedgateError:
     elif param:
         message = f"Invalid '{param}': {message}"
     return invalid_request(message, param)
-
-
-def _respond(request: Request, error: EmbedgateError) -> Response:
-    request.state.error_code = error.code  # read by the metrics middleware
-    return error.response()
-
-
-async def _handle_own(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, EmbedgateError)
-    return _respond(request, exc)
-
-
-async def _handle_validation(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, RequestValidationError)
-    return _respond(request, from_validation_errors(exc.errors()))
-
-
-async def _handle_http(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, StarletteHTTPException)
-    codes = {404: "not_found", 405: "method_not_allowed"}
-    messages = {404: "Not found.", 405: "Method not allowed."}
-    message = messages.get(exc.status_code, str(exc.detail))
-    error = EmbedgateError(exc.status_code, message, code=codes.get(exc.status_code))
-    error.headers.update(exc.headers or {})
-    return _respond(request, error)
-
-
-def install_error_handlers(app: FastAPI) -> None:
-    app.add_exception_handler(EmbedgateError, _handle_own)
-    app.add_exception_handler(RequestValidationError, _handle_validation)
-    app.add_exception_handler(StarletteHTTPException, _handle_http)

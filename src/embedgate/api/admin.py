@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
-from pydantic import BaseModel, ConfigDict, Field
 
 from embedgate.api.deps import RuntimeDep, client_ip, require_admin
 from embedgate.api.routing import StrictJsonRoute
+from embedgate.api.schemas.admin import KeyCreate, KeyRotate, TenantCreate, TenantPatch
 from embedgate.errors import invalid_request
-from embedgate.tenancy.keys import SCOPES, Scope
-from embedgate.tenancy.policy import Policy
 from embedgate.tenancy.render import audit_json, key_json, tenant_json
 from embedgate.tenancy.tenants import TENANT_ID
 from embedgate.tenancy.usage import CSV_COLUMNS, isoformat, to_csv
@@ -24,39 +22,8 @@ router = APIRouter(
 )
 
 
-class TenantCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    id: str = Field(json_schema_extra={"pattern": f"^{TENANT_ID.pattern}$"})
-    name: str | None = Field(default=None, max_length=200)
-    plan: str | None = Field(default=None, max_length=63)
-    policy: Policy = Field(default_factory=Policy)
-
-
-class TenantPatch(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    name: str | None = Field(default=None, max_length=200)
-    plan: str | None = Field(default=None, max_length=63)
-    status: Literal["active", "suspended"] | None = None
-    policy: Policy | None = None
-
-
 # Documented in the OpenAPI schema only: any other id is simply not found (404).
 TenantId = Annotated[str, Path(json_schema_extra={"pattern": f"^{TENANT_ID.pattern}$"})]
-MAX_KEY_LIFETIME = 100 * 366 * 86400  # 100 years; far larger values overflow dates (500)
-
-
-class KeyCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    name: str = Field(default="", max_length=200)
-    expires_in: int | None = Field(
-        default=None, ge=1, le=MAX_KEY_LIFETIME, description="Seconds until it expires."
-    )
-    scopes: list[Scope] = Field(default_factory=lambda: list(SCOPES), min_length=1)
-
-
-class KeyRotate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    grace_period: int = Field(default=0, ge=0, le=30 * 86400, description="Seconds.")
 
 
 @router.post("/tenants", status_code=201)

@@ -2,26 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 from urllib.parse import unquote
 
 from fastapi import APIRouter, Depends, Path, Query, Request
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    StrictFloat,
-    StrictInt,
-    StrictStr,
-    field_validator,
-)
 
 from embedgate.api.admission import AdmittedRoute
-from embedgate.api.deps import with_scope
+from embedgate.api.deps import ContextDep, with_scope
 from embedgate.api.routing import StrictJsonRoute
+from embedgate.api.schemas.collections import CollectionCreate, DocumentsUpsert, SearchRequest
 from embedgate.docstore.base import Collection, Document, Hit
 from embedgate.errors import EmbedgateError
-from embedgate.search.service import MAX_ID_CHARS, MAX_TOP_K, NAME, SearchService, check_name
+from embedgate.search.service import MAX_ID_CHARS, NAME, SearchService, check_name
 from embedgate.tenancy.auth import Caller
 
 
@@ -32,9 +24,6 @@ class CollectionRoute(AdmittedRoute, StrictJsonRoute):
 
 
 router = APIRouter(prefix="/v1/collections", tags=["collections"], route_class=CollectionRoute)
-MAX_DOCUMENTS = 2048
-Scalar = StrictStr | StrictInt | StrictFloat | bool | None
-
 
 # Documented in the OpenAPI schema only: the service checks names and ids itself (400).
 Name = Annotated[str, Path(json_schema_extra={"pattern": f"^{NAME.pattern}$"})]
@@ -49,48 +38,6 @@ async def get_search(request: Request) -> SearchService:
 
 
 SearchDep = Annotated[SearchService, Depends(get_search)]
-
-
-class CollectionCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    name: StrictStr = Field(json_schema_extra={"pattern": f"^{NAME.pattern}$"})
-    model: StrictStr | None = None
-    dimensions: StrictInt | None = None
-    metadata: dict[str, Any] = Field(default_factory=dict)
-
-
-class DocumentIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    id: StrictStr | None = None
-    text: StrictStr = Field(min_length=1)
-    metadata: dict[str, Any] = Field(default_factory=dict)
-
-
-class DocumentsUpsert(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    documents: list[DocumentIn] = Field(min_length=1, max_length=MAX_DOCUMENTS)
-
-
-class SearchRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    query: StrictStr = Field(min_length=1)
-    top_k: StrictInt = Field(default=5, ge=1, le=MAX_TOP_K)
-    filter: dict[str, Scalar | dict[Literal["$in"], list[Scalar]]] | None = None
-    min_score: StrictFloat | None = None  # integers too, but never strings or booleans
-    mode: Literal["vector", "keyword", "hybrid"] = "vector"
-    instruction: StrictStr | None = None
-
-    @field_validator("filter")
-    @classmethod
-    def _in_is_not_empty(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        for key, condition in (value or {}).items():
-            if isinstance(condition, dict) and not condition.get("$in"):
-                raise ValueError(f"filter.{key}: `$in` needs a non-empty list")
-        return value
 
 
 def collection_json(collection: Collection) -> dict[str, Any]:
@@ -108,18 +55,6 @@ def document_json(document: Document) -> dict[str, Any]:
 
 def hit_json(hit: Hit) -> dict[str, Any]:
     return {"id": hit.id, "text": hit.text, "score": hit.score, "metadata": hit.metadata}
-
-
-def _rate_headers(request: Request, rate: dict[str, str]) -> None:
-    """The admission's x-ratelimit-* headers, when the request embedded something; without
-    them, the response gets the tenant's current state (api/middleware.py)."""
-    if rate:
-        request.state.ratelimit = rate
-
-
-def _meter(request: Request, model: str, inputs: int, tokens: int, dimensions: int) -> None:
-    request.state.usage = {"model": model, "inputs": inputs, "tokens": tokens,
-                           "dimensions": dimensions}  # fmt: skip
 
 
 @router.post("", status_code=201)
@@ -149,16 +84,16 @@ async def delete_collection(name: Name, caller: Writer, search: SearchDep) -> An
 
 @router.post("/{name}/documents")
 async def upsert_documents(
-    name: Name, body: DocumentsUpsert, caller: Writer, search: SearchDep, request: Request
+    name: Name, body: DocumentsUpsert, caller: Writer, search: SearchDep, context: ContextDep
 ) -> Any:
     """Add or replace documents; only new or changed texts are embedded."""
     documents = [d.model_dump() for d in body.documents]
-    rate: dict[str, str] = {}
+    rate: dict[str, str] = {}  # filled when something was embedded
     written = await search.upsert(caller, name, documents, rate)
-    _rate_headers(request, rate)
+    context.rate_limit(rate)
     collection = written.collection
     embedded = sum(status != "unchanged" for status in written.statuses)
-    _meter(request, collection.model, embedded, written.prompt_tokens, collection.dimensions)
+    context.meter(collection.model, embedded, written.prompt_tokens, collection.dimensions)
     data = [{"id": i, "object": "document", "status": s}
             for i, s in zip(written.ids, written.statuses, strict=True)]  # fmt: skip
     usage = {"prompt_tokens": written.prompt_tokens, "total_tokens": written.prompt_tokens}
@@ -198,17 +133,17 @@ async def delete_document(name: Name, doc_id: DocId, caller: Writer, search: Sea
 
 @router.post("/{name}/search")
 async def search_collection(
-    name: Name, body: SearchRequest, caller: Reader, search: SearchDep, request: Request
+    name: Name, body: SearchRequest, caller: Reader, search: SearchDep, context: ContextDep
 ) -> Any:
-    rate: dict[str, str] = {}
+    rate: dict[str, str] = {}  # filled when the query was embedded
     found = await search.search(
         caller, name, body.query, top_k=body.top_k, mode=body.mode, filter=body.filter,
         min_score=body.min_score, instruction=body.instruction, rate_headers=rate,
     )  # fmt: skip
-    _rate_headers(request, rate)
+    context.rate_limit(rate)
     inputs = 0 if body.mode == "keyword" else 1
     collection = found.collection
-    _meter(request, collection.model, inputs, found.prompt_tokens, collection.dimensions)
+    context.meter(collection.model, inputs, found.prompt_tokens, collection.dimensions)
     usage = {"prompt_tokens": found.prompt_tokens, "total_tokens": found.prompt_tokens}
     return {"object": "list", "data": [hit_json(h) for h in found.hits], "usage": usage}
 

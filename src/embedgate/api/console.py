@@ -13,9 +13,11 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
-from embedgate.api.deps import RuntimeDep, client_ip, identify
+from embedgate.api.context import RequestContext
+from embedgate.api.deps import RuntimeDep, client_ip
+from embedgate.api.schemas.console import Login
 from embedgate.config.settings import Settings
 from embedgate.errors import EmbedgateError, from_validation_errors
 from embedgate.tenancy.auth import CallerDenied
@@ -44,11 +46,6 @@ class NoStoreRoute(APIRoute):
 
 
 router = APIRouter(prefix="/console", tags=["console"], route_class=NoStoreRoute)
-
-
-class Login(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    key: str = Field(min_length=1, max_length=1024)
 
 
 async def _login_body(request: Request) -> Login:
@@ -80,8 +77,7 @@ def _secure(request: Request, settings: Settings) -> bool:
 
 def _note(request: Request, opened: Opened) -> None:
     """Tenant and key prefix for the access log; console calls are not metered."""
-    request.state.tenant_id = opened.session.tenant_id or "-"
-    request.state.key_prefix = opened.session.key_prefix or "-"
+    RequestContext.of(request).note(opened.session.tenant_id, opened.session.key_prefix)
 
 
 @router.post("/login")
@@ -91,7 +87,7 @@ async def login(request: Request, runtime: RuntimeDep) -> JSONResponse:
     try:
         token, opened = await sessions.open(body.key, client_ip(request))
     except CallerDenied as denied:  # metered and audited as that key's refusal anywhere
-        identify(request, denied.caller)
+        RequestContext.of(request).identify(denied.caller)
         raise
     previous = request.cookies.get(SESSION_COOKIE)
     if previous:  # one browser, one session

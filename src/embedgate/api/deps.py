@@ -13,6 +13,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from embedgate.api.context import RequestContext
 from embedgate.embeddings.service import EmbeddingService
 from embedgate.engine.registry import ModelRegistry
 from embedgate.limits.admission import Admission, Limits
@@ -40,6 +41,13 @@ async def get_registry(request: Request) -> ModelRegistry:
 
 EmbeddingsDep = Annotated[EmbeddingService, Depends(get_embeddings)]
 RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
+
+
+async def get_context(request: Request) -> RequestContext:
+    return RequestContext.of(request)
+
+
+ContextDep = Annotated[RequestContext, Depends(get_context)]
 
 
 def bearer_token(request: Request) -> str | None:
@@ -85,9 +93,9 @@ async def authenticate(request: Request) -> Caller:
     key); X-Tenant-ID is read only from a trusted gateway (its shared secret, from its
     networks). On an admitted route (api/admission.py) it was found before the body was
     read: that caller, not a second lookup."""
-    admitted: Caller | None = getattr(request.state, "admitted", None)
-    if admitted is not None:
-        return admitted
+    context = RequestContext.of(request)
+    if context.admitted is not None:
+        return context.admitted
     runtime = await get_runtime(request)
     auth = runtime.control.auth
     proxy_secret = request.headers.get(PROXY_SECRET_HEADER)
@@ -105,16 +113,10 @@ async def authenticate(request: Request) -> Caller:
         else:
             caller = await auth.authenticate(bearer_token(request), client_ip(request))
     except CallerDenied as denied:
-        identify(request, denied.caller)
+        context.identify(denied.caller)
         raise
-    identify(request, caller)
+    context.identify(caller)
     return caller
-
-
-def identify(request: Request, caller: Caller) -> None:
-    request.state.tenant_id = caller.tenant.id  # for the access log
-    request.state.key_prefix = caller.key.prefix
-    request.state.caller = caller  # for metering, per-tenant metrics and rate headers
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,9 +147,8 @@ async def admit(
         caller.require(scope)
     limits = (await get_runtime(request)).limits
     admission = await limits.admit_request(caller, spends_tokens=spends_tokens)
-    if admission.headers:  # else the response gets the current state (api/middleware.py)
-        request.state.ratelimit = admission.headers
-    request.state.admitted = caller
+    # Without headers, the response gets the tenant's current state (api/middleware.py).
+    RequestContext.of(request).admit(caller, admission.headers)
     return limits, admission
 
 

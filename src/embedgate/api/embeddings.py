@@ -12,9 +12,10 @@ from fastapi.responses import Response
 from pydantic import ValidationError
 
 from embedgate.api.admission import EmbeddingsRoute
+from embedgate.api.context import RequestContext
 from embedgate.api.deps import EmbeddingsCallerDep, EmbeddingsDep
 from embedgate.api.input_caps import RequestCaps
-from embedgate.api.schemas import EmbeddingRequest, EmbeddingResponse
+from embedgate.api.schemas.embeddings import EmbeddingRequest, EmbeddingResponse
 from embedgate.embeddings.service import EmbeddingJob, EmbeddingResult
 from embedgate.engine.backends.base import Vectors
 from embedgate.errors import from_validation_errors, invalid_json
@@ -96,14 +97,12 @@ async def create_embeddings(
         instruction=body.instruction,
     )
     # The admission's headers (api/admission.py), updated once the tokens are taken.
-    rate_headers: dict[str, str] = getattr(request.state, "ratelimit", None) or {}
+    context = RequestContext.of(request)
+    rate_headers = context.rate_headers or {}
     result = await service.embed(caller, job, rate_headers)
-    if rate_headers:
-        request.state.ratelimit = rate_headers
-    request.state.usage = {
-        "model": result.model, "inputs": len(result.vectors), "tokens": result.prompt_tokens,
-        "dimensions": result.vectors.shape[1],
-    }  # fmt: skip
+    context.rate_limit(rate_headers)
+    context.meter(result.model, len(result.vectors), result.prompt_tokens,
+                  result.vectors.shape[1])  # fmt: skip
     return Response(await render_off_loop(request, caller, result, body.encoding_format),
                     media_type="application/json")  # fmt: skip
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from embedgate.api.schemas import MAX_INPUTS
+from embedgate.api.schemas.embeddings import MAX_INPUTS
 from embedgate.config.settings import Settings
 from embedgate.errors import invalid_request
 

@@ -1,19 +1,21 @@
 """Request ids, Prometheus series and one access-log line per request (pure ASGI).
 
 The access log names method, route, status, latency, request id, tenant and key prefix:
-never bodies, query strings or headers, so no input text or key can reach the logs.
+never bodies, query strings or headers, so no input text or key can reach the logs. Who
+called, what it used, its rate-limit headers and error code come from the request's
+``RequestContext`` (api/context.py), which the dependencies, routes and error handlers
+fill in.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-import uuid
 from datetime import UTC, datetime
-from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from embedgate.api.context import Metered, RequestContext
 from embedgate.errors import EmbedgateError
 from embedgate.observability.metrics import Metrics
 from embedgate.storage.faults import client_error, reason
@@ -38,9 +40,8 @@ class ObservabilityMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = f"req_{uuid.uuid4().hex}"
-        state: dict[str, Any] = scope.setdefault("state", {})
-        state["request_id"] = request_id
+        context = RequestContext.in_scope(scope)
+        request_id = context.request_id
         started = time.perf_counter()
         status = 0
 
@@ -50,7 +51,7 @@ class ObservabilityMiddleware:
                 status = message["status"]
                 headers = list(message.get("headers", []))
                 headers.append((b"x-request-id", request_id.encode()))
-                headers += await _rate_headers(scope, state, headers)
+                headers += await _rate_headers(scope, context, headers)
                 message = {**message, "headers": headers}
             await send(message)
 
@@ -60,29 +61,26 @@ class ObservabilityMiddleware:
             error = _answer(scope, exc)
             if status:
                 raise
-            state["error_code"] = error.code
+            context.error_code = error.code
             await error.response()(scope, receive, send_with_id)
         finally:
-            self._record(scope, state, status or 500, time.perf_counter() - started, request_id)
+            self._record(scope, context, status or 500, time.perf_counter() - started)
 
-    def _record(
-        self, scope: Scope, state: dict[str, Any], status: int, elapsed: float, request_id: str
-    ) -> None:
+    def _record(self, scope: Scope, context: RequestContext, status: int, elapsed: float) -> None:
         route = route_label(scope)
-        code = state.get("error_code")
+        code = context.error_code
         self.metrics.requests.labels(route, str(status)).inc()
         self.metrics.latency.labels(route).observe(elapsed)
         if status >= 400:
             self.metrics.errors.labels(str(code or status)).inc()
-        caller: Caller | None = state.get("caller")
+        caller = context.caller
         if caller is not None:
-            usage = state.get("usage") or {}
-            self.metrics.record_tenant(caller.tenant.id, status, elapsed,
-                                       usage.get("tokens", 0), code)  # fmt: skip
-            _meter(scope, caller, route, status, elapsed, usage, code)
+            self.metrics.record_tenant(caller.tenant.id, status, elapsed, context.usage.tokens,
+                                       code)  # fmt: skip
+            _meter(scope, caller, route, status, elapsed, context.usage, code)
         access_log.info(
             "%s %s %d %.1fms %s tenant=%s key=%s", scope["method"], route, status,
-            elapsed * 1000, request_id, state.get("tenant_id", "-"), state.get("key_prefix", "-"),
+            elapsed * 1000, context.request_id, context.tenant_id, context.key_prefix,
         )  # fmt: skip
 
 
@@ -99,12 +97,11 @@ def _answer(scope: Scope, exc: Exception) -> EmbedgateError:
 
 
 async def _rate_headers(
-    scope: Scope, state: dict[str, Any], present: list[tuple[bytes, bytes]]
+    scope: Scope, context: RequestContext, present: list[tuple[bytes, bytes]]
 ) -> list[tuple[bytes, bytes]]:
     """The x-ratelimit-* headers on every /v1 response of a known tenant: those of its
     admission where the route took from its limits, else its current state."""
-    rate: dict[str, str] | None = state.get("ratelimit")
-    caller: Caller | None = state.get("caller")
+    rate, caller = context.rate_headers, context.caller
     if rate is None and caller is not None and scope["path"].startswith("/v1/"):
         runtime = getattr(scope["app"].state, "runtime", None)
         rate = await runtime.limits.peek(caller) if runtime is not None else None
@@ -118,7 +115,7 @@ async def _rate_headers(
 
 def _meter(
     scope: Scope, caller: Caller, route: str, status: int, elapsed: float,
-    usage: dict[str, Any], code: str | None,
+    usage: Metered, code: str | None,
 ) -> None:  # fmt: skip
     """One usage record per tenant request (never its content), and denials to the audit."""
     runtime = getattr(scope["app"].state, "runtime", None)
@@ -126,9 +123,9 @@ def _meter(
         return
     ok = status < 400
     runtime.control.usage.record(UsageRecord(
-        tenant_id=caller.tenant.id, key_id=caller.key.id, model=usage.get("model"),
-        route=route, inputs=usage.get("inputs", 0) if ok else 0,
-        tokens=usage.get("tokens", 0) if ok else 0, dimensions=usage.get("dimensions"),
+        tenant_id=caller.tenant.id, key_id=caller.key.id, model=usage.model,
+        route=route, inputs=usage.inputs if ok else 0,
+        tokens=usage.tokens if ok else 0, dimensions=usage.dimensions,
         status=status, latency_ms=round(elapsed * 1000, 3), at=datetime.now(UTC),
         tenant_uid=caller.tenant.uid,
     ))  # fmt: skip
@@ -161,7 +158,7 @@ class BodyLimitMiddleware:
             return
         declared = next((v for k, v in scope["headers"] if k == b"content-length"), b"")
         if declared.isdigit() and int(declared) > self.limit:
-            scope.setdefault("state", {})["error_code"] = "request_too_large"
+            RequestContext.in_scope(scope).error_code = "request_too_large"
             await self.error().response()(scope, receive, send)
             return
         received = 0

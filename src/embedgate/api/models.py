@@ -6,7 +6,7 @@ from fastapi import APIRouter
 
 from embedgate.api.admission import AdmittedRoute
 from embedgate.api.deps import CallerDep, RegistryDep
-from embedgate.api.schemas import ModelList, ModelObject
+from embedgate.api.schemas.models import ModelList, ModelObject
 from embedgate.engine.registry import ServedModel
 from embedgate.tenancy.auth import Caller
 

@@ -1,4 +1,4 @@
-"""OpenAI request and response shapes for the /v1 routes."""
+"""POST /v1/embeddings: OpenAI's request and response shapes, plus `instruction`."""
 
 from __future__ import annotations
 
@@ -95,19 +95,3 @@ class EmbeddingResponse(BaseModel):
     data: list[EmbeddingObject]
     model: str
     usage: Usage
-
-
-class ModelObject(BaseModel):
-    id: str
-    object: Literal["model"] = "model"
-    created: int
-    owned_by: str = "embedgate"
-    dimensions: int
-    max_tokens: int
-    aliases: list[str]
-    instructions: bool
-
-
-class ModelList(BaseModel):
-    object: Literal["list"] = "list"
-    data: list[ModelObject]
