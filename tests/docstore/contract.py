@@ -26,6 +26,7 @@ import pytest
 from embedgate.docstore.base import (
     Collection,
     CollectionExists,
+    CollectionHandle,
     Document,
     DocumentStore,
     Hit,
@@ -386,6 +387,95 @@ async def test_keyword_search_takes_any_text(store: DocumentStore, text: str) ->
     await fill(store, "t1")
     hits = await store.collection("t1", "docs").search_keyword(text, top_k=5, filter=None)
     assert all(isinstance(hit, Hit) for hit in hits)
+
+
+# collection handles (base.CollectionHandle)
+
+
+async def nothing_of(handle: CollectionHandle, doc_id: str) -> None:
+    """``handle`` reads nothing, writes nothing and deletes nothing."""
+    assert await handle.get() is None
+    assert await handle.get_document(doc_id) is None
+    assert await handle.get_vector(doc_id) is None
+    assert await handle.text_hashes([doc_id]) == {}
+    assert await handle.list_documents(after=None, limit=5) == []
+    assert await handle.export_documents(after=None, limit=5) == []
+    vector = unit(1, 1, 1, 1)
+    assert await handle.search_vector(vector, top_k=5, filter=None, min_score=None) == []
+    assert await handle.search_keyword("cat dog fish car new", top_k=5, filter=None) == []
+    with pytest.raises(LookupError):
+        await handle.upsert([item(doc_id, "written through the wrong handle", vector)])
+    assert not await handle.delete_document(doc_id)
+    assert not await handle.delete()
+
+
+async def test_a_handle_names_its_tenant_and_collection(store: DocumentStore) -> None:
+    handle = store.collection("t1", "docs")  # no I/O: nothing needs to exist
+    assert (handle.tenant, handle.name) == ("t1", "docs")
+    assert await handle.get() is None
+    await fill(store, "t1")  # a handle made before its collection finds it once it exists
+    found = await handle.get()
+    assert found is not None
+    assert (found.name, found.document_count) == ("docs", 4)
+    await handle.upsert([item("cow", "a cow grazed", unit(0, 0, 0, 1))])
+    assert await count(store, "t1") == 5
+
+
+async def test_a_handle_never_sees_another_tenants_collection(store: DocumentStore) -> None:
+    await fill(store, "a")
+    await fill(store, "a", "only-a")
+    await store.create_collection("b", collection())
+    theirs = store.collection("b", "docs")
+    await theirs.upsert([item("zebra", "only b has a zebra", unit(0, 0, 0, 1))])
+    assert [d.id for d in await theirs.list_documents(after=None, limit=9)] == ["zebra"]
+    assert await theirs.get_document("cat") is None
+    assert await theirs.text_hashes(["cat", "zebra"]) == {"zebra": "hash-only b has a zebra"}
+    hits = await theirs.search_vector(unit(1, 0, 0, 0), top_k=9, filter=None, min_score=None)
+    assert [hit.id for hit in hits] == ["zebra"]
+    assert await theirs.search_keyword("cat sea", top_k=9, filter=None) == []
+    await nothing_of(store.collection("b", "only-a"), "cat")
+    assert await theirs.delete()
+    assert await count(store, "a") == 4
+    assert await count(store, "a", "only-a") == 4
+
+
+@pytest.mark.parametrize("first_call", ["get", "upsert", "search_keyword"])
+async def test_a_handle_stays_with_its_collection_when_the_name_is_re_created(
+    store: DocumentStore, first_call: str
+) -> None:
+    """A handle is bound to the collection its first call found: deleted and re-created
+    under the same name, that is another collection, which the old handle never reads,
+    writes or deletes (collection ids are never reused)."""
+    await fill(store, "t1")
+    old = store.collection("t1", "docs")
+    if first_call == "get":
+        assert await old.get() is not None
+    elif first_call == "upsert":
+        await old.upsert([item("cow", "a cow grazed", unit(0, 0, 0, 1))])
+    else:
+        assert await old.search_keyword("cat", top_k=1, filter=None) != []
+    for _ in range(3):  # a few incarnations: none gets the old one's id
+        assert await store.collection("t1", "docs").delete()
+        await store.create_collection("t1", collection())
+    new = store.collection("t1", "docs")
+    await new.upsert([item("new", "a new cat", unit(1, 0, 0, 0))])
+    await nothing_of(old, "new")
+    assert await new.get_document("new") == Document("new", "a new cat", {})
+    assert await count(store, "t1") == 1
+    assert await ids_by_keyword(store, "t1", "cat") == ["new"]
+
+
+async def test_a_bound_handle_of_a_deleted_tenant_writes_nothing(store: DocumentStore) -> None:
+    await fill(store, "zombie")
+    handle = store.collection("zombie", "docs")
+    assert await handle.get() is not None
+    await store.delete_tenant("zombie")
+    writes = [handle.upsert(PETS), handle.delete_document("cat"), handle.delete()]
+    for write in writes:
+        with pytest.raises(TenantDeleted):
+            await write
+    assert await handle.get() is None
+    assert await handle.get_document("cat") is None
 
 
 # tenants
