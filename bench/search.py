@@ -240,7 +240,7 @@ async def fill(store: LocalDocumentStore, count: int, rows: Array) -> float:
                                                       datetime.now(UTC)))  # fmt: skip
     started = time.perf_counter()
     for start in range(0, count, WRITE_BATCH):
-        await store.upsert("bench", COLLECTION, [
+        await store.collection("bench", COLLECTION).upsert([
             Upsert(Document(f"doc-{i}", texts[i], {"source": "bench", "part": i % 100}),
                    hashlib.sha256(texts[i].encode()).hexdigest(), rows[i])
             for i in range(start, min(count, start + WRITE_BATCH))
@@ -250,8 +250,9 @@ async def fill(store: LocalDocumentStore, count: int, rows: Array) -> float:
 
 async def first_search(store: LocalDocumentStore, query: Array) -> float:
     started = time.perf_counter()
-    await store.search_vector("bench", COLLECTION, query, top_k=TOP_K, filter=None,
-                              min_score=None)  # fmt: skip
+    await store.collection("bench", COLLECTION).search_vector(
+        query, top_k=TOP_K, filter=None, min_score=None
+    )
     return time.perf_counter() - started
 
 
@@ -259,8 +260,9 @@ async def timed_searches(store: LocalDocumentStore, queries: Array) -> tuple[lis
     found, took = [], []
     for query in queries:
         started = time.perf_counter()
-        hits = await store.search_vector("bench", COLLECTION, query, top_k=TOP_K, filter=None,
-                                         min_score=None)  # fmt: skip
+        hits = await store.collection("bench", COLLECTION).search_vector(
+            query, top_k=TOP_K, filter=None, min_score=None
+        )
         took.append(time.perf_counter() - started)
         found.append([hit.id for hit in hits])
     return found, np.array(took) * 1000

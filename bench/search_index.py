@@ -138,12 +138,13 @@ async def tenants_bench(tenants: int) -> dict[str, Any]:
             tenant = f"tenant-{n}"
             docs = Collection("docs", "m", 384, {}, datetime.now(UTC))
             await store.create_collection(tenant, docs)
-            await store.upsert(tenant, "docs", [
+            await store.collection(tenant, "docs").upsert([
                 Upsert(Document(f"d{i}", f"document {i} of tenant {n}"), "h", rows[20 * n + i])
                 for i in range(20)
             ])  # fmt: skip
-            await store.search_vector(tenant, "docs", rows[20 * n], top_k=5, filter=None,
-                                      min_score=None)  # fmt: skip
+            await store.collection(tenant, "docs").search_vector(
+                rows[20 * n], top_k=5, filter=None, min_score=None
+            )
         took = time.perf_counter() - start
         result = {
             "bench": "search_tenants", "tenants": tenants, "documents_each": 20,

@@ -23,6 +23,7 @@ from embedgate.backup.service import Backup
 from embedgate.cli.main import main
 from embedgate.docstore.base import Collection, Document, Upsert
 from embedgate.docstore.local.cache import directory_name
+from embedgate.docstore.local.collection import LocalCollection
 from embedgate.docstore.local.store import LocalDocumentStore
 from embedgate.runtime import ControlPlane
 from embedgate.storage.records import UsageRecord
@@ -60,7 +61,7 @@ async def _seed(data_dir: Path, tenant: str, marker: str) -> dict[str, str]:
     store = await LocalDocumentStore.open(data_dir)
     await store.create_collection(uid, Collection("kb", "all-minilm-l6-v2", 4,
                                                      {"team": marker}, NOW))  # fmt: skip
-    await store.upsert(uid, "kb", [
+    await store.collection(uid, "kb").upsert([
         upsert("a", f"{marker} alpha text", vector(1, 0, 0, 0), lang="en"),
         upsert("b", f"{marker} beta text", vector(0, 1, 0, 0), n=2),
         upsert("c", f"{marker} 中文 text", vector(1, 1, 1, 0)),
@@ -117,7 +118,9 @@ def documents(
         store = await LocalDocumentStore.open(data)
         try:
             if found is not None:
-                return await store.export_documents(found.uid, "kb", after=None, limit=100)
+                return await store.collection(found.uid, "kb").export_documents(
+                    after=None, limit=100
+                )
             return [Upsert(Document(name, "orphan directory"), "", None) for name in orphans]
         finally:
             await store.aclose()
@@ -300,7 +303,7 @@ def test_a_failed_import_removes_what_it_wrote(
     async def broken(*args: Any, **kwargs: Any) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr(LocalDocumentStore, "upsert", broken)
+    monkeypatch.setattr(LocalCollection, "upsert", broken)
     assert "disk full" in run(data, "import", str(path), ok=False)
     monkeypatch.undo()
     assert "No such tenant" in run(data, "show", "acme", ok=False)

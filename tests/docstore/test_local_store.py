@@ -77,9 +77,10 @@ async def test_tenant_directories_are_hashed_and_private(tmp_path: Path) -> None
     tenant, name = "../../etc/passwd\u00e9", "My.Docs-1"
     store = await LocalDocumentStore.open(tmp_path, exact_threshold=0)
     await store.create_collection(tenant, collection(name))
-    await store.upsert(tenant, name, [item("../x", "text", unit(1, 0, 0, 0))])
-    assert await store.search_vector(tenant, name, unit(1, 0, 0, 0), top_k=1, filter=None,
-                                     min_score=None)  # fmt: skip
+    await store.collection(tenant, name).upsert([item("../x", "text", unit(1, 0, 0, 0))])
+    assert await store.collection(tenant, name).search_vector(
+        unit(1, 0, 0, 0), top_k=1, filter=None, min_score=None
+    )
     await store.aclose()
     root = tmp_path / "tenants"
     home = tenant_dir(tmp_path, tenant)
@@ -100,16 +101,16 @@ async def test_tenant_directories_are_hashed_and_private(tmp_path: Path) -> None
 
 async def test_reads_create_nothing_and_load_nothing(tmp_path: Path) -> None:
     store = await LocalDocumentStore.open(tmp_path)
-    assert await store.get_collection("ghost", "docs") is None
+    assert await store.collection("ghost", "docs").get() is None
     assert await store.list_collections("ghost") == []
     assert await ids_by_vector(store, "ghost", unit(1, 0, 0, 0)) == []
-    assert await store.delete_collection("ghost", "docs") is False
+    assert await store.collection("ghost", "docs").delete() is False
     assert list((tmp_path / "tenants").iterdir()) == []
     await fill(store, "t1")
     await store.aclose()
     again = await LocalDocumentStore.open(tmp_path)
     assert (again.cache.open_count(), again.cache.loaded_bytes()) == (0, 0)  # lazy
-    assert await again.get_collection("t1", "docs") is not None
+    assert await again.collection("t1", "docs").get() is not None
     assert (again.cache.open_count(), again.cache.loaded_bytes()) == (1, 0)  # no vectors yet
     assert await ids_by_vector(again, "t1", unit(1, 0, 0, 0), top_k=1) == ["cat"]
     assert again.cache.open_count() == 1
@@ -122,14 +123,15 @@ async def test_deletes_erase_rows_and_files(tmp_path: Path) -> None:
     await fill(store, "t1")
     await fill(store, "t1", "kept")
     for name in ("docs", "kept"):  # build and save both graphs
-        await store.search_vector("t1", name, unit(1, 0, 0, 0), top_k=1, filter=None,
-                                  min_score=None)  # fmt: skip
+        await store.collection("t1", name).search_vector(
+            unit(1, 0, 0, 0), top_k=1, filter=None, min_score=None
+        )
     home = tenant_dir(tmp_path, "t1")
     assert (home / "collection-1.json").exists()
-    assert await store.delete_collection("t1", "docs")
+    assert await store.collection("t1", "docs").delete()
     assert sorted(p.name for p in home.glob("collection-1*")) == []
     assert (home / "collection-2.json").exists()
-    assert await store.delete_document("t1", "kept", "cat")
+    assert await store.collection("t1", "kept").delete_document("cat")
     with sqlite3.connect(home / "documents.db") as raw:
         assert raw.execute("SELECT count(*) FROM documents").fetchone() == (3,)
         assert raw.execute("SELECT count(*) FROM documents_fts").fetchone() == (3,)
@@ -146,16 +148,20 @@ async def test_deleted_text_leaves_no_trace_in_the_files(tmp_path: Path) -> None
     await fill(store, "t1", "kept")
     await store.create_collection("t1", collection())
     secrets = ["Zebraunicorn, first secret!", "Quokkanarwhal, second secret!"]
-    await store.upsert("t1", "docs", [item("s0", secrets[0], unit(1, 0, 0, 0)),
-                                      item("s1", secrets[1], unit(0, 1, 0, 0)),
-                                      item("k", "kept text", unit(0, 0, 1, 0))])  # fmt: skip
-    assert await store.delete_document("t1", "docs", "s1")
+    await store.collection("t1", "docs").upsert(
+        [
+            item("s0", secrets[0], unit(1, 0, 0, 0)),
+            item("s1", secrets[1], unit(0, 1, 0, 0)),
+            item("k", "kept text", unit(0, 0, 1, 0)),
+        ]
+    )
+    assert await store.collection("t1", "docs").delete_document("s1")
     await store.aclose()
     files = b"".join(path.read_bytes() for path in tenant_dir(tmp_path, "t1").iterdir())
     assert secrets[0].encode() in files
     assert secrets[1].encode() not in files  # the row is zeroed (secure_delete)
     store = await LocalDocumentStore.open(tmp_path)
-    assert await store.delete_collection("t1", "docs")
+    assert await store.collection("t1", "docs").delete()
     files = b"".join(path.read_bytes() for path in tenant_dir(tmp_path, "t1").iterdir())
     for gone in (secrets[0].encode(), b"zebraunicorn", b"quokkanarwhal"):  # terms too
         assert gone not in files
@@ -174,7 +180,7 @@ async def test_ann_recall_against_exact(tmp_path: Path) -> None:
     await store.create_collection("t1", collection(dimensions=dims))
     groups = {"rare": lambda i: i % 100 == 7, "quarter": lambda i: i % 4 == 1}
     for start in range(0, count, 2_000):
-        await store.upsert("t1", "docs", [
+        await store.collection("t1", "docs").upsert([
             item(f"d{i:05d}", f"doc {i}", vectors[i], rare=groups["rare"](i),
                  quarter=groups["quarter"](i))
             for i in range(start, start + 2_000)
@@ -184,8 +190,9 @@ async def test_ann_recall_against_exact(tmp_path: Path) -> None:
         found = 0.0
         for query in queries:
             truth = {f"d{i:05d}" for i in exact_top(vectors, query, 10, rows)}
-            hits = await store.search_vector("t1", "docs", query, top_k=10, filter=flt,
-                                             min_score=None)  # fmt: skip
+            hits = await store.collection("t1", "docs").search_vector(
+                query, top_k=10, filter=flt, min_score=None
+            )
             for hit in hits:  # scores are exact cosines, whatever found the hit
                 assert hit.score == pytest.approx(float(vectors[int(hit.id[1:])] @ query), abs=1e-4)
             found += len(truth & {hit.id for hit in hits}) / 10
@@ -198,11 +205,12 @@ async def test_ann_recall_against_exact(tmp_path: Path) -> None:
     assert await recall({"quarter": True}, quarter) >= 0.95  # oversampled HNSW
     # updates and deletes keep the graph right
     moved = clustered(2_000, dims, seed=4)
-    await store.upsert("t1", "docs", [item(f"d{i:05d}", f"doc {i}", moved[i])
-                                      for i in range(2_000)])  # fmt: skip
+    await store.collection("t1", "docs").upsert(
+        [item(f"d{i:05d}", f"doc {i}", moved[i]) for i in range(2_000)]
+    )
     vectors[:2_000] = moved
     for i in range(2_000, 2_500):
-        assert await store.delete_document("t1", "docs", f"d{i:05d}")
+        assert await store.collection("t1", "docs").delete_document(f"d{i:05d}")
     vectors[2_000:2_500] = 0  # scores 0: never in a top 10
     assert await recall(None, None) >= 0.95
     await store.aclose()
@@ -212,14 +220,18 @@ async def test_index_catches_up_after_a_restart(tmp_path: Path) -> None:
     vectors = clustered(430, 16, seed=5)
     first = await LocalDocumentStore.open(tmp_path, exact_threshold=50)
     await first.create_collection("t1", collection(dimensions=16))
-    await first.upsert("t1", "docs", [item(f"d{i}", f"doc {i}", vectors[i])
-                                      for i in range(400)])  # fmt: skip
-    await first.search_vector("t1", "docs", vectors[0], top_k=1, filter=None, min_score=None)
+    await first.collection("t1", "docs").upsert(
+        [item(f"d{i}", f"doc {i}", vectors[i]) for i in range(400)]
+    )
+    await first.collection("t1", "docs").search_vector(
+        vectors[0], top_k=1, filter=None, min_score=None
+    )
     assert (tenant_dir(tmp_path, "t1") / "collection-1.json").exists()  # built and saved
-    await first.upsert("t1", "docs", [item(f"d{i}", f"doc {i}", vectors[i])
-                                      for i in range(400, 430)])  # fmt: skip
+    await first.collection("t1", "docs").upsert(
+        [item(f"d{i}", f"doc {i}", vectors[i]) for i in range(400, 430)]
+    )
     for i in range(5):
-        assert await first.delete_document("t1", "docs", f"d{i}")
+        assert await first.collection("t1", "docs").delete_document(f"d{i}")
     # no aclose(): the saved graph is 35 changes behind, as after a crash
     second = await LocalDocumentStore.open(tmp_path, exact_threshold=50)
     for i in range(430):
@@ -238,13 +250,14 @@ async def test_graph_files_go_when_a_collection_shrinks(tmp_path: Path) -> None:
     vectors = clustered(120, 16, seed=9)
     store = await LocalDocumentStore.open(tmp_path, exact_threshold=100)
     await store.create_collection("t1", collection(dimensions=16))
-    await store.upsert("t1", "docs", [item(f"d{i}", f"doc {i}", vectors[i])
-                                      for i in range(120)])  # fmt: skip
+    await store.collection("t1", "docs").upsert(
+        [item(f"d{i}", f"doc {i}", vectors[i]) for i in range(120)]
+    )
     assert await ids_by_vector(store, "t1", vectors[7], top_k=1) == ["d7"]
     sidecar = local_index_files.sidecar_path(tenant_dir(tmp_path, "t1"), 1)
     assert sidecar.exists()
     for i in range(70):
-        assert await store.delete_document("t1", "docs", f"d{i}")
+        assert await store.collection("t1", "docs").delete_document(f"d{i}")
     assert not sidecar.exists()
     assert list(tenant_dir(tmp_path, "t1").glob("*.usearch")) == []
     assert await ids_by_vector(store, "t1", vectors[77], top_k=1) == ["d77"]
@@ -258,9 +271,12 @@ async def test_broken_index_files_are_rebuilt(
     vectors = clustered(120, 16, seed=6)
     store = await LocalDocumentStore.open(tmp_path, exact_threshold=50)
     await store.create_collection("t1", collection(dimensions=16))
-    await store.upsert("t1", "docs", [item(f"d{i}", f"secret text {i}", vectors[i], k="meta")
-                                      for i in range(120)])  # fmt: skip
-    await store.search_vector("t1", "docs", vectors[0], top_k=1, filter=None, min_score=None)
+    await store.collection("t1", "docs").upsert(
+        [item(f"d{i}", f"secret text {i}", vectors[i], k="meta") for i in range(120)]
+    )
+    await store.collection("t1", "docs").search_vector(
+        vectors[0], top_k=1, filter=None, min_score=None
+    )
     await store.aclose()
     home = tenant_dir(tmp_path, "t1")
     sidecar = local_index_files.sidecar_path(home, 1)
@@ -289,10 +305,10 @@ async def test_any_json_metadata_is_kept_and_scalars_filter(tmp_path: Path) -> N
     store = await LocalDocumentStore.open(tmp_path)
     await store.create_collection("t1", collection())
     odd = {"big": 2**70, "nested": {"a": 1}, "list": [1, "x"], "": "empty key", 'é."k': 1.5}
-    await store.upsert("t1", "docs", [
+    await store.collection("t1", "docs").upsert([
         item("a", "one", unit(1, 0, 0, 0), **odd), item("b", "two", unit(0, 1, 0, 0), big=2**70 + 1)
     ])  # fmt: skip
-    assert await store.get_document("t1", "docs", "a") == Document("a", "one", odd)
+    assert await store.collection("t1", "docs").get_document("a") == Document("a", "one", odd)
     query = unit(1, 1, 0, 0)
     assert await ids_by_vector(store, "t1", query, filter={"": "empty key"}) == ["a"]
     assert await ids_by_vector(store, "t1", query, filter={'é."k': 1.5}) == ["a"]
@@ -309,9 +325,13 @@ async def test_misuse_is_refused(tmp_path: Path) -> None:
         await ids_by_vector(store, "t1", unit(1, 0, 0))
     assert await ids_by_vector(store, "t1", unit(1, 0, 0, 0), top_k=0) == []
     with pytest.raises(ValueError, match="same text"):  # no vector, and the text changed
-        await store.upsert("t1", "docs", [Upsert(Document("cat", "new", {}), "hash-new", None)])
+        await store.collection("t1", "docs").upsert(
+            [Upsert(Document("cat", "new", {}), "hash-new", None)]
+        )
     with pytest.raises(ValueError, match="same text"):  # no vector for a new document
-        await store.upsert("t1", "docs", [Upsert(Document("cow", "moo", {}), "hash-moo", None)])
+        await store.collection("t1", "docs").upsert(
+            [Upsert(Document("cow", "moo", {}), "hash-moo", None)]
+        )
     with pytest.raises(ValueError, match="operator"):
         await ids_by_vector(store, "t1", unit(1, 0, 0, 0), filter={"kind": {"$gt": 1}})
     with pytest.raises(ValueError, match="scalars"):
@@ -331,8 +351,9 @@ async def test_memory_and_open_files_stay_bounded(tmp_path: Path) -> None:
     for n in range(300):
         tenant = f"tenant-{n}"
         await store.create_collection(tenant, collection(dimensions=16))
-        await store.upsert(tenant, "docs", [item(f"d{i}", f"text {i}", vectors[n * 10 + i])
-                                            for i in range(10)])  # fmt: skip
+        await store.collection(tenant, "docs").upsert(
+            [item(f"d{i}", f"text {i}", vectors[n * 10 + i]) for i in range(10)]
+        )
         assert await ids_by_vector(store, tenant, vectors[n * 10 + 3], top_k=1) == ["d3"]
         handle = store.cache.tenant(tenant)
         loaded = store.cache.index(handle, 1)
@@ -354,10 +375,11 @@ async def test_evicted_graphs_are_saved_and_reloaded(tmp_path: Path) -> None:
     vectors = clustered(6 * 100, 16, seed=8)
     for n in range(6):
         await store.create_collection(f"t{n}", collection(dimensions=16))
-        await store.upsert(f"t{n}", "docs", [item(f"d{i}", f"text {i}", vectors[n * 100 + i])
-                                             for i in range(100)])  # fmt: skip
+        await store.collection(f"t{n}", "docs").upsert(
+            [item(f"d{i}", f"text {i}", vectors[n * 100 + i]) for i in range(100)]
+        )
         assert await ids_by_vector(store, f"t{n}", vectors[n * 100], top_k=1) == ["d0"]
-        await store.upsert(f"t{n}", "docs", [item("d0", "moved", vectors[n * 100 + 1])])
+        await store.collection(f"t{n}", "docs").upsert([item("d0", "moved", vectors[n * 100 + 1])])
     for n in range(5):  # only the last one may stay loaded; the others were saved first
         assert local_index_files.sidecar_path(tenant_dir(tmp_path, f"t{n}"), 1).exists()
         assert store.cache.index(store.cache.tenant(f"t{n}"), 1) is None
@@ -393,10 +415,10 @@ async def main():
     while True:
         batch = [Upsert(Document(f"d{i}", f"word{i} text", {"n": i}), "h", vector(i))
                  for i in range(n, n + 5)]
-        await store.upsert("t", "docs", batch)
+        await store.collection("t", "docs").upsert(batch)
         print(" ".join(u.document.id for u in batch), flush=True)
         if n % 60 == 0:  # load the index, which saves it now and then
-            await store.search_vector("t", "docs", vector(0), top_k=1, filter=None,
+            await store.collection("t", "docs").search_vector(vector(0), top_k=1, filter=None,
                                       min_score=None)
         n += 5
 
@@ -432,7 +454,7 @@ async def test_acknowledged_documents_survive_kill_9(tmp_path: Path) -> None:
     missed = []  # by the caught-up graph
     for doc_id in acknowledged:
         n = int(doc_id[1:])
-        assert await store.get_document("t", "docs", doc_id) is not None
+        assert await store.collection("t", "docs").get_document(doc_id) is not None
         if doc_id not in await ids_by_vector(store, "t", child_vector(n), top_k=3):
             missed.append(doc_id)
         assert await ids_by_keyword(store, "t", f"word{n}", top_k=1) == [doc_id]
@@ -455,7 +477,7 @@ async def test_acknowledged_documents_survive_kill_9(tmp_path: Path) -> None:
 async def test_chinese_and_japanese_keyword_search(tmp_path: Path) -> None:
     store = await LocalDocumentStore.open(tmp_path)
     await store.create_collection("t1", collection())
-    await store.upsert("t1", "docs", [
+    await store.collection("t1", "docs").upsert([
         item("bj", "我爱北京天安门", unit(1, 0, 0, 0)),
         item("nj", "南京是一座古城, 也有大学。", unit(0, 1, 0, 0)),
         item("pku", "北京大学 (Peking University) 位于北京。", unit(0, 0, 1, 0)),
@@ -529,7 +551,7 @@ async def test_a_deleted_tenant_stays_refused_across_restarts_and_processes(
     await fill(server, "tn_a")
     await cli.delete_tenant("tn_a")
     with pytest.raises(TenantDeleted):  # the server's write after another process's delete
-        await server.upsert("tn_a", "docs", [item("z1", "zombie", unit(1, 0, 0, 0))])
+        await server.collection("tn_a", "docs").upsert([item("z1", "zombie", unit(1, 0, 0, 0))])
     assert not tenant_dir(tmp_path, "tn_a").exists()
     await server.aclose()
     await cli.aclose()

@@ -21,7 +21,7 @@ from psycopg import errors, sql
 from embedgate.docstore.base import Hit, TenantDeleted, Vector
 from embedgate.docstore.pgvector import queries as pg_queries
 from embedgate.docstore.pgvector import registry as pg_registry
-from embedgate.docstore.pgvector import store as pgvector
+from embedgate.docstore.pgvector import search as pg_search
 from embedgate.docstore.pgvector.schema import PgVectorUnavailable
 from embedgate.docstore.pgvector.store import DEFAULT_ROLE, PgVectorStore, conninfo
 from tests.docstore.contract import *  # noqa: F403  (the DocumentStore contract suite)
@@ -63,17 +63,17 @@ async def test_deletes_erase_the_rows(
     await fill(store, "a")
     await fill(store, "a", "other")
     await fill(store, "b")
-    assert await store.delete_document("a", "docs", "cat")
-    assert not await store.delete_document("a", "docs", "cat")
-    assert not await store.delete_document("a", "missing", "dog")
-    assert (await store.get_collection("a", "docs")).document_count == 3  # type: ignore[union-attr]
+    assert await store.collection("a", "docs").delete_document("cat")
+    assert not await store.collection("a", "docs").delete_document("cat")
+    assert not await store.collection("a", "missing").delete_document("dog")
+    assert (await store.collection("a", "docs").get()).document_count == 3  # type: ignore[union-attr]
 
     def rows(tenant: str) -> int:
         query = "SELECT count(*) FROM embedgate_search.documents WHERE tenant_id = %s"
         found = pg_admin.execute(query, [tenant]).fetchone()
         return int(found[0]) if found else -1
 
-    assert await store.delete_collection("a", "docs")
+    assert await store.collection("a", "docs").delete()
     assert rows("a") == 4  # "other" is left
     await store.delete_tenant("a")
     assert rows("a") == 0
@@ -90,7 +90,7 @@ async def test_sweep_removes_only_what_a_delete_marked(
     never touched."""
     await fill(store, "crashed")
     await fill(store, "fresh")
-    async with store._tenant("crashed") as connection:  # the delete's first step only
+    async with store._tx.tenant("crashed") as connection:  # the delete's first step only
         await pg_registry.mark_deleted(connection, "crashed")
     with pytest.raises(TenantDeleted):
         await fill(store, "crashed", "again")
@@ -109,11 +109,12 @@ async def test_a_delete_waits_for_a_write_in_flight_on_another_replica(
     other = await PgVectorStore.open(pgvector_url)  # replica B, its own pool
     try:
         await fill(other, "shared")
-        async with other._writer("shared") as connection:  # B's write transaction, open
+        async with other._tx.writer("shared") as connection:  # B's write transaction, open
             deleting = asyncio.create_task(store.delete_tenant("shared"))
             await asyncio.sleep(0.3)
             assert not deleting.done()  # waits for B's transaction
-            await connection.execute(pg_queries.DELETE_COLLECTION, ["shared", "docs"])
+            delete = pg_queries.DELETE_COLLECTIONS + pg_queries.BY_NAME
+            await connection.execute(delete, ["shared", "docs"])
         await asyncio.wait_for(deleting, 10)
         with pytest.raises(TenantDeleted):
             await other.create_collection("shared", collection("docs"))
@@ -127,22 +128,27 @@ async def test_a_delete_waits_for_a_write_in_flight_on_another_replica(
 
 async def test_keyword_search_stems_english(store: PgVectorStore) -> None:
     await fill(store, "a")
-    hits = await store.search_keyword("a", "docs", "Cats CHASING", top_k=10, filter=None)
+    hits = await store.collection("a", "docs").search_keyword("Cats CHASING", top_k=10, filter=None)
     assert [hit.id for hit in hits] == ["dog", "cat"]  # "chasing" finds "chased"
 
 
 async def test_keyword_search_splits_cjk_into_bigrams(store: PgVectorStore) -> None:
     await store.create_collection("a", collection())
-    await store.upsert("a", "docs", [
+    await store.collection("a", "docs").upsert([
         item("zh", "我爱北京天安门", unit(1, 0, 0, 0)),
         item("ja", "東京タワーに行きました", unit(0, 1, 0, 0)),
     ])  # fmt: skip
     assert [
-        h.id for h in await store.search_keyword("a", "docs", "北京", top_k=5, filter=None)
+        h.id
+        for h in await store.collection("a", "docs").search_keyword("北京", top_k=5, filter=None)
     ] == ["zh"]
-    assert [h.id for h in await store.search_keyword("a", "docs", "东京 東京", top_k=5,
-                                                     filter=None)] == ["ja"]  # fmt: skip
-    assert await store.search_keyword("a", "docs", "京北", top_k=5, filter=None) == []
+    assert [
+        h.id
+        for h in await store.collection("a", "docs").search_keyword(
+            "东京 東京", top_k=5, filter=None
+        )
+    ] == ["ja"]
+    assert await store.collection("a", "docs").search_keyword("京北", top_k=5, filter=None) == []
 
 
 @pytest.mark.parametrize(
@@ -151,7 +157,7 @@ async def test_keyword_search_splits_cjk_into_bigrams(store: PgVectorStore) -> N
 )  # fmt: skip
 async def test_keyword_search_takes_more_text(store: PgVectorStore, text: str) -> None:
     await fill(store, "a")
-    hits = await store.search_keyword("a", "docs", text, top_k=5, filter=None)
+    hits = await store.collection("a", "docs").search_keyword(text, top_k=5, filter=None)
     assert all(isinstance(hit, Hit) for hit in hits)
 
 
@@ -204,10 +210,10 @@ async def test_the_database_hides_and_protects_other_tenants_rows(
                 "'x', 'h', '{}', "
                 "'[1,0,0,0]')", [a_collection[0]],
             )  # fmt: skip
-    cat = await store.get_document("a", "docs", "cat")
+    cat = await store.collection("a", "docs").get_document("cat")
     assert cat is not None
     assert cat.text == "the cat sat on the mat"
-    assert (await store.get_collection("a", "docs")).document_count == 4  # type: ignore[union-attr]
+    assert (await store.collection("a", "docs").get()).document_count == 4  # type: ignore[union-attr]
 
 
 async def test_neither_owner_nor_app_role_can_switch_security_off(
@@ -297,13 +303,14 @@ async def test_an_index_per_dimension_count(
     for dims in (8, 2560, 4096):
         await store.create_collection("a", collection(f"d{dims}", dims))
         vectors = random_units(3, dims, seed=dims)
-        await store.upsert(
-            "a", f"d{dims}", [item(f"x{i}", f"t{i}", v) for i, v in enumerate(vectors)]
+        await store.collection("a", f"d{dims}").upsert(
+            [item(f"x{i}", f"t{i}", v) for i, v in enumerate(vectors)]
         )
         # through the index where there is one (the threshold is lowered to use it)
-        monkeypatch.setattr(pgvector, "EXACT_MAX_DOCUMENTS", 0)
-        hits = await store.search_vector("a", f"d{dims}", vectors[1], top_k=2, filter=None,
-                                         min_score=None)  # fmt: skip
+        monkeypatch.setattr(pg_search, "EXACT_MAX_DOCUMENTS", 0)
+        hits = await store.collection("a", f"d{dims}").search_vector(
+            vectors[1], top_k=2, filter=None, min_score=None
+        )
         monkeypatch.undo()
         assert hits[0].id == "x1"
         assert hits[0].score == pytest.approx(1.0, abs=1e-5)
@@ -320,21 +327,24 @@ async def test_large_collections_search_through_hnsw(
 ) -> None:
     """Past the exact-scan threshold the planner uses the partial HNSW index; a selective
     filter still gets its complete top_k (iterative scan, then the exact fallback)."""
-    monkeypatch.setattr(pgvector, "EXACT_MAX_DOCUMENTS", 50)
-    monkeypatch.setattr(pgvector, "FILTERED_EXACT_MAX_DOCUMENTS", 50)
+    monkeypatch.setattr(pg_search, "EXACT_MAX_DOCUMENTS", 50)
+    monkeypatch.setattr(pg_search, "FILTERED_EXACT_MAX_DOCUMENTS", 50)
     vectors = random_units(600, 16, seed=1)
     await store.create_collection("a", collection("big", 16))
     await store.create_collection("b", collection("big", 16))
     for tenant in ("a", "b"):
-        await store.upsert(tenant, "big", [
+        await store.collection(tenant, "big").upsert([
             item(f"d{i:03d}", f"doc {i}", v, group=i % 200) for i, v in enumerate(vectors)
         ])  # fmt: skip
     query = random_units(1, 16, seed=2)[0]
     truth = [f"d{i:03d}" for i in np.argsort(-(vectors @ query))[:10]]
-    hits = await store.search_vector("a", "big", query, top_k=10, filter=None, min_score=None)
+    hits = await store.collection("a", "big").search_vector(
+        query, top_k=10, filter=None, min_score=None
+    )
     assert len(set(truth) & {hit.id for hit in hits}) >= 9
-    rare = await store.search_vector("a", "big", query, top_k=10, filter={"group": 7},
-                                     min_score=None)  # fmt: skip
+    rare = await store.collection("a", "big").search_vector(
+        query, top_k=10, filter={"group": 7}, min_score=None
+    )
     assert sorted(hit.id for hit in rare) == ["d007", "d207", "d407"]
     plan = await explain_hnsw(pgvector_url, query)
     assert "Index Scan using documents_hnsw_16" in plan
@@ -399,10 +409,10 @@ async def test_a_stuck_tenant_holds_only_its_share_of_the_pool(
             try:
                 for n in range(20):
                     write = [item(f"x{n}", "x", unit(1, 0, 0, 0))]
-                    group.start_soon(store.upsert, "a", "docs", write)
+                    group.start_soon(store.collection("a", "docs").upsert, write)
                 await anyio.sleep(0.5)
                 with anyio.fail_after(3):
-                    served = await store.get_collection("b", "docs")
+                    served = await store.collection("b", "docs").get()
             finally:
                 pg_admin.execute("COMMIT")  # the writes of "a" go through now
         assert served is not None

@@ -15,7 +15,14 @@ from embedgate.backup.format import (
     decode_vector,
 )
 from embedgate.backup.io import PAGE, USAGE_PAGE
-from embedgate.docstore.base import Collection, CollectionExists, Document, DocumentStore, Upsert
+from embedgate.docstore.base import (
+    Collection,
+    CollectionExists,
+    CollectionHandle,
+    Document,
+    DocumentStore,
+    Upsert,
+)
 from embedgate.storage.base import StateStore
 from embedgate.storage.records import ApiKey, Conflict, UsageRecord
 
@@ -32,6 +39,7 @@ class Restorer:
         self._on_documents = on_documents
         self._keys = keys
         self._collection: CollectionLine | None = None
+        self._handle: CollectionHandle | None = None  # the collection it just created
         self._batch: list[Upsert] = []
         self._usage: list[UsageRecord] = []
 
@@ -62,8 +70,8 @@ class Restorer:
         return Upsert(Document(line.id, line.text, line.metadata), line.text_hash, vector)
 
     async def _write_documents(self) -> None:
-        if self._batch and self._collection is not None:
-            await self._documents.upsert(self._uid, self._collection.name, self._batch)
+        if self._batch and self._handle is not None:
+            await self._handle.upsert(self._batch)
             self._on_documents(len(self._batch))
         self._batch = []
 
@@ -80,6 +88,7 @@ class Restorer:
         except CollectionExists:
             raise BackupError(f"collection {line.name!r} was created meanwhile") from None
         self._collection = line
+        self._handle = self._documents.collection(self._uid, line.name)
 
     async def _add_key(self, line: KeyLine) -> None:
         values = line.model_dump(exclude={"type", "digest"})

@@ -144,9 +144,9 @@ class Backup:
     async def _export_collection(self, out: Writer, tenant: str, c: Collection) -> None:
         out.write(CollectionLine(name=c.name, model=c.model, dimensions=c.dimensions,
                                  metadata=c.metadata, created_at=c.created_at))  # fmt: skip
+        handle = self.documents.collection(tenant, c.name)
         after: str | None = None
-        while page := await self.documents.export_documents(tenant, c.name, after=after,
-                                                            limit=PAGE):  # fmt: skip
+        while page := await handle.export_documents(after=after, limit=PAGE):
             for item in page:
                 doc, vector = item.document, item.vector
                 assert vector is not None  # exported documents always carry theirs

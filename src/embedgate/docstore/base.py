@@ -6,7 +6,8 @@ data, and an unknown collection is ``None``/``False``, whoever owns a collection
 name. Once ``delete_tenant`` has begun, every write of that uid fails with
 ``TenantDeleted``, in every process that shares the store. Two implementations: ``local``
 (a directory per tenant under the data dir: SQLite, FTS5 and ANN index files) and
-``pgvector`` (PostgreSQL, isolation by row-level security).
+``pgvector`` (PostgreSQL, isolation by row-level security). Whole-tenant calls are the
+store's; a collection's go through its handle, ``store.collection(tenant, name)``.
 """
 
 from __future__ import annotations
@@ -126,6 +127,72 @@ class TenantDeleted(EmbedgateError):
                          code="invalid_api_key", type="invalid_request_error")  # fmt: skip
 
 
+class CollectionHandle(Protocol):
+    """One tenant's collection, named: what ``DocumentStore.collection(tenant, name)`` gives.
+
+    Making a handle does no I/O. It names ``(tenant, name)`` until one of its calls finds a
+    collection of that name; from then on it is bound to that collection, by the store's id
+    for it (never reused, not even for a re-created name), for as long as it lives. So a
+    handle resolves the name once, and a collection deleted and re-created under the same
+    name is another collection to a handle bound before: it reads nothing of the new one
+    (``None``, ``False``, ``[]``), its ``delete`` leaves it alone and its ``upsert`` raises
+    ``LookupError``, as for a missing collection; a handle made afterwards sees the new one.
+    A handle only ever reads or writes its tenant's data: tenant B's handle of ``docs``
+    never sees A's ``docs``. Every call still makes the store's checks: a write of a deleted
+    tenant raises ``TenantDeleted``, a capped write checks its ``Limits`` in its own
+    transaction. Handles are cheap: make one per request or unit of work.
+    """
+
+    @property
+    def tenant(self) -> str: ...
+
+    @property
+    def name(self) -> str: ...
+
+    async def get(self) -> Collection | None: ...
+
+    async def delete(self) -> bool:
+        """Deletes the collection with its documents; False if there is none."""
+        ...
+
+    # documents; every write is committed (durable) when the call returns
+    async def text_hashes(self, ids: Sequence[str]) -> dict[str, str]:
+        """id -> stored text_hash, for the ids that exist."""
+        ...
+
+    async def upsert(self, items: Sequence[Upsert], limits: Limits | None = None) -> None:
+        """Raises ``LookupError`` if there is no such collection, ``LimitExceeded`` (and
+        writes nothing) if it would cross ``limits``."""
+        ...
+
+    async def get_document(self, doc_id: str) -> Document | None: ...
+
+    async def get_vector(self, doc_id: str) -> Vector | None: ...
+
+    async def list_documents(self, *, after: str | None, limit: int) -> list[Document]:
+        """In id order, ids greater than ``after``; ``limit`` + 1 rows tell has_more."""
+        ...
+
+    async def export_documents(self, *, after: str | None, limit: int) -> list[Upsert]:
+        """Documents as stored, for a backup: in id order, ids greater than ``after``, at
+        most ``limit``, each with its text hash and vector, so that ``upsert`` of the same
+        items restores them without embedding anything."""
+        ...
+
+    async def delete_document(self, doc_id: str) -> bool: ...
+
+    # search: results sorted by score, best first
+    async def search_vector(
+        self, query: Vector, *, top_k: int, filter: Filter | None, min_score: float | None
+    ) -> list[Hit]:
+        """Cosine similarity (inner product of unit vectors)."""
+        ...
+
+    async def search_keyword(self, query: str, *, top_k: int, filter: Filter | None) -> list[Hit]:
+        """Full-text relevance (BM25 or the database's equivalent); higher is better."""
+        ...
+
+
 class DocumentStore(Protocol):
     backend: str  # "local" or "pgvector"
 
@@ -140,61 +207,10 @@ class DocumentStore(Protocol):
         """Raises ``LimitExceeded`` (and creates nothing) if it would cross ``limits``."""
         ...
 
-    async def get_collection(self, tenant: str, name: str) -> Collection | None: ...
-
     async def list_collections(self, tenant: str) -> list[Collection]: ...
 
-    async def delete_collection(self, tenant: str, name: str) -> bool: ...
-
-    # documents; every write is committed (durable) when the call returns
-    async def text_hashes(self, tenant: str, name: str, ids: Sequence[str]) -> dict[str, str]:
-        """id -> stored text_hash, for the ids that exist."""
-        ...
-
-    async def upsert(
-        self, tenant: str, name: str, items: Sequence[Upsert], limits: Limits | None = None
-    ) -> None:
-        """Raises ``LimitExceeded`` (and writes nothing) if it would cross ``limits``."""
-        ...
-
-    async def get_document(self, tenant: str, name: str, doc_id: str) -> Document | None: ...
-
-    async def get_vector(self, tenant: str, name: str, doc_id: str) -> Vector | None: ...
-
-    async def list_documents(
-        self, tenant: str, name: str, *, after: str | None, limit: int
-    ) -> list[Document]:
-        """In id order, ids greater than ``after``; ``limit`` + 1 rows tell has_more."""
-        ...
-
-    async def export_documents(
-        self, tenant: str, name: str, *, after: str | None, limit: int
-    ) -> list[Upsert]:
-        """Documents as stored, for a backup: in id order, ids greater than ``after``, at
-        most ``limit``, each with its text hash and vector, so that ``upsert`` of the same
-        items restores them without embedding anything."""
-        ...
-
-    async def delete_document(self, tenant: str, name: str, doc_id: str) -> bool: ...
-
-    # search: results sorted by score, best first
-    async def search_vector(
-        self,
-        tenant: str,
-        name: str,
-        query: Vector,
-        *,
-        top_k: int,
-        filter: Filter | None,
-        min_score: float | None,
-    ) -> list[Hit]:
-        """Cosine similarity (inner product of unit vectors)."""
-        ...
-
-    async def search_keyword(
-        self, tenant: str, name: str, query: str, *, top_k: int, filter: Filter | None
-    ) -> list[Hit]:
-        """Full-text relevance (BM25 or the database's equivalent); higher is better."""
+    def collection(self, tenant: str, name: str) -> CollectionHandle:
+        """A handle of the tenant's collection ``name`` (which may not exist); no I/O."""
         ...
 
     # whole tenant

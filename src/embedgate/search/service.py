@@ -21,8 +21,8 @@ from embedgate.docstore import caps as caps
 from embedgate.docstore.base import (
     Collection,
     CollectionExists,
+    CollectionHandle,
     Document,
-    DocumentStore,
     Filter,
     Hit,
     LimitExceeded,
@@ -147,12 +147,19 @@ class SearchService:
             return None
 
     async def collection(self, caller: Caller, name: str) -> Collection:
+        return (await self._open(caller, name))[1]
+
+    async def _open(self, caller: Caller, name: str) -> tuple[CollectionHandle, Collection]:
+        """The tenant's collection, its name looked up once: the rest of the request
+        reaches it through the handle, bound to it (a collection re-created under the
+        name meanwhile is another one, never written by this request)."""
         store = await self._stores.get()
         check_name(name)
-        found = await store.get_collection(caller.tenant.uid, name)
+        handle = store.collection(caller.tenant.uid, name)
+        found = await handle.get()
         if found is None:
             raise collection_not_found(name)
-        return found
+        return handle, found
 
     async def collections(self, caller: Caller) -> list[Collection]:
         store = await self._stores.get()
@@ -161,7 +168,7 @@ class SearchService:
     async def delete_collection(self, caller: Caller, name: str) -> None:
         store = await self._stores.get()
         check_name(name)
-        if not await store.delete_collection(caller.tenant.uid, name):
+        if not await store.collection(caller.tenant.uid, name).delete():
             raise collection_not_found(name)
 
     async def upsert(
@@ -171,7 +178,7 @@ class SearchService:
         """Write documents; only new or changed texts are embedded. Committed on return.
         ``rate_headers`` receives the x-ratelimit-* headers when something is embedded."""
         store = await self._stores.get()
-        collection = await self.collection(caller, name)
+        handle, collection = await self._open(caller, name)
         docs = [_document(d, i) for i, d in enumerate(documents)]
         ids = [d.id for d in docs]
         if len(set(ids)) != len(ids):
@@ -180,7 +187,7 @@ class SearchService:
         # Every text, not only those to embed: an unchanged one is written again too.
         check_texts(caller.policy, [d.text for d in docs])
         tenant = caller.tenant.uid  # the store keys everything by the tenant's uid
-        stored = await store.text_hashes(tenant, name, ids)
+        stored = await handle.text_hashes(ids)
         limits = caps.limits(caller.policy)
         await caps.precheck_upsert(store, tenant, limits, docs, stored, collection.dimensions)
         hashes = [text_hash(d.text) for d in docs]
@@ -197,10 +204,10 @@ class SearchService:
         pairs = enumerate(zip(docs, hashes, strict=True))
         items = [Upsert(doc, digest, vectors.get(i)) for i, (doc, digest) in pairs]
         try:
-            await store.upsert(tenant, name, items, limits)
+            await handle.upsert(items, limits)
         except LimitExceeded as exc:  # crossed by replaced documents or a concurrent write
             raise await caps.refused(store, tenant, exc) from None
-        except LookupError:  # the collection was deleted meanwhile
+        except LookupError:  # the collection was deleted meanwhile (perhaps re-created)
             raise collection_not_found(name) from None
         except ValueError:  # a text changed by a concurrent write since it was compared
             raise EmbedgateError(409, "The documents changed while they were written; retry.",
@@ -212,17 +219,15 @@ class SearchService:
         return Written(collection, ids, statuses, tokens)
 
     async def document(self, caller: Caller, name: str, doc_id: str) -> Document:
-        store = await self._stores.get()
-        await self.collection(caller, name)
-        found = await store.get_document(caller.tenant.uid, name, check_id(doc_id))
+        handle, _ = await self._open(caller, name)
+        found = await handle.get_document(check_id(doc_id))
         if found is None:
             raise document_not_found(doc_id)
         return found
 
     async def vector(self, caller: Caller, name: str, doc_id: str) -> Any:
-        store = await self._stores.get()
-        await self.collection(caller, name)
-        found = await store.get_vector(caller.tenant.uid, name, check_id(doc_id))
+        handle, _ = await self._open(caller, name)
+        found = await handle.get_vector(check_id(doc_id))
         if found is None:
             raise document_not_found(doc_id)
         return found
@@ -230,15 +235,13 @@ class SearchService:
     async def documents(
         self, caller: Caller, name: str, *, after: str | None, limit: int
     ) -> tuple[list[Document], bool]:
-        store = await self._stores.get()
-        await self.collection(caller, name)
-        rows = await store.list_documents(caller.tenant.uid, name, after=after, limit=limit)
+        handle, _ = await self._open(caller, name)
+        rows = await handle.list_documents(after=after, limit=limit)
         return rows[:limit], len(rows) > limit
 
     async def delete_document(self, caller: Caller, name: str, doc_id: str) -> None:
-        store = await self._stores.get()
-        await self.collection(caller, name)
-        if not await store.delete_document(caller.tenant.uid, name, check_id(doc_id)):
+        handle, _ = await self._open(caller, name)
+        if not await handle.delete_document(check_id(doc_id)):
             raise document_not_found(doc_id)
 
     async def search(
@@ -247,11 +250,10 @@ class SearchService:
         rate_headers: dict[str, str] | None = None,
     ) -> Found:  # fmt: skip
         """``rate_headers`` receives the x-ratelimit-* headers when the query is embedded."""
-        store = await self._stores.get()
-        collection = await self.collection(caller, name)
+        handle, collection = await self._open(caller, name)
         check_texts(caller.policy, [query])  # keyword searches embed nothing
         try:
-            return await self._search(store, caller, collection, query, top_k=top_k, mode=mode,
+            return await self._search(handle, caller, collection, query, top_k=top_k, mode=mode,
                                       filter=filter, min_score=min_score,
                                       instruction=instruction,
                                       rate_headers=rate_headers)  # fmt: skip
@@ -259,23 +261,21 @@ class SearchService:
             raise invalid_request(f"Invalid filter: {exc}", "filter") from None
 
     async def _search(
-        self, store: DocumentStore, caller: Caller, collection: Collection, query: str, *,
+        self, handle: CollectionHandle, caller: Caller, collection: Collection, query: str, *,
         top_k: int, mode: SearchMode, filter: Filter | None, min_score: float | None,
         instruction: str | None, rate_headers: dict[str, str] | None,
     ) -> Found:  # fmt: skip
-        tenant, name = caller.tenant.uid, collection.name
         if mode == "keyword":
-            hits = await store.search_keyword(tenant, name, query, top_k=top_k, filter=filter)
+            hits = await handle.search_keyword(query, top_k=top_k, filter=filter)
             return Found(collection, hits, 0)
         vector, tokens = await self._embed_query(caller, collection, query, instruction,
                                                  rate_headers)  # fmt: skip
         depth = top_k if mode == "vector" else max(top_k, HYBRID_DEPTH)
-        by_vector = await store.search_vector(tenant, name, vector, top_k=depth,
-                                              filter=filter, min_score=min_score)  # fmt: skip
+        by_vector = await handle.search_vector(vector, top_k=depth, filter=filter,
+                                               min_score=min_score)  # fmt: skip
         if mode == "vector":
             return Found(collection, by_vector, tokens)
-        by_keyword = await store.search_keyword(tenant, name, query, top_k=depth,
-                                                filter=filter)  # fmt: skip
+        by_keyword = await handle.search_keyword(query, top_k=depth, filter=filter)
         return Found(collection, fuse([by_vector, by_keyword])[:top_k], tokens)
 
     async def _embed_query(

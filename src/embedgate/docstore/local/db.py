@@ -5,7 +5,10 @@ BLOB) and a ``label``, the integer key of the vector indexes, never reused
 (AUTOINCREMENT); ``metadata_values`` holds their top-level scalar metadata for filters.
 Each collection has a ``version`` that every write increments in the same transaction,
 and each document the version that last changed its vector: an index saved at version v
-catches up by re-reading the documents with a later version.
+catches up by re-reading the documents with a later version. Collection ids are never
+reused either (AUTOINCREMENT), and the database of a deleted tenant uid is never made
+again (tombstones): a handle bound to an id (``base.CollectionHandle``) can never meet
+another collection under it.
 """
 
 from __future__ import annotations
@@ -17,9 +20,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from embedgate.docstore.base import Collection
+
+Lookup = Literal["name", "id"]  # by its name, or by its id once a handle is bound to it
+Key = tuple[int, int, int]  # a collection's (id, dimensions, version)
 
 SCHEMA_VERSION = 1
 SCHEMA = """
@@ -116,18 +122,22 @@ def insert_collection(conn: sqlite3.Connection, collection: Collection) -> bool:
 
 
 _COLLECTION = (
-    "SELECT c.name, c.model, c.dimensions, c.metadata, c.created_at, "
+    "SELECT c.id, c.name, c.model, c.dimensions, c.metadata, c.created_at, "
     "(SELECT COUNT(*) FROM documents AS d WHERE d.collection_id = c.id) FROM collections AS c"
 )
 
 
-def select_collection(conn: sqlite3.Connection, name: str) -> Collection | None:
-    row = conn.execute(f"{_COLLECTION} WHERE c.name = ?", (name,)).fetchone()
-    return None if row is None else _collection(row)
+def select_collection(
+    conn: sqlite3.Connection, by: Lookup, value: str | int
+) -> tuple[int, Collection] | None:
+    """The collection's id and row."""
+    where = "c.name = ?" if by == "name" else "c.id = ?"
+    row = conn.execute(f"{_COLLECTION} WHERE {where}", (value,)).fetchone()
+    return None if row is None else (row[0], _collection(row[1:]))
 
 
 def select_collections(conn: sqlite3.Connection) -> list[Collection]:
-    return [_collection(row) for row in conn.execute(f"{_COLLECTION} ORDER BY c.name")]
+    return [_collection(row[1:]) for row in conn.execute(f"{_COLLECTION} ORDER BY c.name")]
 
 
 def _collection(row: tuple[Any, ...]) -> Collection:
@@ -136,10 +146,12 @@ def _collection(row: tuple[Any, ...]) -> Collection:
                       datetime.fromisoformat(created_at), count)  # fmt: skip
 
 
-def collection_key(conn: sqlite3.Connection, name: str) -> tuple[int, int, int] | None:
-    """``(id, dimensions, version)`` of the named collection."""
+def collection_key(conn: sqlite3.Connection, by: Lookup, value: str | int) -> Key | None:
+    """``(id, dimensions, version)`` of the collection."""
+    where = "name = ?" if by == "name" else "id = ?"
     row = conn.execute(
-        "SELECT id, dimensions, version FROM collections WHERE name = ?", (name,)
+        f"SELECT id, dimensions, version FROM collections WHERE {where}",  # noqa: S608
+        (value,),
     ).fetchone()
     return None if row is None else (row[0], row[1], row[2])
 

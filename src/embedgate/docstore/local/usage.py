@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from embedgate.docstore.base import Usage
+from embedgate.docstore.base import Limits, Usage, capping, check_limits
 
 _COLLECTIONS = "SELECT count(*), coalesce(sum(length(CAST(metadata AS BLOB))), 0) FROM collections"
 _DOCUMENTS = "SELECT count(*) FROM documents"
@@ -27,3 +27,9 @@ def usage(conn: sqlite3.Connection, *, with_bytes: bool = True) -> Usage:
         return Usage(int(collections), int(documents), 0)
     documents, document_bytes = conn.execute(_DOCUMENT_BYTES).fetchone()
     return Usage(int(collections), int(documents), int(collection_bytes) + int(document_bytes))
+
+
+def check(conn: sqlite3.Connection, limits: Limits | None) -> None:
+    """Inside a write's transaction: over a cap, it raises and so rolls back."""
+    if (capped := capping(limits)) is not None:
+        check_limits(capped, usage(conn, with_bytes=capped.stored_bytes is not None))

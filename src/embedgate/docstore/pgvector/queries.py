@@ -24,25 +24,28 @@ SCALARS = (str, int, float, bool, type(None))
 # "role" is SET ROLE's setting: set_config lets both values be bound parameters.
 BEGIN = "SELECT set_config('role', %s, true), set_config('embedgate.tenant', %s, true)"
 
-COLLECTION = """SELECT name, model, dimensions, metadata, created_at, document_count
-FROM embedgate_search.collections WHERE tenant_id = %s AND name = %s"""
+# A collection is looked up by its name until a handle is bound to it, then by its id
+# (GENERATED ALWAYS AS IDENTITY: never reused): these statements end with one of the two.
+BY_NAME, BY_ID = " AND name = %s", " AND id = %s"
+COLLECTION = """SELECT id, name, model, dimensions, metadata, created_at, document_count
+FROM embedgate_search.collections WHERE tenant_id = %s"""
 COLLECTIONS = """SELECT name, model, dimensions, metadata, created_at, document_count
 FROM embedgate_search.collections WHERE tenant_id = %s ORDER BY name"""
 REF = """SELECT id, dimensions, document_count FROM embedgate_search.collections
-WHERE tenant_id = %s AND name = %s"""
-# FOR UPDATE serializes the writers of one collection, so document_count stays exact.
-LOCK_REF = REF + " FOR UPDATE"
+WHERE tenant_id = %s"""
+# After REF: serializes the writers of one collection, so document_count stays exact.
+FOR_UPDATE = " FOR UPDATE"
 CREATE_COLLECTION = """INSERT INTO embedgate_search.collections
 (tenant_id, name, model, dimensions, metadata, created_at) VALUES (%s, %s, %s, %s, %s, %s)
 ON CONFLICT (tenant_id, name) DO NOTHING RETURNING id"""
-# The documents go with it: ON DELETE CASCADE.
-DELETE_COLLECTION = "DELETE FROM embedgate_search.collections WHERE tenant_id = %s AND name = %s"
-DELETE_TENANT = "DELETE FROM embedgate_search.collections WHERE tenant_id = %s"
+# The documents go with them: ON DELETE CASCADE. A collection's delete ends with
+# RETURNING_ID after BY_NAME or BY_ID; the tenant's is the statement alone.
+DELETE_COLLECTIONS = "DELETE FROM embedgate_search.collections WHERE tenant_id = %s"
+RETURNING_ID = " RETURNING id"
 ADD_COUNT = """UPDATE embedgate_search.collections SET document_count = document_count + %s
 WHERE id = %s"""
 
-IN_COLLECTION = """FROM embedgate_search.documents d JOIN embedgate_search.collections c
-ON c.id = d.collection_id WHERE c.tenant_id = %s AND c.name = %s"""
+IN_COLLECTION = "FROM embedgate_search.documents d WHERE d.collection_id = %s AND d.tenant_id = %s"
 TEXT_HASHES = "SELECT d.id, d.text_hash " + IN_COLLECTION + " AND d.id = ANY(%s)"
 DOCUMENT = "SELECT d.id, d.text, d.metadata " + IN_COLLECTION + " AND d.id = %s"
 VECTOR = "SELECT d.embedding " + IN_COLLECTION + " AND d.id = %s"
