@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import base64
+import asyncio
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,12 +12,14 @@ import httpx
 import numpy as np
 import pytest
 import yaml
+from aiohttp import web
 
 from embedgate.config.models import LocalModel, ModelSpec, UpstreamModel
 from embedgate.engine.backends.base import ModelInput
 from embedgate.engine.backends.upstream import UpstreamBackend
 from embedgate.errors import EmbedgateError
 from tests.conftest import ADMIN_KEY, AppClient, issue_key
+from tests.engine.backends.stub import Handler, answer, drop_connection, reply, stub_upstreams
 from tests.helpers import ServerProcess, free_port, start_server
 
 pytestmark = pytest.mark.anyio
@@ -171,40 +173,37 @@ async def test_embedgate_applies_qwen3_prompts_and_dimensions_itself(
     assert not np.allclose(matrix(documents)[:, :32], matrix(via_upstream), atol=1e-3)
 
 
-# --- error mapping and credentials, against httpx.MockTransport -------------------------
+# --- error mapping and credentials, against stub engines over real sockets -------------
 
 
-def reply(dims: int = 4, count: int = 1) -> dict[str, Any]:
-    vector = base64.b64encode(np.ones(dims, dtype="<f4").tobytes()).decode()
-    return {
-        "data": [{"index": i, "embedding": vector} for i in range(count)],
-        "usage": {"prompt_tokens": 7},
-    }
-
-
-async def run_backend(handler: Any, spec: UpstreamModel | None = None, inputs: int = 1) -> Any:
-    spec = spec or remote(["http://a/v1", "http://b/v1"], "m", 4)
-    backend = UpstreamBackend("m", spec, transport=httpx.MockTransport(handler))
-    await backend.start()
-    try:
-        return await backend.embed([ModelInput("text", None, 1)] * inputs)
-    finally:
-        await backend.aclose()
+async def run_backend(
+    handler: Handler, *, hosts: tuple[str, ...] = ("a", "b"), inputs: int = 1,
+    model: str = "m", **extra: Any,
+) -> Any:  # fmt: skip
+    async with stub_upstreams(handler, hosts) as urls:
+        backend = UpstreamBackend("m", remote([urls[h] for h in hosts], model, 4, **extra))
+        await backend.start()
+        try:
+            return await backend.embed([ModelInput("text", None, 1)] * inputs)
+        finally:
+            await backend.aclose()
 
 
 async def test_sends_the_upstream_key_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    seen: list[httpx.Request] = []
+    seen: list[tuple[str, dict[str, str], bytes]] = []
     monkeypatch.setenv("UPSTREAM_TEST_KEY", "sk-upstream-secret")
 
-    def handler(request: httpx.Request) -> httpx.Response:
-        seen.append(request)
-        return httpx.Response(200, json=reply())
+    async def handler(host: str, request: web.Request) -> web.StreamResponse:
+        seen.append((request.path, dict(request.headers), await request.read()))
+        return answer()
 
-    spec = remote(["http://a/v1"], "served-name", 4, api_key_env="UPSTREAM_TEST_KEY")
-    result = await run_backend(handler, spec)
-    assert seen[0].headers["authorization"] == "Bearer sk-upstream-secret"
-    assert seen[0].url == "http://a/v1/embeddings"
-    sent = yaml.safe_load(seen[0].content)
+    result = await run_backend(
+        handler, hosts=("a",), model="served-name", api_key_env="UPSTREAM_TEST_KEY"
+    )
+    path, headers, content = seen[0]
+    assert headers["Authorization"] == "Bearer sk-upstream-secret"
+    assert path == "/v1/embeddings"
+    sent = yaml.safe_load(content)
     assert sent["model"] == "served-name"
     assert "dimensions" not in sent
     np.testing.assert_allclose(np.linalg.norm(result.vectors, axis=1), 1.0, atol=1e-6)
@@ -215,63 +214,64 @@ async def test_upstream_key_file_must_be_private(tmp_path: Path) -> None:
     key_file = tmp_path / "upstream.key"
     key_file.write_text("sk-file-secret\n")
     os.chmod(key_file, 0o644)
-    spec = remote(["http://a/v1"], "m", 4, api_key_file=key_file)
-    with pytest.raises(ValueError, match="chmod 600"):
-        await run_backend(lambda r: httpx.Response(200, json=reply()), spec)
-    os.chmod(key_file, 0o600)
     seen: list[str] = []
 
-    def handler(request: httpx.Request) -> httpx.Response:
-        seen.append(request.headers["authorization"])
-        return httpx.Response(200, json=reply())
+    async def handler(host: str, request: web.Request) -> web.StreamResponse:
+        seen.append(request.headers["Authorization"])
+        return answer()
 
-    await run_backend(handler, spec)
+    with pytest.raises(ValueError, match="chmod 600"):
+        await run_backend(handler, hosts=("a",), api_key_file=key_file)
+    os.chmod(key_file, 0o600)
+    await run_backend(handler, hosts=("a",), api_key_file=key_file)
     assert seen == ["Bearer sk-file-secret"]
 
 
 async def test_large_requests_are_split_into_upstream_batches() -> None:
     sizes: list[int] = []
 
-    def handler(request: httpx.Request) -> httpx.Response:
-        count = len(yaml.safe_load(request.content)["input"])
+    async def handler(host: str, request: web.Request) -> web.StreamResponse:
+        count = len((await request.json())["input"])
         sizes.append(count)
-        return httpx.Response(200, json=reply(count=count))
+        return answer(count=count)
 
-    spec = remote(["http://a/v1"], "m", 4, max_batch_size=32)
-    result = await run_backend(handler, spec, inputs=70)
+    result = await run_backend(handler, hosts=("a",), inputs=70, max_batch_size=32)
     assert sorted(sizes) == [6, 32, 32]
     assert result.vectors.shape == (70, 4)
     assert result.prompt_tokens == 21
 
 
 @pytest.mark.parametrize(
-    ("response", "status", "code"),
+    ("status", "body", "expected", "code"),
     [
-        (httpx.Response(401, json={"error": {"message": "bad key"}}), 502, "upstream_auth_error"),
-        (httpx.Response(400, json={"error": {"message": "too long"}}), 400, "upstream_rejected"),
-        (httpx.Response(503, text="busy"), 502, "upstream_error"),
-        (httpx.Response(500, json={"error": {"message": "boom"}}), 502, "upstream_error"),
-        (httpx.Response(200, text="not json"), 502, "upstream_error"),
-        (httpx.Response(200, json={"data": [{"index": 0}]}), 502, "upstream_error"),
-        (httpx.Response(200, json=reply(dims=8)), 502, "upstream_error"),
+        (401, {"error": {"message": "bad key"}}, 502, "upstream_auth_error"),
+        (400, {"error": {"message": "too long"}}, 400, "upstream_rejected"),
+        (503, "busy", 502, "upstream_error"),
+        (500, {"error": {"message": "boom"}}, 502, "upstream_error"),
+        (200, "not json", 502, "upstream_error"),
+        (200, {"data": [{"index": 0}]}, 502, "upstream_error"),
+        (200, reply(dims=8), 502, "upstream_error"),
     ],
 )
 async def test_upstream_failures_map_to_clear_errors(
-    response: httpx.Response, status: int, code: str
+    status: int, body: Any, expected: int, code: str
 ) -> None:
+    async def handler(host: str, request: web.Request) -> web.StreamResponse:
+        if isinstance(body, str):
+            return web.Response(status=status, text=body)
+        return web.json_response(body, status=status)
+
     with pytest.raises(EmbedgateError) as error:
-        await run_backend(lambda request: response)
-    assert (error.value.status, error.value.code) == (status, code)
+        await run_backend(handler)
+    assert (error.value.status, error.value.code) == (expected, code)
 
 
 async def test_retryable_status_fails_over_to_the_next_url() -> None:
     hosts: list[str] = []
 
-    def handler(request: httpx.Request) -> httpx.Response:
-        hosts.append(request.url.host)
-        if request.url.host == "a":
-            return httpx.Response(503)
-        return httpx.Response(200, json=reply())
+    async def handler(host: str, request: web.Request) -> web.StreamResponse:
+        hosts.append(host)
+        return web.Response(status=503) if host == "a" else answer()
 
     for _ in range(2):
         await run_backend(handler)
@@ -282,11 +282,9 @@ async def test_retryable_status_fails_over_to_the_next_url() -> None:
 async def test_a_connection_lost_mid_request_is_retried_elsewhere() -> None:
     hosts: list[str] = []
 
-    def handler(request: httpx.Request) -> httpx.Response:
-        hosts.append(request.url.host)
-        if request.url.host == "a":
-            raise httpx.ReadError("connection reset by peer", request=request)
-        return httpx.Response(200, json=reply())
+    async def handler(host: str, request: web.Request) -> web.StreamResponse:
+        hosts.append(host)
+        return await drop_connection(request) if host == "a" else answer()
 
     for _ in range(2):
         assert (await run_backend(handler)).vectors.shape == (1, 4)
@@ -294,31 +292,35 @@ async def test_a_connection_lost_mid_request_is_retried_elsewhere() -> None:
 
 
 async def test_slow_upstream_is_a_504() -> None:
-    def handler(request: httpx.Request) -> httpx.Response:
-        raise httpx.ReadTimeout("slow", request=request)
+    async def handler(host: str, request: web.Request) -> web.StreamResponse:
+        await asyncio.sleep(2)
+        return answer()
 
     with pytest.raises(EmbedgateError) as error:
-        await run_backend(handler)
+        await run_backend(handler, timeout=0.3)
     assert (error.value.status, error.value.code) == (504, "upstream_timeout")
 
 
 async def test_retries_reach_a_single_url_again() -> None:
     calls: list[int] = []
 
-    def handler(request: httpx.Request) -> httpx.Response:
+    async def handler(host: str, request: web.Request) -> web.StreamResponse:
         calls.append(1)
-        return httpx.Response(503) if len(calls) == 1 else httpx.Response(200, json=reply())
+        return web.Response(status=503) if len(calls) == 1 else answer()
 
-    result = await run_backend(handler, remote(["http://only/v1"], "m", 4, max_retries=1))
+    result = await run_backend(handler, hosts=("only",), max_retries=1)
     assert len(calls) == 2
     assert result.vectors.shape == (1, 4)
 
 
 async def test_unset_key_variable_fails_at_start(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("UPSTREAM_MISSING_KEY", raising=False)
-    spec = remote(["http://a/v1"], "m", 4, api_key_env="UPSTREAM_MISSING_KEY")
+
+    async def handler(host: str, request: web.Request) -> web.StreamResponse:
+        return answer()
+
     with pytest.raises(ValueError, match="UPSTREAM_MISSING_KEY"):
-        await run_backend(lambda r: httpx.Response(200, json=reply()), spec)
+        await run_backend(handler, hosts=("a",), api_key_env="UPSTREAM_MISSING_KEY")
 
 
 async def test_truncated_inputs_travel_as_the_token_ids_that_were_counted(

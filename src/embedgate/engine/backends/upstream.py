@@ -15,12 +15,13 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-import httpx
 import numpy as np
+import orjson
 
 from embedgate.config.models import UpstreamModel
 from embedgate.engine.backends.base import BackendInfo, Embedded, ModelInput, Vectors, l2_normalize
 from embedgate.engine.backends.decoding import TokenDecoder
+from embedgate.engine.backends.http import ConnectionLost, ReadTimeout, Unreachable, UpstreamHttp
 from embedgate.engine.backends.tokenizing import TokenizerRunner
 from embedgate.engine.endpoints import (
     EndpointPool,
@@ -44,17 +45,15 @@ class UpstreamBackend:
 
     coalesce = False
     lanes = 1  # requests pass through; the upstream engine schedules them
+    pipelined = False
 
-    def __init__(
-        self, name: str, spec: UpstreamModel, *, transport: httpx.AsyncBaseTransport | None = None
-    ) -> None:
+    def __init__(self, name: str, spec: UpstreamModel) -> None:
         self.name = name
         self._spec = spec
         initial = min(max(spec.max_batch_size, spec.min_in_flight), spec.max_in_flight)
         window = WindowConfig(spec.min_in_flight, spec.max_in_flight, initial)
         self.pool = EndpointPool([url.rstrip("/") for url in spec.base_urls], window)
-        self._transport = transport
-        self._client: httpx.AsyncClient | None = None
+        self._client: UpstreamHttp | None = None
         self._tokenizer: TokenizerRunner | None = None
         self._decoder: TokenDecoder | None = None
         self._info = BackendInfo(
@@ -83,12 +82,10 @@ class UpstreamBackend:
         key = self._api_key()
         if key:
             headers["Authorization"] = f"Bearer {key}"
-        self._client = httpx.AsyncClient(
-            headers=headers,
-            timeout=httpx.Timeout(self._spec.timeout, connect=min(5.0, self._spec.timeout)),
-            limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
-            transport=self._transport,
+        self._client = UpstreamHttp(
+            headers, timeout=self._spec.timeout, connect_timeout=min(5.0, self._spec.timeout)
         )
+        await self._client.start()
         if self._spec.tokenizer:
             from transformers import AutoTokenizer
 
@@ -116,7 +113,7 @@ class UpstreamBackend:
         assert self._decoder is not None, "no tokenizer configured"
         return await self._decoder(id_lists)
 
-    async def embed(self, inputs: Sequence[ModelInput]) -> Embedded:
+    async def embed(self, inputs: Sequence[ModelInput], *, lane: int = 0) -> Embedded:
         """Without the scheduler (warm-up, tests): chunks of ``max_batch_size``, each to the
         least loaded URL, whatever its window."""
         size = self._spec.max_batch_size
@@ -161,32 +158,31 @@ class UpstreamBackend:
     async def _post(self, url: str, payload: dict[str, Any]) -> Any:
         assert self._client is not None, "backend not started"
         try:
-            response = await self._client.post(f"{url}/embeddings", json=payload)
-        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-            log.warning("upstream %s unreachable: %s", url, type(exc).__name__)
+            status, body = await self._client.post(f"{url}/embeddings", orjson.dumps(payload))
+        except Unreachable as exc:
+            log.warning("upstream %s unreachable: %s", url, exc)
             raise UpstreamUnreachable("connection refused or timed out") from exc
-        except httpx.TimeoutException as exc:
+        except ReadTimeout as exc:
             raise EmbedgateError(
                 504, f"The upstream server did not answer within {self._spec.timeout:g}s.",
                 code="upstream_timeout",
             ) from exc  # fmt: skip
-        except httpx.TransportError as exc:  # reset or closed mid-request: safe to resend
-            log.warning("upstream %s failed: %s", url, type(exc).__name__)
+        except ConnectionLost as exc:  # reset or closed mid-request: safe to resend
+            log.warning("upstream %s failed: %s", url, exc)
             raise UpstreamFailed("connection lost") from exc
-        if response.status_code in REFUSING_STATUS | FAILING_STATUS:
-            log.warning("upstream %s answered %d", url, response.status_code)
-            failure = UpstreamRefused if response.status_code in REFUSING_STATUS else UpstreamFailed
-            raise failure(f"HTTP {response.status_code}")
-        if response.status_code >= 500:
+        if status in REFUSING_STATUS | FAILING_STATUS:
+            log.warning("upstream %s answered %d", url, status)
+            failure = UpstreamRefused if status in REFUSING_STATUS else UpstreamFailed
+            raise failure(f"HTTP {status}")
+        if status >= 500:
             raise EmbedgateError(
-                502, f"The upstream server failed (HTTP {response.status_code}).",
-                code="upstream_error",
-            )  # fmt: skip
-        if response.status_code >= 400:
-            raise _client_error(response)
+                502, f"The upstream server failed (HTTP {status}).", code="upstream_error"
+            )
+        if status >= 400:
+            raise _client_error(status, body)
         try:
-            return response.json()
-        except ValueError as exc:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
             raise _malformed() from exc
 
     def _parse(self, body: Any, expected: int, chunk: Sequence[ModelInput]) -> Embedded:
@@ -234,15 +230,15 @@ def _malformed() -> EmbedgateError:
     )
 
 
-def _client_error(response: httpx.Response) -> EmbedgateError:
-    if response.status_code in (401, 403):
+def _client_error(status: int, body: bytes) -> EmbedgateError:
+    if status in (401, 403):
         return EmbedgateError(
             502, "The upstream server refused embedgate's credentials; check the upstream key.",
             code="upstream_auth_error",
         )  # fmt: skip
     try:
-        message = str(response.json()["error"]["message"])[:500]
+        message = str(orjson.loads(body)["error"]["message"])[:500]
     except (ValueError, KeyError, TypeError):
-        message = f"HTTP {response.status_code}"
+        message = f"HTTP {status}"
     return EmbedgateError(400, f"The upstream server rejected the input: {message}",
                           param="input", code="upstream_rejected")  # fmt: skip
