@@ -21,7 +21,7 @@ from embedgate.engine.scheduler import (
 )
 from embedgate.errors import EmbedgateError
 from embedgate.observability.metrics import Metrics
-from tests.engine.backends.fake import FakeUpstream, RecordingBackend
+from tests.engine.backends.fake import FakeUpstream, PipelinedBackend, RecordingBackend
 
 pytestmark = pytest.mark.anyio
 
@@ -46,6 +46,52 @@ async def test_concurrent_requests_are_coalesced_and_keep_their_rows() -> None:
     await sched.aclose()
     assert [r.vectors[0, 0] for r in results] == list(range(8))
     assert backend.batches == [[4] * 8]  # one batch, not eight
+
+
+async def settle() -> None:
+    for _ in range(20):
+        await asyncio.sleep(0)
+
+
+async def test_the_next_full_batch_is_handed_over_while_one_runs() -> None:
+    """Pipelined: the model finds the next batch queued when one ends, and only one."""
+    backend = PipelinedBackend()
+    backend.gate = asyncio.Event()
+    sched = scheduler(backend)
+    await sched.start()
+    first = [asyncio.create_task(sched.submit([item(1)])) for _ in range(8)]
+    await settle()
+    assert backend.handed == 1  # running, held by the gate
+    second = [asyncio.create_task(sched.submit([item(2)])) for _ in range(8)]
+    await settle()
+    assert backend.handed == 2  # full: queued behind the running batch at once
+    third = [asyncio.create_task(sched.submit([item(3)])) for _ in range(8)]
+    await asyncio.sleep(0.05)
+    assert backend.handed == 2  # one running, one queued: the third waits in the pool
+    backend.gate.set()
+    results = await asyncio.gather(*first, *second, *third)
+    await sched.aclose()
+    assert backend.ids == [[1] * 8, [2] * 8, [3] * 8]
+    assert [r.vectors[0, 0] for r in results] == [1] * 8 + [2] * 8 + [3] * 8
+
+
+async def test_a_next_batch_not_full_waits_for_the_running_one_and_gathers_meanwhile() -> None:
+    backend = PipelinedBackend()
+    backend.gate = asyncio.Event()
+    sched = scheduler(backend)
+    await sched.start()
+    first = [asyncio.create_task(sched.submit([item(1)])) for _ in range(8)]
+    await settle()
+    early = [asyncio.create_task(sched.submit([item(2)])) for _ in range(3)]
+    await asyncio.sleep(0.05)  # five times wait_s
+    assert backend.handed == 1  # not handed over half empty
+    late = [asyncio.create_task(sched.submit([item(3)])) for _ in range(2)]
+    await settle()
+    assert backend.handed == 1
+    backend.gate.set()
+    await asyncio.gather(*first, *early, *late)
+    await sched.aclose()
+    assert backend.ids == [[1] * 8, [2, 2, 2, 3, 3]]  # all that arrived while it ran
 
 
 async def test_a_lone_request_waits_at_most_the_batch_wait() -> None:
@@ -505,7 +551,7 @@ class TwoLanes(RecordingBackend):
 
     lanes = 2
 
-    async def embed(self, inputs: Sequence[ModelInput]) -> Embedded:
+    async def embed(self, inputs: Sequence[ModelInput], *, lane: int = 0) -> Embedded:
         self.batches.append([item.n_tokens for item in inputs])
         if self.gate is not None and any((i.token_ids or [0])[0] == 1 for i in inputs):
             await self.gate.wait()

@@ -15,7 +15,11 @@ backlog. And a batch, once started, cannot be interrupted, so a small request of
 with nothing else queued or in flight does not even wait for that: it runs at once in the
 express lane, a second model call beside the running batch (backends with ``lanes >= 2``).
 With ``fair=False`` the line is the order of arrival and there is no express lane.
-See docs/scheduling.md.
+
+With a pipelined backend (the in-process model), the next batch is formed while one runs,
+as soon as it is full, and handed over to wait behind it in the model's own thread: the
+model goes from one batch to the next without waiting for the event loop, however busy
+that is with HTTP. See docs/scheduling.md.
 """
 
 from __future__ import annotations
@@ -48,6 +52,8 @@ MAX_PADDING = 0.25
 # A tenant back from idle may go ahead of a backlog by this many batches' worth of tokens
 # (PendingPool's burst): a light tenant's request is then served about as fast as alone.
 BURST_BATCHES = 4
+# Batches handed to a pipelined backend at once: the one running and the next, queued.
+PIPELINE_DEPTH = 2
 
 
 class Scheduler(Protocol):
@@ -238,8 +244,10 @@ class BatchScheduler:
         # nothing else queued or in flight, so that it does not wait for another's batch.
         self._express_lane = fair and backend.lanes >= 2
         self._express_tokens = max(1, max_batch_tokens // 4)
-        self._bulk_busy = False
         self._express: asyncio.Task[None] | None = None
+        self._depth = PIPELINE_DEPTH if backend.pipelined else 1
+        self._ahead: list[asyncio.Task[None]] = []  # bulk batches running or queued, in order
+        self._bulk_ended = 0.0  # when the last bulk batch ended (perf_counter)
 
     @property
     def queue_depth(self) -> int:
@@ -249,7 +257,7 @@ class BatchScheduler:
         self._task = asyncio.create_task(self._run(), name=f"batcher-{self._name}")
 
     async def aclose(self) -> None:
-        for task in (self._task, self._express):
+        for task in (self._task, self._express, *self._ahead):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -273,7 +281,7 @@ class BatchScheduler:
         loop = asyncio.get_running_loop()
         items = [_Item(inp, loop.create_future()) for inp in inputs]
         if express:
-            self._express = loop.create_task(self._execute(items), name="express-batch")
+            self._express = loop.create_task(self._execute(items, lane=1), name="express-batch")
         else:
             self._pending.add(items, tenant, weight)
             self._wakeup.set()
@@ -297,7 +305,7 @@ class BatchScheduler:
         behind) a full batch of theirs."""
         return (
             self._express_lane
-            and (self._bulk_busy or len(self._pending) > 0)
+            and (any(not task.done() for task in self._ahead) or len(self._pending) > 0)
             and (self._express is None or self._express.done())
             and self._shares.holds(tenant) <= own
             and len(inputs) <= self._max_size
@@ -306,14 +314,29 @@ class BatchScheduler:
 
     async def _run(self) -> None:
         while True:
+            self._ahead = [task for task in self._ahead if not task.done()]
+            if len(self._ahead) >= self._depth:
+                await asyncio.wait(self._ahead[:1])
+                continue
             await self._wait_for_work()
+            if self._ahead and not await self._full_while_running():
+                continue
             batch = self._next_batch()
             if batch:
-                self._bulk_busy = True
-                try:
-                    await self._execute(batch)
-                finally:
-                    self._bulk_busy = False
+                task = asyncio.create_task(self._execute(batch), name="batch")
+                self._ahead.append(task)
+
+    async def _full_while_running(self) -> bool:
+        """With a batch running: whether the next one filled up before it ended (it is
+        then queued behind it at once); else it is formed, as without a pipeline, when
+        the running one has ended, from all that arrived meanwhile."""
+        running = self._ahead[0]
+        while not running.done():
+            if self._batch_full():
+                return True
+            self._wakeup.clear()
+            await self._wakeup.wait()  # arrivals, or a batch ended (``_execute``)
+        return False
 
     async def _wait_for_work(self) -> None:
         while not self._pending:
@@ -345,17 +368,22 @@ class BatchScheduler:
         self._pending.dispatched(batch, rest)
         return batch
 
-    async def _execute(self, batch: list[_Item]) -> None:
+    async def _execute(self, batch: list[_Item], lane: int = 0) -> None:
         started = time.perf_counter()
         try:
-            result = await self._backend.embed([item.input for item in batch])
+            result = await self._backend.embed([item.input for item in batch], lane=lane)
         except asyncio.CancelledError:  # shutdown while this batch ran: answer, don't hang
             _fail(batch, _shutting_down())
             raise
         except Exception as exc:
             _fail(batch, exc if isinstance(exc, EmbedgateError) else _inference_failed(exc))
             return
-        self._metrics.inference.labels(self._name).observe(time.perf_counter() - started)
+        finally:
+            self._wakeup.set()  # the loop may be waiting for a batch to end
+        ended = time.perf_counter()
+        if lane == 0:  # a queued batch started when the one before it ended
+            started, self._bulk_ended = max(started, self._bulk_ended), ended
+        self._metrics.inference.labels(self._name).observe(ended - started)
         self._metrics.batch_size.labels(self._name).observe(len(batch))
         for item, row in zip(batch, result.vectors, strict=True):
             if not item.future.done():

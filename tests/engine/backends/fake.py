@@ -21,6 +21,7 @@ class RecordingBackend:
 
     coalesce = True
     lanes = 1
+    pipelined = False
 
     def __init__(self, delay: float = 0.0) -> None:
         self.batches: list[list[int]] = []
@@ -35,7 +36,7 @@ class RecordingBackend:
             dimensions=4, max_tokens=512, family="generic", vocab_size=None, device="cpu"
         )
 
-    async def embed(self, inputs: Sequence[ModelInput]) -> Embedded:
+    async def embed(self, inputs: Sequence[ModelInput], *, lane: int = 0) -> Embedded:
         self.batches.append([item.n_tokens for item in inputs])
         self.ids.append([(item.token_ids or [0])[0] for item in inputs])
         if self.gate is not None:
@@ -70,3 +71,24 @@ class FakeUpstream(RecordingBackend):
 
     async def embed_at(self, url: str, inputs: Sequence[ModelInput]) -> Embedded:
         return await self.embed(inputs)
+
+
+class PipelinedBackend(RecordingBackend):
+    """The same with the in-process model's lanes: lane 0 runs its calls one after another
+    in the order they came (``pipelined``), lane 1 beside it. ``handed`` counts the calls
+    made on lane 0, running or queued; ``batches`` records them as they start to run."""
+
+    lanes = 2
+    pipelined = True
+
+    def __init__(self, delay: float = 0.0) -> None:
+        super().__init__(delay)
+        self.handed = 0
+        self._lane0 = asyncio.Lock()  # FIFO: calls run in the order they were made
+
+    async def embed(self, inputs: Sequence[ModelInput], *, lane: int = 0) -> Embedded:
+        if lane != 0:
+            return await super().embed(inputs, lane=lane)
+        self.handed += 1
+        async with self._lane0:
+            return await super().embed(inputs, lane=lane)

@@ -44,6 +44,10 @@ class Backend(Protocol):
 
     coalesce: bool
     lanes: int  # model calls that may run at once (the scheduler's express lane needs 2)
+    # Lane 0 runs ``embed`` calls one after another, in the order they were made: the
+    # scheduler may then hand over the next batch while one runs, so the model never waits
+    # for the event loop between two batches.
+    pipelined: bool
 
     @property
     def info(self) -> BackendInfo: ...
@@ -63,7 +67,9 @@ class Backend(Protocol):
         ``can_tokenize()``."""
         ...
 
-    async def embed(self, inputs: Sequence[ModelInput]) -> Embedded: ...
+    async def embed(self, inputs: Sequence[ModelInput], *, lane: int = 0) -> Embedded:
+        """The inputs' vectors, computed on ``lane`` (0 ... ``lanes`` - 1)."""
+        ...
 
     def health(self) -> dict[str, Any]: ...
 

@@ -40,20 +40,23 @@ def detect_family(path: str, declared: str) -> str:
 
 
 class LocalBackend:
-    """A sentence-transformers model, run on two worker threads: the scheduler's batches
-    one at a time, and beside them at most one small express batch."""
+    """A sentence-transformers model, run on two worker threads (lanes): on one the
+    scheduler's batches, one after another in the order they came, so that the next batch
+    can wait queued behind the running one; on the other at most one small express batch."""
 
     coalesce = True
     lanes = 2  # a batch, and beside it an express batch (engine/scheduler.py)
+    pipelined = True
 
     def __init__(self, name: str, spec: LocalModel, *, device: str, warmup: bool) -> None:
         self.name = name
         self._spec = spec
         self._device_setting = spec.device or device
         self._warmup = warmup
-        self._executor = ThreadPoolExecutor(
-            self.lanes, thread_name_prefix=f"embedgate-infer-{name}"
-        )
+        self._lanes = [
+            ThreadPoolExecutor(1, thread_name_prefix=f"embedgate-infer-{name}-{lane}")
+            for lane in range(self.lanes)
+        ]
         self._model: Any = None
         self._tokenizer: TokenizerRunner | None = None
         self._decoder: TokenDecoder | None = None
@@ -71,13 +74,14 @@ class LocalBackend:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._executor, self._load)
+        await loop.run_in_executor(self._lanes[0], self._load)
         if self._warmup:
             ids = await self.tokenize(["warm-up"], truncate_to=None)
             await self.embed([ModelInput(None, ids[0], len(ids[0]))])
 
     async def aclose(self) -> None:
-        self._executor.shutdown(wait=True, cancel_futures=True)
+        for executor in self._lanes:
+            executor.shutdown(wait=True, cancel_futures=True)
         for runner in (self._tokenizer, self._decoder):
             if runner is not None:
                 runner.close()
@@ -96,10 +100,10 @@ class LocalBackend:
         assert self._decoder is not None, "backend not started"
         return await self._decoder(id_lists)
 
-    async def embed(self, inputs: Sequence[ModelInput]) -> Embedded:
+    async def embed(self, inputs: Sequence[ModelInput], *, lane: int = 0) -> Embedded:
         id_lists = [list(item.token_ids or ()) for item in inputs]
         loop = asyncio.get_running_loop()
-        vectors = await loop.run_in_executor(self._executor, self._forward, id_lists)
+        vectors = await loop.run_in_executor(self._lanes[lane], self._forward, id_lists)
         return Embedded(vectors, sum(len(ids) for ids in id_lists))
 
     def health(self) -> dict[str, Any]:
