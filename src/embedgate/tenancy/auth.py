@@ -24,6 +24,7 @@ from embedgate.storage.records import ApiKey, Tenant
 from embedgate.tenancy.audit import AuditLog
 from embedgate.tenancy.keys import KEY_PATTERN, SCOPES, KeyService, Scope
 from embedgate.tenancy.policy import Policy, effective_policy
+from embedgate.tenancy.single_flight import SingleFlight
 from embedgate.tenancy.throttle import FailureThrottle
 
 INVALID_KEY = "Invalid API key"
@@ -97,6 +98,7 @@ class Authenticator:
         # tenant id -> (expiry, the tenant and its effective policy, or None if unknown)
         self._tenants: dict[str, tuple[float, tuple[Tenant, Policy] | None]] = {}
         self._failures: OrderedDict[str, tuple[float, int]] = OrderedDict()
+        self._loading: SingleFlight[str, tuple[Tenant, Policy] | None] = SingleFlight()
         self.throttle = throttle or FailureThrottle(0)  # checked by the callers, before a key
 
     async def from_proxy(
@@ -178,6 +180,11 @@ class Authenticator:
         cached = None if fresh else self._tenants.get(tenant_id)
         if cached is not None and cached[0] > time.monotonic():
             return cached[1]
+        if fresh:
+            return await self._load_tenant(tenant_id)
+        return await self._loading.run(tenant_id, lambda: self._load_tenant(tenant_id))
+
+    async def _load_tenant(self, tenant_id: str) -> tuple[Tenant, Policy] | None:
         tenant = await self._store.get(tenant_id)
         member = (tenant, effective_policy(self._plans, tenant)) if tenant else None
         if len(self._tenants) > TRACKED_ADDRESSES:

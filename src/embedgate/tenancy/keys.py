@@ -21,6 +21,7 @@ from typing import Literal
 from embedgate.keyfiles import random_base62
 from embedgate.storage.base import StateStore
 from embedgate.storage.records import ApiKey
+from embedgate.tenancy.single_flight import SingleFlight
 
 Scope = Literal["embeddings", "search:read", "search:write"]
 SCOPES: tuple[Scope, ...] = ("embeddings", "search:read", "search:write")
@@ -49,6 +50,7 @@ class KeyService:
         self._clock = clock
         self._cache: OrderedDict[str, tuple[float, ApiKey | None]] = OrderedDict()
         self._used: dict[str, datetime] = {}  # key id -> last use, written in batches
+        self._loading: SingleFlight[str, ApiKey | None] = SingleFlight()
 
     def digest(self, key: str) -> str:
         return hmac.new(self._secret, key.encode("utf-8"), hashlib.sha256).hexdigest()
@@ -121,8 +123,7 @@ class KeyService:
         if cached is not None and cached[0] > time.monotonic():
             record = cached[1]
         else:
-            record = await self._store.keys.by_digest(digest)
-            self._remember(digest, record)
+            record = await self._loading.run(digest, lambda: self._load(digest))
         now = self._clock()
         if record is None or not record.usable(now):
             return None
@@ -142,6 +143,11 @@ class KeyService:
         """Drop the cached keys of a deleted tenant: they stop working here at once."""
         for digest in [d for d, (_, r) in self._cache.items() if r and r.tenant_id == tenant_id]:
             del self._cache[digest]
+
+    async def _load(self, digest: str) -> ApiKey | None:
+        record = await self._store.keys.by_digest(digest)
+        self._remember(digest, record)
+        return record
 
     def _remember(self, digest: str, record: ApiKey | None) -> None:
         self._cache[digest] = (time.monotonic() + CACHE_SECONDS, record)

@@ -6,7 +6,8 @@ stand-in that answers at once, an httpx ``AsyncClient.post`` costs 1.2 ms of CPU
 2.8 ms at 64 concurrent requests (its connection pool scans every connection per request),
 aiohttp 0.2-0.3 ms (docs/benchmarks.md, "The gateway's own cost"). Transport failures come
 out as three exceptions the failover logic understands; the status and body are the
-caller's to judge.
+caller's to judge. Proxy variables (``HTTP_PROXY`` and the like) are not read: the engines
+sit on the internal network, and aiohttp would look them up in a thread on every request.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ class UpstreamHttp:
         connector = aiohttp.TCPConnector(limit=256, limit_per_host=0, keepalive_timeout=30)
         self._session = aiohttp.ClientSession(
             connector=connector, headers=self._headers, timeout=self._timeout,
-            trust_env=True, auto_decompress=True,
+            trust_env=False, auto_decompress=True,
         )  # fmt: skip
 
     async def aclose(self) -> None:
