@@ -22,7 +22,11 @@ standin: the gateway in front of bench/standin.py, which answers at once, so wha
   - 64 clients, one short text per request, straight to the stand-in and through the
     gateway: p50, p99 and requests/s; added latency = gateway - direct (targets: p50 < 0.5 ms,
     p99 < 2 ms, >= 5000 requests/s);
-  - the ceiling of uvicorn here: a bare ASGI app that answers a fixed body, same load.
+  - the ceilings here, same load: uvicorn with a bare ASGI app that answers a fixed body,
+    and a bare proxy (uvicorn + aiohttp, forwarding each body to the stand-in and its
+    answer back, nothing else): no Python gateway on this machine can go faster;
+  - one client, sequentially, straight and through: the added latency of the hop itself,
+    without the queueing that 64 clients on 2 cores bring.
 
 The load generator (bench/loadgen.py: raw asyncio streams, pre-encoded requests) shares the
 2 cores with what it measures: its own CPU share is reported beside each figure. Prints one
@@ -65,6 +69,35 @@ async def app(scope, receive, send):
                 "headers": [(b"content-type", b"application/json"),
                             (b"content-length", str(len(BODY)).encode())]})
     await send({"type": "http.response.body", "body": BODY})
+"""
+
+# The least a Python gateway does: read the body, POST it to the engine with aiohttp (as
+# embedgate does), pass the answer back. Its rate is the ceiling of any gateway in Python
+# on this machine, whatever it adds on top.
+BARE_PROXY = """
+import os
+import aiohttp
+UPSTREAM = os.environ["BARE_PROXY_UPSTREAM"]
+session = None
+async def app(scope, receive, send):
+    global session
+    if scope["type"] != "http":
+        return
+    if session is None:
+        session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256))
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            break
+    async with session.post(UPSTREAM, data=body,
+                            headers={"content-type": "application/json"}) as response:
+        answer = await response.read()
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(answer)).encode())]})
+    await send({"type": "http.response.body", "body": answer})
 """
 
 
@@ -218,21 +251,27 @@ def engine_round(
 
 
 def standin_round(
-    standin: int, gw: tuple[int, dict[str, str]], bare: int, texts: list[str], seconds: float
-) -> dict[str, Any]:
-    gport, keys = gw
+    standin: int, gw: tuple[int, dict[str, str]], bare: tuple[int, int], texts: list[str],
+    seconds: float,
+) -> dict[str, Any]:  # fmt: skip
+    """Each target at 64 clients, then the stand-in and the gateway at one client (the
+    added latency of the hop itself, without queueing)."""
+    (gport, keys), (uvicorn_port, proxy_port) = gw, bare
     single = bodies(texts, 1)
     out: dict[str, Any] = {}
-    for name, port, key in (
-        ("direct", standin, "x"),
-        ("through", gport, keys["light"]),
-        ("bare_uvicorn", bare, "x"),
+    for name, port, key, clients in (
+        ("direct", standin, "x", 64),
+        ("through", gport, keys["light"], 64),
+        ("bare_uvicorn", uvicorn_port, "x", 64),
+        ("bare_proxy", proxy_port, "x", 64),
+        ("direct_1", standin, "x", 1),
+        ("through_1", gport, keys["light"], 1),
     ):
         requests = post_requests(port, "/v1/embeddings", single, key)
         expect = b"data" if name == "bare_uvicorn" else b'"embedding"'
         with CpuShare() as cpu:
             result = asyncio.run(
-                run_load(port, requests, concurrency=64, seconds=seconds, expect=expect)
+                run_load(port, requests, concurrency=clients, seconds=seconds, expect=expect)
             )
         out[name] = {**summary(result), "loadgen_cpu_share": round(cpu.share, 3)}
     return out
@@ -276,15 +315,20 @@ def engine_report(rounds: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def standin_report(rounds: list[dict[str, Any]]) -> dict[str, Any]:
-    added_p50 = median(rounds, "through", "p50_ms") - median(rounds, "direct", "p50_ms")
-    added_p99 = median(rounds, "through", "p99_ms") - median(rounds, "direct", "p99_ms")
+    def added(clients: str, figure: str) -> float:
+        through = median(rounds, f"through{clients}", figure)
+        return round(through - median(rounds, f"direct{clients}", figure), 2)
+
+    added_p50, added_p99 = added("", "p50_ms"), added("", "p99_ms")
     per_s = median(rounds, "through", "per_s")
     return {
-        "added_ms": {"p50": round(added_p50, 2), "p99": round(added_p99, 2)},
+        "added_ms": {"p50": added_p50, "p99": added_p99},
+        "added_ms_one_client": {"p50": added("_1", "p50_ms"), "p99": added("_1", "p99_ms")},
         "requests_per_s": {
             "through": per_s,
             "direct": median(rounds, "direct", "per_s"),
             "bare_uvicorn": median(rounds, "bare_uvicorn", "per_s"),
+            "bare_proxy": median(rounds, "bare_proxy", "per_s"),
         },
         "met": {
             "added_p50<0.5ms": added_p50 < 0.5,
@@ -309,7 +353,7 @@ def run_engine(args: argparse.Namespace, texts: list[str]) -> dict[str, Any]:
 
 
 def run_standin(args: argparse.Namespace, texts: list[str]) -> dict[str, Any]:
-    sport, bport = free_port(), free_port()
+    sport, bport, pport = free_port(), free_port(), free_port()
     bench = str(Path(__file__).resolve().parent)
     standin_cmd = [
         sys.executable,
@@ -321,29 +365,26 @@ def run_standin(args: argparse.Namespace, texts: list[str]) -> dict[str, Any]:
     ]
     with tempfile.TemporaryDirectory() as scratch:
         (Path(scratch) / "bare_app.py").write_text(BARE_ASGI)
-        bare_cmd = [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "bare_app:app",
-            "--port",
-            str(bport),
-            "--log-level",
-            "warning",
-            "--no-access-log",
-            "--app-dir",
-            scratch,
-        ]
+        (Path(scratch) / "bare_proxy.py").write_text(BARE_PROXY)
+        proxy_env = {"BARE_PROXY_UPSTREAM": f"http://127.0.0.1:{sport}/v1/embeddings"}
         with (
             process(standin_cmd, sport),
-            process(bare_cmd, bport),
+            process(bare_uvicorn("bare_app:app", bport, scratch), bport),
+            process(bare_uvicorn("bare_proxy:app", pport, scratch), pport, proxy_env),
             gateway(sport, "unused", {"light": 1.0}) as gw,
         ):
             rounds = []
             for index in range(args.rounds):
                 log(f"standin round {index + 1}/{args.rounds}")
-                rounds.append(standin_round(sport, gw, bport, texts, args.seconds))
+                rounds.append(standin_round(sport, gw, (bport, pport), texts, args.seconds))
     return standin_report(rounds)
+
+
+def bare_uvicorn(app: str, port: int, app_dir: str) -> list[str]:
+    return [
+        sys.executable, "-m", "uvicorn", app, "--port", str(port), "--log-level", "warning",
+        "--no-access-log", "--app-dir", app_dir,
+    ]  # fmt: skip
 
 
 def main() -> None:

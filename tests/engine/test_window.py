@@ -136,6 +136,34 @@ def test_a_probe_that_fails_ejects_for_twice_as_long() -> None:
     assert e.ejected_until == pytest.approx(clock.now + 2 * COOLDOWN_S)
 
 
+def test_a_quiet_pool_probes_a_url_as_soon_as_its_cooldown_is_over() -> None:
+    """Not only when the others are busier: with little traffic it would never be."""
+    clock = Clock()
+    p = pool(2, clock)
+    bad, good = p.endpoints
+    p.succeeded(bad, 1, 0.010, full=False)
+    p.succeeded(good, 1, 0.001, full=False)  # the faster one, and idle
+    p.failed(bad, at_once=True)
+    assert p.pick() is good
+    clock.now += COOLDOWN_S
+    assert p.pick() is bad
+
+
+def test_requests_in_flight_that_fail_after_the_ejection_do_not_lengthen_it() -> None:
+    """An engine dies with many requests in flight: one outage, one cooldown."""
+    clock = Clock()
+    p = pool(1, clock)
+    (e,) = p.endpoints
+    p.failed(e, at_once=True)  # connection refused
+    for _ in range(10):  # the others, sent before, failing one by one
+        clock.now += 0.01
+        p.failed(e)
+    assert e.ejected_until == pytest.approx(100.0 + COOLDOWN_S)
+    clock.now = e.ejected_until
+    p.failed(e)  # the probe fails: now twice as long
+    assert e.ejected_until == pytest.approx(clock.now + 2 * COOLDOWN_S)
+
+
 def test_with_every_url_ejected_the_one_back_soonest_is_tried_as_a_last_resort() -> None:
     clock = Clock()
     p = pool(2, clock)

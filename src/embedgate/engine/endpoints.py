@@ -97,8 +97,8 @@ class EndpointPool:
         ready = [
             e for e in open_ if e.healthy(now) and (e.failures < EJECT_AFTER or e.requests == 0)
         ]
-        if ready:
-            return min(ready, key=lambda e: (e.load(), e.latency or 0.0))
+        if ready:  # a URL whose cooldown is over first: else a quiet pool never probes it
+            return min(ready, key=lambda e: (e.failures < EJECT_AFTER, e.load(), e.latency or 0.0))
         if any(e.healthy(now) for e in self.endpoints if e.url not in exclude):
             return None  # healthy ones are only full: wait for room
         idle = [e for e in open_ if e.requests == 0]  # every URL ejected: the last resort
@@ -137,8 +137,11 @@ class EndpointPool:
     def failed(self, endpoint: Endpoint, *, at_once: bool = False) -> None:
         endpoint.failures = max(endpoint.failures + 1, EJECT_AFTER if at_once else 0)
         endpoint.errors["failed"] = endpoint.errors.get("failed", 0) + 1
-        if endpoint.failures >= EJECT_AFTER:
-            endpoint.ejected_until = self._clock() + endpoint.cooldown
+        now = self._clock()
+        # Requests sent before an ejection that fail after it are the same outage: they
+        # neither lengthen the cooldown nor double the next; a failed probe does.
+        if endpoint.failures >= EJECT_AFTER and endpoint.healthy(now):
+            endpoint.ejected_until = now + endpoint.cooldown
             endpoint.cooldown = min(MAX_COOLDOWN_S, endpoint.cooldown * 2)
 
     def any_healthy(self) -> bool:
