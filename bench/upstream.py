@@ -341,6 +341,8 @@ def standin_report(rounds: list[dict[str, Any]]) -> dict[str, Any]:
 
 def run_engine(args: argparse.Namespace, texts: list[str]) -> dict[str, Any]:
     engine_env = {**NO_CACHE, "EMBEDGATE_SCHEDULING": "fifo"}
+    if args.engine_batch_tokens:
+        engine_env["EMBEDGATE_MAX_BATCH_TOKENS"] = str(args.engine_batch_tokens)
     with serve("engine", engine_env) as eport:
         ekey = issue_key(eport, "gateway")
         tenants = {"light": 1.0, "flood": 1.0, "hi": 4.0, "lo": 1.0}
@@ -392,6 +394,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--only", choices=["engine", "standin"])
+    parser.add_argument(
+        "--engine-batch-tokens", type=int, default=0,
+        help="the engine's max_batch_tokens (default: its own, 1024 on CPU): a batch, once "
+        "started, is not interrupted, so its duration bounds how soon a light request runs",
+    )  # fmt: skip
     args = parser.parse_args()
     texts = build_corpus(4096, seed=7)
     report: dict[str, Any] = {
@@ -400,6 +407,7 @@ def main() -> None:
     }
     if args.only in (None, "engine"):
         report["engine"] = run_engine(args, texts)
+        report["engine"]["engine_batch_tokens"] = args.engine_batch_tokens or "default"
     if args.only in (None, "standin"):
         report["standin"] = run_standin(args, texts)
     print(json.dumps(report))
