@@ -49,6 +49,17 @@ async def read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
     return status, await reader.readexactly(length)
 
 
+class CpuShare:
+    """This process's CPU time over wall time (1.0 = one core)."""
+
+    def __enter__(self) -> CpuShare:
+        self._cpu, self._wall = time.process_time(), time.monotonic()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.share = (time.process_time() - self._cpu) / (time.monotonic() - self._wall)
+
+
 @dataclass
 class LoadResult:
     window: tuple[float, float]  # monotonic start and end of the measured window

@@ -55,6 +55,7 @@ BENCHES: dict[str, Bench] = {
     "soak": Bench("soak.py", ("--quick",), 1200),
     "hostile": Bench("hostile.py", ("--rounds", "1", "--seconds", "3", "--store-docs", "500"),
                      2400),
+    "upstream": Bench("upstream.py", ("--rounds", "1", "--seconds", "4"), 1800),
 }  # fmt: skip
 
 
@@ -72,7 +73,7 @@ OPS: dict[str, Callable[[Any, Any], bool]] = {
 }  # fmt: skip
 
 TARGETS = [
-    Target("throughput", "served / raw model throughput", "served_over_raw", ">=", 0.9),
+    Target("throughput", "served / raw model throughput", "served_over_raw", ">=", 0.95),
     Target("throughput", "batched / unbatched throughput", "batched_over_unbatched", ">", 1.0),
     Target("throughput", "served errors", "errors", "=", 0),
     Target("auth", "API-key auth, warm, p50 (ms)", "auth_warm_p50_ms", "<", 1.0),
@@ -105,6 +106,20 @@ TARGETS = [
     Target("hostile", "light tenant errors under attack", "light_errors", "=", 0),
     Target("hostile", "light tenant errors alone (else the run is void)", "light_alone_errors",
            "=", 0),
+    Target("upstream", "through a FIFO engine: light p99 under flood / alone",
+           "engine.light_p99_ratio", "<=", 1.5),
+    Target("upstream", "through a FIFO engine: priority 4 / priority 1 texts",
+           "engine.hi_lo_share", ">=", 3.6),
+    Target("upstream", "through a FIFO engine: priority 4 / priority 1 texts (at most)",
+           "engine.hi_lo_share", "<=", 4.4),
+    Target("upstream", "gateway / direct engine throughput", "engine.throughput_ratio",
+           ">=", 0.95),
+    Target("upstream", "added latency against a stand-in, 64 clients, p50 (ms)",
+           "standin.added_ms.p50", "<", 0.5),
+    Target("upstream", "added latency against a stand-in, 64 clients, p99 (ms)",
+           "standin.added_ms.p99", "<", 2.0),
+    Target("upstream", "requests/s through the gateway, stand-in", "standin.requests_per_s.through",
+           ">=", 5000),
 ]  # fmt: skip
 
 

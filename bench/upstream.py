@@ -52,7 +52,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from corpus import build_corpus
-from loadgen import LoadResult, post_requests, run_load
+from loadgen import CpuShare, LoadResult, post_requests, run_load
 from throughput import free_port, issue_key, serve
 
 MODEL = "all-minilm-l6-v2"
@@ -183,17 +183,6 @@ def bodies(texts: Sequence[str], per_request: int) -> list[dict[str, Any]]:
         {"model": MODEL, "input": list(texts[i : i + per_request]), "encoding_format": "base64"}
         for i in range(0, len(texts) - per_request + 1, per_request)
     ]
-
-
-class CpuShare:
-    """This process's CPU time over wall time (1.0 = one core)."""
-
-    def __enter__(self) -> CpuShare:
-        self._cpu, self._wall = time.process_time(), time.monotonic()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.share = (time.process_time() - self._cpu) / (time.monotonic() - self._wall)
 
 
 def summary(result: LoadResult, per_request: int = 1) -> dict[str, Any]:
