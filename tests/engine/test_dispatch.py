@@ -108,6 +108,34 @@ async def test_the_window_bounds_what_the_engine_holds_and_the_queue_stays_here(
     assert engine.peak_in_flight[engine.urls[0]] <= 4
 
 
+async def test_a_token_bound_limits_what_is_in_flight_and_a_long_input_goes_alone() -> None:
+    engine = Engine(per_input=0.002)
+    s = scheduler(engine, window=WindowConfig(64, 64, 64, max_tokens=10))
+    in_flight: list[int] = []  # tokens counted against the URL as each request leaves
+    embed_at = engine.embed_at
+
+    async def watched(url: str, inputs: Sequence[ModelInput]) -> Embedded:
+        in_flight.append(s.pool.endpoints[0].tokens)
+        return await embed_at(url, inputs)
+
+    engine.embed_at = watched  # type: ignore[method-assign]
+    await s.start()
+    try:
+        short = [s.submit([item(i, 4)], tenant=f"t{i % 3}") for i in range(9)]
+        results = await asyncio.gather(*short, s.submit([item(99, 25)], tenant="long"))
+    finally:
+        await s.aclose()
+    assert len(results) == 10
+    tokens = {i: 25 if i == 99 else 4 for i in range(100)}
+    sent = [sum(tokens[i] for i in ids) for _, ids in engine.calls]
+    assert max(sent) == 25  # the long one, alone
+    assert [ids for _, ids in engine.calls if 99 in ids] == [[99]]
+    assert all(total <= 10 for total in sent if total != 25)
+    assert max(in_flight) == 25  # the long one with nothing beside it
+    assert all(tokens <= 10 for tokens in in_flight if tokens != 25)
+    assert s.pool.endpoints[0].tokens == 0
+
+
 async def test_a_light_tenant_goes_ahead_of_a_flood_backlog() -> None:
     engine = Engine(per_input=0.002)
     s = scheduler(engine, window=WindowConfig(4, 4, 4), max_batch_size=4)

@@ -109,6 +109,12 @@ class UpstreamModel(ModelBase):
         "the engine answers as fast as when idle; the rest wait in embedgate's fair queue.",
     )  # fmt: skip
 
+    max_tokens_in_flight: int | None = Field(
+        default=None, ge=1,
+        description="Most tokens in flight per base URL (counted by `tokenizer`, else "
+        "estimated); none by default, where the window in inputs is the only bound.",
+    )  # fmt: skip
+
     @model_validator(mode="before")
     @classmethod
     def _check_fields(cls, data: Any) -> Any:

@@ -124,7 +124,7 @@ class UpstreamScheduler:
     async def _run(self) -> None:
         while True:
             endpoint = self.pool.pick() if self._pending else None
-            batch = self._take(endpoint.room) if endpoint is not None else []
+            batch = self._take(endpoint) if endpoint is not None else []
             if endpoint is None or not batch:
                 await self._wait_for_change(COOLDOWN_S if self._pending else None)
                 continue
@@ -141,9 +141,18 @@ class UpstreamScheduler:
             async with asyncio.timeout(at_most):
                 await self._wakeup.wait()
 
-    def _take(self, room: int) -> list[_Item]:
-        batch = self._pending.take(min(self._max_size, room))
-        self._pending.dispatched(batch, [])
+    def _take(self, endpoint: Endpoint) -> list[_Item]:
+        """The next inputs in line that fit ``endpoint``'s room, in inputs and, where they
+        are bounded, in tokens (a long input goes alone, once nothing else is in flight)."""
+        batch = self._pending.take(min(self._max_size, endpoint.room))
+        budget, rest = endpoint.token_room, []
+        if budget is not None:
+            tokens = itertools.accumulate(item.input.n_tokens for item in batch)
+            fits = sum(1 for total in tokens if total <= budget)
+            fits = max(fits, 1) if endpoint.tokens == 0 else fits
+            batch, rest = batch[:fits], batch[fits:]
+            self._pending.put_back(rest)
+        self._pending.dispatched(batch, rest)
         return batch
 
     def _count(self, endpoint: Endpoint, items: Sequence[_Item] | Sequence[ModelInput]) -> bool:

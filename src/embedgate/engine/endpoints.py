@@ -51,6 +51,7 @@ class WindowConfig:
     maximum: int
     initial: int
     tolerance: float = 1.0
+    max_tokens: int | None = None  # a fixed bound on tokens in flight, beside the window
 
 
 @dataclass(eq=False)
@@ -65,10 +66,19 @@ class Endpoint:
     cooldown: float = COOLDOWN_S
     latency: float | None = None  # EWMA of seconds per request
     errors: dict[str, int] = field(default_factory=dict)
+    max_tokens: int | None = None
 
     @property
     def room(self) -> int:
+        """Inputs it may take now: none once its tokens in flight reach ``max_tokens``."""
+        if self.max_tokens is not None and self.tokens >= self.max_tokens:
+            return 0
         return max(0, self.window.limit - self.in_flight)
+
+    @property
+    def token_room(self) -> int | None:
+        """Tokens it may take now, where they are bounded."""
+        return None if self.max_tokens is None else max(0, self.max_tokens - self.tokens)
 
     def healthy(self, now: float) -> bool:
         return self.ejected_until <= now
@@ -85,7 +95,8 @@ class EndpointPool:
         self._clock = clock
         self.endpoints = [
             Endpoint(url, AimdWindow(config.minimum, config.maximum, initial=config.initial,
-                                     tolerance=config.tolerance, clock=clock))
+                                     tolerance=config.tolerance, clock=clock),
+                     max_tokens=config.max_tokens)
             for url in urls
         ]  # fmt: skip
 

@@ -51,7 +51,8 @@ class UpstreamBackend:
         self.name = name
         self._spec = spec
         initial = min(max(spec.max_batch_size, spec.min_in_flight), spec.max_in_flight)
-        window = WindowConfig(spec.min_in_flight, spec.max_in_flight, initial)
+        window = WindowConfig(spec.min_in_flight, spec.max_in_flight, initial,
+                              max_tokens=spec.max_tokens_in_flight)  # fmt: skip
         self.pool = EndpointPool([url.rstrip("/") for url in spec.base_urls], window)
         self._client: UpstreamHttp | None = None
         self._tokenizer: TokenizerRunner | None = None
