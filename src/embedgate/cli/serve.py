@@ -14,8 +14,9 @@ from typing import Any
 import click
 from pydantic.fields import FieldInfo
 
-from embedgate import allocator
+from embedgate import allocator, datalock
 from embedgate.cli.common import load_settings
+from embedgate.cli.preflight import PreflightError, bind, check_models, server_url
 from embedgate.config.settings import NOT_ON_COMMAND_LINE, Settings
 from embedgate.keyfiles import SecretFileError, ensure_data_dir, load_admin_key, load_server_secret
 
@@ -76,13 +77,24 @@ def serve(**flags: Any) -> None:
         allocator.ensure(settings.allocator)
     except allocator.AllocatorError as exc:
         raise click.ClickException(str(exc)) from exc
+    try:  # after the re-execution: a lock and a socket would not survive it
+        check_models(settings)
+        lock = datalock.acquire(settings.data_dir, server_url(settings))
+        sock = bind(settings)
+    except (PreflightError, datalock.DataDirBusy, OSError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    with lock, sock:
+        _run(settings, sock)
+
+
+def _run(settings: Settings, sock: Any) -> None:
     import uvicorn
 
     from embedgate.api.connections import Gate
     from embedgate.api.slow_clients import GuardedProtocol
     from embedgate.app import create_app
 
-    uvicorn.run(
+    config = uvicorn.Config(
         create_app(settings),
         host=settings.host,
         port=settings.port,
@@ -95,3 +107,7 @@ def serve(**flags: Any) -> None:
         access_log=False,
         server_header=False,
     )
+    server = uvicorn.Server(config)
+    server.run(sockets=[sock])  # the socket bound before the model loaded
+    if not server.started:  # the lifespan failed (model, stores): uvicorn logged why
+        sys.exit(3)

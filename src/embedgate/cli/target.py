@@ -9,14 +9,15 @@ import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from pathlib import Path
 from typing import Any, Protocol, TypeVar
 from urllib.parse import urlencode
 
 import click
 import httpx
 
-from embedgate.cli.common import load_settings
+from embedgate import datalock
+from embedgate.cli.common import load_settings, unreachable
+from embedgate.cli.preflight import server_url
 from embedgate.config.settings import Settings
 from embedgate.docstore.stores import open_store
 from embedgate.errors import EmbedgateError
@@ -115,7 +116,13 @@ class RemoteAdmin:
     async def call(self, operation: str, **args: Any) -> Any:
         method, path, body = _ROUTES[operation](**args)
         response = await self._http.request(method, path, json=body)
-        payload = response.json()
+        try:
+            payload = response.json()
+        except ValueError:
+            raise TargetError(
+                f"{response.url} answered HTTP {response.status_code}, not embedgate's JSON:"
+                " is --server the URL of an embedgate server?"
+            ) from None
         if response.status_code >= 400:
             error = payload.get("error", {})
             raise EmbedgateError(response.status_code, str(error.get("message")),
@@ -153,16 +160,20 @@ _ROUTES: dict[str, Callable[..., tuple[str, str, Any]]] = {
 }  # fmt: skip
 
 
+class TargetError(Exception):
+    """Why the CLI cannot reach its target, in one line with what to do."""
+
+
 @asynccontextmanager
 async def open_target(ctx: click.Context) -> Any:
     options = ctx.obj
     settings = load_settings({"data_dir": options["data_dir"], "config": options["config"]})
     if options["server"]:
-        key = _admin_key(settings.data_dir, settings)
-        headers = {"Authorization": f"Bearer {key}"}
+        headers = {"Authorization": f"Bearer {_admin_key(settings)}"}
         async with httpx.AsyncClient(base_url=options["server"], headers=headers) as client:
             yield RemoteAdmin(client)
         return
+    local_data_check(settings, needs_exclusive=options.get("exclusive", False))
     # Never create the server secret here: keys hashed under a secret the server does not
     # use would never verify. The server creates it on first start.
     control = await ControlPlane.open(settings, create_secret=False, background=False)
@@ -172,10 +183,47 @@ async def open_target(ctx: click.Context) -> Any:
         await control.aclose()
 
 
-def _admin_key(data_dir: Path, settings: Any) -> str:
+def _admin_key(settings: Settings) -> str:
     if settings.admin_key is not None:
         return str(settings.admin_key.get_secret_value())
-    return read_secret_file(settings.admin_key_file or data_dir / "admin.key")
+    try:
+        return read_secret_file(settings.admin_key_file or settings.data_dir / "admin.key")
+    except SecretFileError as exc:
+        raise TargetError(
+            f"{exc}; with --server, set EMBEDGATE_ADMIN_KEY (or EMBEDGATE_ADMIN_KEY_FILE) to the"
+            " server's admin key, or pass --data-dir of the server's data dir (its admin.key)"
+        ) from None
+
+
+def local_data_check(settings: Settings, *, needs_exclusive: bool = False) -> None:
+    """Refuse, in one line and before anything is created, a data dir with no server data."""
+    if settings.database_url is not None:
+        return
+    data_dir = settings.data_dir
+    held = datalock.holder(data_dir)
+    if held is not None and needs_exclusive:
+        raise TargetError(
+            f"`embedgate serve` (pid {held.pid}, {held.url}) is running on {data_dir.resolve()},"
+            f" and this command must not change its files under it: use --server {held.url}"
+            " (with the admin key), or stop the server first"
+        )
+    configured = settings.secret_key is not None or settings.secret_key_file is not None
+    if configured or (data_dir / "secret.key").exists():
+        return
+    running = _server_answering(server_url(settings))
+    where = (f"; a server answers at {running}: pass its data dir with --data-dir, or use"
+             f" --server {running} with EMBEDGATE_ADMIN_KEY") if running else (
+             "; start `embedgate serve` there once, or pass --data-dir DIR of the server's"
+             " data dir (EMBEDGATE_DATA_DIR)")  # fmt: skip
+    raise TargetError(f"no embedgate data dir at {data_dir.resolve()}{where}")
+
+
+def _server_answering(url: str) -> str | None:
+    try:
+        answer = httpx.get(f"{url}/health", timeout=0.5)
+    except httpx.HTTPError:
+        return None
+    return url if answer.status_code in (200, 503) else None
 
 
 def execute(ctx: click.Context, work: Callable[[Admin], Awaitable[T]]) -> T:
@@ -190,9 +238,13 @@ def execute(ctx: click.Context, work: Callable[[Admin], Awaitable[T]]) -> T:
         return asyncio.run(go())
     except EmbedgateError as exc:
         raise click.ClickException(exc.message) from exc
+    except TargetError as exc:
+        raise click.ClickException(str(exc)) from exc
     except SecretFileError as exc:
-        hint = "start `embedgate serve` once, or set EMBEDGATE_SECRET_KEY as the server has it"
+        hint = "set EMBEDGATE_SECRET_KEY as the server has it, or pass the server's --data-dir"
         raise click.ClickException(f"{exc}; {hint}") from exc
+    except httpx.TransportError as exc:
+        raise click.ClickException(unreachable(ctx.obj["server"], exc)) from exc
     except (httpx.HTTPError, OSError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
 
