@@ -68,17 +68,17 @@ def serve(**flags: Any) -> None:
     logging.basicConfig(level=settings.log_level.upper(), format=LOG_FORMAT, stream=sys.stderr)
     os.umask(0o077)  # everything the server writes (database, indexes, keys) is private
     try:  # fail before loading models, with one clear line
+        check_models(settings)
         ensure_data_dir(settings.data_dir)
         load_admin_key(settings)
         load_server_secret(settings)
-    except (SecretFileError, OSError) as exc:
+    except (PreflightError, SecretFileError, OSError) as exc:
         raise click.ClickException(str(exc)) from exc
     try:  # re-executes this process once, before anything large is allocated
         allocator.ensure(settings.allocator)
     except allocator.AllocatorError as exc:
         raise click.ClickException(str(exc)) from exc
     try:  # after the re-execution: a lock and a socket would not survive it
-        check_models(settings)
         lock = datalock.acquire(settings.data_dir, server_url(settings))
         sock = bind(settings)
     except (PreflightError, datalock.DataDirBusy, OSError) as exc:
