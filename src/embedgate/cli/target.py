@@ -215,7 +215,9 @@ def local_data_check(settings: Settings, *, needs_exclusive: bool = False) -> No
              f" --server {running} with EMBEDGATE_ADMIN_KEY") if running else (
              "; start `embedgate serve` there once, or pass --data-dir DIR of the server's"
              " data dir (EMBEDGATE_DATA_DIR)")  # fmt: skip
-    raise TargetError(f"no embedgate data dir at {data_dir.resolve()}{where}")
+    what = (f"{data_dir.resolve()} holds no server secret (secret.key)" if data_dir.is_dir()
+            else f"no embedgate data dir at {data_dir.resolve()}")  # fmt: skip
+    raise TargetError(f"{what}{where}")
 
 
 def _server_answering(url: str) -> str | None:
