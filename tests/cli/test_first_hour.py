@@ -141,11 +141,13 @@ def test_server_mode_asks_for_the_admin_key_and_names_a_url_that_is_down(tmp_pat
     assert "EMBEDGATE_ADMIN_KEY" in line
     assert "SECRET_KEY" not in line
     url = f"http://127.0.0.1:{free_port()}"
-    down = cli("tenants", "list", "--server", url, env={"EMBEDGATE_ADMIN_KEY": ADMIN_KEY})
-    assert one_line(down) == (
-        f"Error: cannot reach the embedgate server at {url} (connection refused or"
-        " unreachable): is it running? Point --server (EMBEDGATE_SERVER) at it"
-    )
+    for command in (["tenants", "list"], ["keys", "list", "acme"], ["usage", "export"],
+                    ["audit", "export"]):  # fmt: skip
+        down = cli(*command, env={"EMBEDGATE_ADMIN_KEY": ADMIN_KEY, "EMBEDGATE_SERVER": url})
+        assert one_line(down) == (
+            f"Error: cannot reach the embedgate server at {url} (connection refused or"
+            " unreachable): is it running? Point --server (EMBEDGATE_SERVER) at it"
+        ), command
 
 
 def test_commands_that_change_a_running_servers_files_are_refused(
