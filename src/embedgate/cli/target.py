@@ -15,13 +15,12 @@ from urllib.parse import urlencode
 import click
 import httpx
 
-from embedgate import datalock
 from embedgate.cli.common import load_settings, unreachable
-from embedgate.cli.preflight import server_url
+from embedgate.cli.reach import TargetError, admin_key, local_data_check
 from embedgate.config.settings import Settings
 from embedgate.docstore.stores import open_store
 from embedgate.errors import EmbedgateError
-from embedgate.keyfiles import SecretFileError, read_secret_file
+from embedgate.keyfiles import SecretFileError
 from embedgate.runtime import ControlPlane
 from embedgate.tenancy.policy import Policy
 from embedgate.tenancy.render import audit_json, key_json, tenant_json
@@ -160,20 +159,16 @@ _ROUTES: dict[str, Callable[..., tuple[str, str, Any]]] = {
 }  # fmt: skip
 
 
-class TargetError(Exception):
-    """Why the CLI cannot reach its target, in one line with what to do."""
-
-
 @asynccontextmanager
 async def open_target(ctx: click.Context) -> Any:
     options = ctx.obj
     settings = load_settings({"data_dir": options["data_dir"], "config": options["config"]})
     if options["server"]:
-        headers = {"Authorization": f"Bearer {_admin_key(settings)}"}
+        headers = {"Authorization": f"Bearer {admin_key(settings)}"}
         async with httpx.AsyncClient(base_url=options["server"], headers=headers) as client:
             yield RemoteAdmin(client)
         return
-    local_data_check(settings, needs_exclusive=options.get("exclusive", False))
+    await local_data_check(settings, needs_exclusive=options.get("exclusive", False))
     # Never create the server secret here: keys hashed under a secret the server does not
     # use would never verify. The server creates it on first start.
     control = await ControlPlane.open(settings, create_secret=False, background=False)
@@ -181,51 +176,6 @@ async def open_target(ctx: click.Context) -> Any:
         yield LocalAdmin(control, settings)
     finally:
         await control.aclose()
-
-
-def _admin_key(settings: Settings) -> str:
-    if settings.admin_key is not None:
-        return str(settings.admin_key.get_secret_value())
-    try:
-        return read_secret_file(settings.admin_key_file or settings.data_dir / "admin.key")
-    except SecretFileError as exc:
-        raise TargetError(
-            f"{exc}; with --server, set EMBEDGATE_ADMIN_KEY (or EMBEDGATE_ADMIN_KEY_FILE) to the"
-            " server's admin key, or pass --data-dir of the server's data dir (its admin.key)"
-        ) from None
-
-
-def local_data_check(settings: Settings, *, needs_exclusive: bool = False) -> None:
-    """Refuse, in one line and before anything is created, a data dir with no server data."""
-    if settings.database_url is not None:
-        return
-    data_dir = settings.data_dir
-    held = datalock.holder(data_dir)
-    if held is not None and needs_exclusive:
-        raise TargetError(
-            f"`embedgate serve` (pid {held.pid}, {held.url}) is running on {data_dir.resolve()},"
-            f" and this command must not change its files under it: use --server {held.url}"
-            " (with the admin key), or stop the server first"
-        )
-    configured = settings.secret_key is not None or settings.secret_key_file is not None
-    if configured or (data_dir / "secret.key").exists():
-        return
-    running = _server_answering(server_url(settings))
-    where = (f"; a server answers at {running}: pass its data dir with --data-dir, or use"
-             f" --server {running} with EMBEDGATE_ADMIN_KEY") if running else (
-             "; start `embedgate serve` there once, or pass --data-dir DIR of the server's"
-             " data dir (EMBEDGATE_DATA_DIR)")  # fmt: skip
-    what = (f"{data_dir.resolve()} holds no server secret (secret.key)" if data_dir.is_dir()
-            else f"no embedgate data dir at {data_dir.resolve()}")  # fmt: skip
-    raise TargetError(f"{what}{where}")
-
-
-def _server_answering(url: str) -> str | None:
-    try:
-        answer = httpx.get(f"{url}/health", timeout=0.5)
-    except httpx.HTTPError:
-        return None
-    return url if answer.status_code in (200, 503) else None
 
 
 def execute(ctx: click.Context, work: Callable[[Admin], Awaitable[T]]) -> T:
