@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import socket
 import sys
 import types
 import typing
@@ -80,14 +82,18 @@ def serve(**flags: Any) -> None:
         raise click.ClickException(str(exc)) from exc
     try:  # after the re-execution: a lock and a socket would not survive it
         lock = datalock.acquire(settings.data_dir, server_url(settings))
-        sock = bind(settings)
-    except (PreflightError, datalock.DataDirBusy, OSError) as exc:
+    except (datalock.DataDirBusy, OSError) as exc:
         raise click.ClickException(str(exc)) from exc
-    with lock, sock:
-        _run(settings, sock)
+    with lock:  # held until the process ends; the kernel drops it on a crash too
+        try:
+            sock = bind(settings)
+        except PreflightError as exc:
+            raise click.ClickException(str(exc)) from exc
+        with sock:
+            _run(settings, sock)
 
 
-def _run(settings: Settings, sock: Any) -> None:
+def _run(settings: Settings, sock: socket.socket) -> None:
     import uvicorn
 
     from embedgate.api.connections import Gate
@@ -108,6 +114,7 @@ def _run(settings: Settings, sock: Any) -> None:
         server_header=False,
     )
     server = uvicorn.Server(config)
-    server.run(sockets=[sock])  # the socket bound before the model loaded
+    with contextlib.suppress(KeyboardInterrupt):  # as uvicorn.run does
+        server.run(sockets=[sock])  # the socket bound before the model loaded
     if not server.started:  # the lifespan failed (model, stores): uvicorn logged why
         sys.exit(3)
