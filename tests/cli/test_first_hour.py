@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 from click.testing import CliRunner
@@ -150,19 +151,28 @@ def test_server_mode_asks_for_the_admin_key_and_names_a_url_that_is_down(tmp_pat
         ), command
 
 
-def test_commands_that_change_a_running_servers_files_are_refused(
-    served: ServerProcess, tmp_path: Path
+def test_local_commands_beside_a_running_server_and_a_wrong_server_url(
+    served: ServerProcess,
 ) -> None:
-    data_dir = served.data_dir
-    cli("tenants", "create", "doomed", "--data-dir", str(data_dir))
-    refused = cli("tenants", "delete", "doomed", "--yes", "--data-dir", str(data_dir))
-    assert one_line(refused) == (
-        f"Error: `embedgate serve` (pid {served.process.pid}, {served.url}) is running on"
-        f" {data_dir.resolve()}, and this command must not change its files under it: use"
-        f" --server {served.url} (with the admin key), or stop the server first"
+    """The lock refuses a second server, not the CLI: a local delete beside the running
+    server is seen by it (its key stops working within the 2 s key cache). And a --server
+    that is wrong is answered with where the server on the data dir really listens."""
+    data_dir = str(served.data_dir)
+    assert cli("tenants", "create", "doomed", "--data-dir", data_dir).exit_code == 0
+    made = cli("keys", "create", "doomed", "--data-dir", data_dir)
+    key = json.loads(made.stdout)["key"]
+    auth = {"Authorization": f"Bearer {key}"}
+    assert httpx.get(f"{served.url}/v1/models", headers=auth).status_code == 200
+    deleted = cli("tenants", "delete", "doomed", "--yes", "--data-dir", data_dir)
+    assert deleted.exit_code == 0, deleted.output
+    time.sleep(2.5)
+    assert httpx.get(f"{served.url}/v1/models", headers=auth).status_code == 401
+    assert httpx.get(f"{served.url}/health").status_code == 200
+
+    wrong = f"http://127.0.0.1:{free_port()}"
+    line = one_line(cli("tenants", "list", "--server", wrong, "--data-dir", data_dir,
+                        env={"EMBEDGATE_ADMIN_KEY": ADMIN_KEY}))  # fmt: skip
+    assert line.startswith(f"Error: cannot reach the embedgate server at {wrong} (")
+    assert line.endswith(
+        f"; the `embedgate serve` on {served.data_dir.resolve()} listens at {served.url}"
     )
-    shown = cli("tenants", "show", "doomed", "--data-dir", str(data_dir))
-    assert shown.exit_code == 0  # nothing was deleted
-    remote = cli("tenants", "delete", "doomed", "--yes", "--server", served.url,
-                 env={"EMBEDGATE_ADMIN_KEY": ADMIN_KEY})  # fmt: skip
-    assert remote.exit_code == 0, remote.output

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import click
 
 from embedgate.backup.service import Backup, UsageScope
-from embedgate.cli.common import exclusive, override, target_flags
+from embedgate.cli.common import override, target_flags
 from embedgate.cli.target import Admin, LocalAdmin, execute
 from embedgate.docstore.stores import open_store
 from embedgate.tenancy.keys import utcnow
@@ -122,7 +122,6 @@ def import_tenant(ctx: click.Context, /, file: Path, replace: bool, plan: str | 
     tenant is refused unless --replace.
     """
     override(ctx, **target)
-    exclusive(ctx)  # on the embedded store a running server holds the tenant's index files
     summary = _run(ctx, lambda backup: backup.restore(file, replace=replace, plan=plan,
                                                       untrusted=untrusted_source))  # fmt: skip
     click.echo(json.dumps(summary, indent=2))

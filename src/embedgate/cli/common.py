@@ -75,11 +75,6 @@ def target_flags_after(command: Callable[..., Any]) -> Any:
     return target_flags_on_command(wrapper)
 
 
-def exclusive(ctx: click.Context) -> None:
-    """This command changes files a running server holds: refuse it while one runs."""
-    ctx.obj = {**ctx.obj, "exclusive": True}
-
-
 def output_option(command: Callable[..., Any]) -> Any:
     return click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path),
                         help="Write to this file instead of standard output.")(command)  # fmt: skip

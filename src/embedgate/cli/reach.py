@@ -1,6 +1,11 @@
 """How an admin command finds its target, and the one line it says when it cannot: the
 admin key for ``--server``; a data dir that holds a server's data (else which server answers,
-and ``--data-dir``); a running server's lock on the files a command would change.
+and ``--data-dir``).
+
+Local commands work beside a running server on the same data dir (SQLite lets them; a
+restore suspends its tenant while it writes, docs/backup.md), so the server's lock on the
+data dir (``embedgate.datalock``) refuses a second server, never these; the CLI reads it to
+say where the server on the data dir listens when ``--server`` points elsewhere.
 """
 
 from __future__ import annotations
@@ -29,19 +34,11 @@ def admin_key(settings: Settings) -> str:
         ) from None
 
 
-async def local_data_check(settings: Settings, *, needs_exclusive: bool = False) -> None:
+async def local_data_check(settings: Settings) -> None:
     """Refuse, in one line and before anything is created, a data dir with no server data."""
     if settings.database_url is not None:
         return
     data_dir = settings.data_dir
-    held = datalock.holder(data_dir)
-    if held is not None and needs_exclusive:
-        url = held.url or "URL"  # an unreadable lock file still means a server holds it
-        raise TargetError(
-            f"`embedgate serve` (pid {held.pid}, {url}) is running on {data_dir.resolve()},"
-            f" and this command must not change its files under it: use --server {url}"
-            " (with the admin key), or stop the server first"
-        )
     configured = settings.secret_key is not None or settings.secret_key_file is not None
     if configured or (data_dir / "secret.key").exists():
         return
@@ -62,3 +59,11 @@ async def _server_answering(url: str) -> str | None:
     except httpx.HTTPError:
         return None
     return url if answer.status_code in (200, 503) else None
+
+
+def elsewhere_hint(settings: Settings, tried: str) -> str:
+    """Where the server that holds the data dir listens, when that is not ``tried``."""
+    held = datalock.holder(settings.data_dir)
+    if held is None or not held.url or held.url.rstrip("/") == tried.rstrip("/"):
+        return ""
+    return f"; the `embedgate serve` on {settings.data_dir.resolve()} listens at {held.url}"

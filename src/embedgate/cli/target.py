@@ -16,7 +16,7 @@ import click
 import httpx
 
 from embedgate.cli.common import load_settings, unreachable
-from embedgate.cli.reach import TargetError, admin_key, local_data_check
+from embedgate.cli.reach import TargetError, admin_key, elsewhere_hint, local_data_check
 from embedgate.config.settings import Settings
 from embedgate.docstore.stores import open_store
 from embedgate.errors import EmbedgateError
@@ -168,7 +168,7 @@ async def open_target(ctx: click.Context) -> Any:
         async with httpx.AsyncClient(base_url=options["server"], headers=headers) as client:
             yield RemoteAdmin(client)
         return
-    await local_data_check(settings, needs_exclusive=options.get("exclusive", False))
+    await local_data_check(settings)
     # Never create the server secret here: keys hashed under a secret the server does not
     # use would never verify. The server creates it on first start.
     control = await ControlPlane.open(settings, create_secret=False, background=False)
@@ -196,7 +196,10 @@ def execute(ctx: click.Context, work: Callable[[Admin], Awaitable[T]]) -> T:
         hint = "set EMBEDGATE_SECRET_KEY as the server has it, or pass the server's --data-dir"
         raise click.ClickException(f"{exc}; {hint}") from exc
     except httpx.TransportError as exc:
-        raise click.ClickException(unreachable(ctx.obj["server"], exc)) from exc
+        server = ctx.obj["server"]
+        settings = load_settings({"data_dir": ctx.obj["data_dir"], "config": ctx.obj["config"]})
+        hint = elsewhere_hint(settings, server)
+        raise click.ClickException(unreachable(server, exc) + hint) from exc
     except (httpx.HTTPError, OSError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
 

@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from embedgate.cli.backup import export_tenant, import_tenant
-from embedgate.cli.common import exclusive, remember, target_flags_after, target_options
+from embedgate.cli.common import remember, target_flags_after, target_options
 from embedgate.cli.target import run
 
 
@@ -84,7 +84,6 @@ def update_tenant(ctx: click.Context, tenant_id: str, name: str | None, plan: st
 @target_flags_after
 def delete_tenant(ctx: click.Context, tenant_id: str) -> None:
     """Delete a tenant with its keys, collections and documents (usage records stay)."""
-    exclusive(ctx)  # on the embedded store: the tenant's files are the server's while it runs
     run(ctx, "delete_tenant", tenant_id=tenant_id)
 
 
