@@ -27,6 +27,7 @@ class ServerProcess:
     process: subprocess.Popen[bytes]
     port: int
     log_path: Path
+    data_dir: Path
     key: str = ""  # a tenant key, once the test has issued one
 
     @property
@@ -69,7 +70,7 @@ def start_server(
             stderr=subprocess.STDOUT,
             preexec_fn=preexec_fn,  # e.g. a lower open-file limit
         )
-    server = ServerProcess(process, port, log_path)
+    server = ServerProcess(process, port, log_path, data_dir)
     try:
         _wait_ready(server, timeout=120)
         yield server

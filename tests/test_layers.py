@@ -16,7 +16,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "embedgate"
 
 # Bottom up; a package may import its own layer's packages only where listed together.
 LAYERS: list[set[str]] = [
-    {"", "errors", "config", "keyfiles", "allocator"},
+    {"", "errors", "config", "keyfiles", "allocator", "datalock"},
     {"observability", "storage", "docstore"},
     {"engine"},
     {"tenancy"},

@@ -195,3 +195,21 @@ async def test_without_proxy_mode_the_proxy_headers_open_nothing(app: AppClient)
         **{"X-Embedgate-Proxy-Secret": "anything", "X-Tenant-ID": "test-tenant"},
     )  # fmt: skip
     assert response.status_code == 401
+
+
+@pytest.mark.parametrize(("method", "path", "body"), V1_ROUTES)
+async def test_a_missing_and_a_wrong_key_say_which_in_the_challenge(
+    app: AppClient, method: str, path: str, body: Any
+) -> None:
+    """Issue 17: the body stays the contract's, byte for byte; RFC 6750's WWW-Authenticate
+    says whether a key was sent at all (never whether it was unknown, revoked or expired)."""
+    missing = await call(app, method, path, body, None)
+    wrong = await call(app, method, path, body, f"Bearer tenant_acme_{random_base62(43)}")
+    for response in (missing, wrong):
+        assert response.status_code == 401
+        assert response.json() == INVALID_KEY_BODY
+    assert missing.headers["www-authenticate"] == 'Bearer realm="embedgate"'
+    assert wrong.headers["www-authenticate"] == (
+        'Bearer realm="embedgate", error="invalid_token", '
+        'error_description="the key sent is not a valid key"'
+    )

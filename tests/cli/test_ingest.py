@@ -79,6 +79,8 @@ def test_ingest_rides_out_a_lost_connection(monkeypatch: pytest.MonkeyPatch, tmp
     sent: list[int] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
+        if request.method == "GET":  # the collection, checked once before the first batch
+            return httpx.Response(200, json={"name": "kb"})
         sent.append(len(json.loads(request.content)["documents"]))
         if len(sent) == 2:
             raise httpx.ConnectError("connection refused", request=request)
@@ -103,15 +105,56 @@ def test_ingest_rides_out_a_lost_connection(monkeypatch: pytest.MonkeyPatch, tmp
 def test_ingest_gives_up_on_an_unreachable_server_with_a_clear_error(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
+    """Mid-ingest, a server that stays away ends it with one line and what was written."""
+    calls: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request.method)
+        if request.method == "GET":
+            return httpx.Response(200, json={"name": "kb"})
+        raise httpx.ConnectError("connection refused", request=request)
+
+    real_client = httpx.Client
+    monkeypatch.setattr(httpx, "Client", lambda **options: real_client(
+        transport=httpx.MockTransport(handler), **options))  # fmt: skip
     monkeypatch.setattr(time, "sleep", lambda seconds: None)
     monkeypatch.setenv("EMBEDGATE_API_KEY", "tenant_t_" + "x" * 32)
     lines = tmp_path / "kb.txt"
     lines.write_text("one line\n")
-    with socket.socket() as sock:  # a port nobody listens on
-        sock.bind(("127.0.0.1", 0))
-        url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    url = "http://127.0.0.1:9"
     result = CliRunner().invoke(cli_ingest.ingest, ["kb", str(lines), "--server", url])
     assert result.exit_code == 1
-    assert "cannot reach the server" in result.output
+    assert f"cannot reach the embedgate server at {url} (connection refused)" in result.output
     assert "0 of 1 documents were written" in result.output
+    assert calls.count("POST") == cli_ingest.RETRIES
     assert "Traceback" not in result.output
+
+
+def closed_port_url() -> str:
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+@pytest.mark.parametrize("create", [[], ["--create"]])
+def test_ingest_with_no_server_there_fails_at_once_in_one_line(
+    tmp_path: Path, create: list[str]
+) -> None:
+    """Issue 17: with --create this was a 76-line httpx.ConnectError traceback; without it,
+    minutes of retries. Now: the first request fails, one line names the URL (a real
+    process, a real closed port)."""
+    lines = tmp_path / "kb.txt"
+    lines.write_text("one line\n")
+    url = closed_port_url()
+    env = {**os.environ, "EMBEDGATE_API_KEY": "tenant_t_" + "x" * 32, "EMBEDGATE_SERVER": url}
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-m", "embedgate", "ingest", "handbook", str(lines), *create],
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 1
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"Error: cannot reach the embedgate server at {url} (")
+    assert "refused" in line
+    assert line.endswith("): is it running? Point --server (EMBEDGATE_SERVER) at it")
+    assert time.monotonic() - started < 20

@@ -14,7 +14,20 @@ from embedgate.errors import EmbedgateError, from_validation_errors
 
 def _respond(request: Request, error: EmbedgateError) -> Response:
     RequestContext.of(request).error_code = error.code  # read by the metrics middleware
+    if error.status == 401 and "www-authenticate" not in {k.lower() for k in error.headers}:
+        error.headers["WWW-Authenticate"] = _challenge(request)
     return error.response()
+
+
+def _challenge(request: Request) -> str:
+    """RFC 6750's challenge: the body stays exactly "Invalid API key" (the contract), the
+    header says whether a key was sent at all. Which of unknown, revoked or expired it is
+    stays unsaid."""
+    sent = "authorization" in request.headers or "cookie" in request.headers
+    if not sent:
+        return 'Bearer realm="embedgate"'
+    return ('Bearer realm="embedgate", error="invalid_token", '
+            'error_description="the key sent is not a valid key"')  # fmt: skip
 
 
 async def _handle_own(request: Request, exc: Exception) -> Response:

@@ -4,6 +4,7 @@ file; the target flags (``--server``, ``--config``, ``--data-dir``); output file
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
@@ -60,6 +61,20 @@ def override(ctx: click.Context, **options: Any) -> None:
     ctx.obj = {**ctx.obj, **{k: v for k, v in options.items() if v is not None}}
 
 
+def target_flags_after(command: Callable[..., Any]) -> Any:
+    """Let a subcommand take ``--server``, ``--config`` and ``--data-dir`` after its name,
+    as well as before it (``embedgate tenants list --data-dir DIR``); below ``pass_context``.
+    """
+
+    @functools.wraps(command)
+    def wrapper(ctx: click.Context, /, *args: Any, server: Any = None, config: Any = None,
+                data_dir: Any = None, **kwargs: Any) -> Any:  # fmt: skip
+        override(ctx, server=server, config=config, data_dir=data_dir)
+        return command(ctx, *args, **kwargs)
+
+    return target_flags_on_command(wrapper)
+
+
 def output_option(command: Callable[..., Any]) -> Any:
     return click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path),
                         help="Write to this file instead of standard output.")(command)  # fmt: skip
@@ -67,3 +82,12 @@ def output_option(command: Callable[..., Any]) -> Any:
 
 def open_output(output: Path | None) -> IO[str]:
     return click.open_file(str(output) if output else "-", "w", encoding="utf-8")
+
+
+def unreachable(url: str, exc: Exception) -> str:
+    """One line for a server that cannot be reached, naming its URL."""
+    reason = str(exc) or type(exc).__name__
+    if reason == "All connection attempts failed":  # httpx's async words for it
+        reason = "connection refused or unreachable"
+    return (f"cannot reach the embedgate server at {url} ({reason}): is it running? Point"
+            " --server (EMBEDGATE_SERVER) at it")  # fmt: skip

@@ -24,6 +24,7 @@ from typing import Any
 import click
 import httpx
 
+from embedgate.cli.common import unreachable
 from embedgate.keyfiles import SecretFileError, read_secret_file
 
 RETRIES = 8
@@ -102,7 +103,7 @@ def post(client: httpx.Client, url: str, body: dict[str, Any]) -> httpx.Response
             response = client.post(url, json=body)
         except httpx.TransportError as exc:
             if attempt == RETRIES - 1:
-                raise IngestError(f"cannot reach the server: {exc}") from None
+                raise IngestError(unreachable(url.split("/v1/", 1)[0], exc)) from None
             time.sleep(min(2**attempt, 30))
             continue
         if response.status_code not in (429, 503):
@@ -110,11 +111,31 @@ def post(client: httpx.Client, url: str, body: dict[str, Any]) -> httpx.Response
         time.sleep(float(response.headers.get("retry-after", "1")))
     if response.is_success:
         return response
+    raise IngestError(f"HTTP {response.status_code}: {_message(response)}")
+
+
+def _message(response: httpx.Response) -> str:
     try:
-        message = response.json()["error"]["message"]
+        return str(response.json()["error"]["message"])
     except (ValueError, KeyError, TypeError):
-        message = response.text[:200]
-    raise IngestError(f"HTTP {response.status_code}: {message}")
+        return response.text[:200]
+
+
+def open_collection(client: httpx.Client, server: str, collection: str, create: bool,
+                    settings: dict[str, Any]) -> None:  # fmt: skip
+    """Check the collection once, before reading the file: a server that is not there, a
+    wrong key or a missing collection end the ingest at once, in one line."""
+    base = f"{server.rstrip('/')}/v1/collections"
+    try:
+        found = client.get(f"{base}/{collection}")
+    except httpx.TransportError as exc:
+        raise IngestError(unreachable(server, exc)) from None
+    if found.status_code == 404 and create:
+        post(client, base, {"name": collection, **settings})
+    elif found.status_code == 404:
+        raise IngestError(f"HTTP 404: {_message(found)}; add --create to create it")
+    elif not found.is_success and found.status_code not in (429, 503):  # those: posts retry
+        raise IngestError(f"HTTP {found.status_code}: {_message(found)}")
 
 
 def tenant_key(key_file: Path | None) -> str:
@@ -153,8 +174,8 @@ def ingest(
     headers = {"Authorization": f"Bearer {tenant_key(key_file)}"}
     base = server.rstrip("/") + "/v1/collections"
     with httpx.Client(headers=headers, timeout=300) as client:
-        if create and client.get(f"{base}/{collection}").status_code == 404:
-            post(client, base, {"name": collection, "model": model, "dimensions": dimensions})
+        open_collection(client, server, collection, create,
+                        {"model": model, "dimensions": dimensions})  # fmt: skip
         total = count_documents(file, fmt)
         written = tokens = 0
         docs = read_documents(file, fmt, id_prefix or file.name)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import socket
 import sys
 import types
 import typing
@@ -14,8 +16,9 @@ from typing import Any
 import click
 from pydantic.fields import FieldInfo
 
-from embedgate import allocator
+from embedgate import allocator, datalock
 from embedgate.cli.common import load_settings
+from embedgate.cli.preflight import PreflightError, bind, check_models, server_url
 from embedgate.config.settings import NOT_ON_COMMAND_LINE, Settings
 from embedgate.keyfiles import SecretFileError, ensure_data_dir, load_admin_key, load_server_secret
 
@@ -67,22 +70,37 @@ def serve(**flags: Any) -> None:
     logging.basicConfig(level=settings.log_level.upper(), format=LOG_FORMAT, stream=sys.stderr)
     os.umask(0o077)  # everything the server writes (database, indexes, keys) is private
     try:  # fail before loading models, with one clear line
+        check_models(settings)
         ensure_data_dir(settings.data_dir)
         load_admin_key(settings)
         load_server_secret(settings)
-    except (SecretFileError, OSError) as exc:
+    except (PreflightError, SecretFileError, OSError) as exc:
         raise click.ClickException(str(exc)) from exc
     try:  # re-executes this process once, before anything large is allocated
         allocator.ensure(settings.allocator)
     except allocator.AllocatorError as exc:
         raise click.ClickException(str(exc)) from exc
+    try:  # after the re-execution: a lock and a socket would not survive it
+        lock = datalock.acquire(settings.data_dir, server_url(settings))
+    except (datalock.DataDirBusy, OSError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    with lock:  # held until the process ends; the kernel drops it on a crash too
+        try:
+            sock = bind(settings)
+        except PreflightError as exc:
+            raise click.ClickException(str(exc)) from exc
+        with sock:
+            _run(settings, sock)
+
+
+def _run(settings: Settings, sock: socket.socket) -> None:
     import uvicorn
 
     from embedgate.api.connections import Gate
     from embedgate.api.slow_clients import GuardedProtocol
     from embedgate.app import create_app
 
-    uvicorn.run(
+    config = uvicorn.Config(
         create_app(settings),
         host=settings.host,
         port=settings.port,
@@ -95,3 +113,8 @@ def serve(**flags: Any) -> None:
         access_log=False,
         server_header=False,
     )
+    server = uvicorn.Server(config)
+    with contextlib.suppress(KeyboardInterrupt):  # as uvicorn.run does
+        server.run(sockets=[sock])  # the socket bound before the model loaded
+    if not server.started:  # the lifespan failed (model, stores): uvicorn logged why
+        sys.exit(3)

@@ -9,18 +9,18 @@ import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from pathlib import Path
 from typing import Any, Protocol, TypeVar
 from urllib.parse import urlencode
 
 import click
 import httpx
 
-from embedgate.cli.common import load_settings
+from embedgate.cli.common import load_settings, unreachable
+from embedgate.cli.reach import TargetError, admin_key, elsewhere_hint, local_data_check
 from embedgate.config.settings import Settings
 from embedgate.docstore.stores import open_store
 from embedgate.errors import EmbedgateError
-from embedgate.keyfiles import SecretFileError, read_secret_file
+from embedgate.keyfiles import SecretFileError
 from embedgate.runtime import ControlPlane
 from embedgate.tenancy.policy import Policy
 from embedgate.tenancy.render import audit_json, key_json, tenant_json
@@ -115,7 +115,13 @@ class RemoteAdmin:
     async def call(self, operation: str, **args: Any) -> Any:
         method, path, body = _ROUTES[operation](**args)
         response = await self._http.request(method, path, json=body)
-        payload = response.json()
+        try:
+            payload = response.json()
+        except ValueError:
+            raise TargetError(
+                f"{response.url} answered HTTP {response.status_code}, not embedgate's JSON:"
+                " is --server the URL of an embedgate server?"
+            ) from None
         if response.status_code >= 400:
             error = payload.get("error", {})
             raise EmbedgateError(response.status_code, str(error.get("message")),
@@ -158,11 +164,11 @@ async def open_target(ctx: click.Context) -> Any:
     options = ctx.obj
     settings = load_settings({"data_dir": options["data_dir"], "config": options["config"]})
     if options["server"]:
-        key = _admin_key(settings.data_dir, settings)
-        headers = {"Authorization": f"Bearer {key}"}
+        headers = {"Authorization": f"Bearer {admin_key(settings)}"}
         async with httpx.AsyncClient(base_url=options["server"], headers=headers) as client:
             yield RemoteAdmin(client)
         return
+    await local_data_check(settings)
     # Never create the server secret here: keys hashed under a secret the server does not
     # use would never verify. The server creates it on first start.
     control = await ControlPlane.open(settings, create_secret=False, background=False)
@@ -170,12 +176,6 @@ async def open_target(ctx: click.Context) -> Any:
         yield LocalAdmin(control, settings)
     finally:
         await control.aclose()
-
-
-def _admin_key(data_dir: Path, settings: Any) -> str:
-    if settings.admin_key is not None:
-        return str(settings.admin_key.get_secret_value())
-    return read_secret_file(settings.admin_key_file or data_dir / "admin.key")
 
 
 def execute(ctx: click.Context, work: Callable[[Admin], Awaitable[T]]) -> T:
@@ -190,9 +190,16 @@ def execute(ctx: click.Context, work: Callable[[Admin], Awaitable[T]]) -> T:
         return asyncio.run(go())
     except EmbedgateError as exc:
         raise click.ClickException(exc.message) from exc
+    except TargetError as exc:
+        raise click.ClickException(str(exc)) from exc
     except SecretFileError as exc:
-        hint = "start `embedgate serve` once, or set EMBEDGATE_SECRET_KEY as the server has it"
+        hint = "set EMBEDGATE_SECRET_KEY as the server has it, or pass the server's --data-dir"
         raise click.ClickException(f"{exc}; {hint}") from exc
+    except httpx.TransportError as exc:
+        server = ctx.obj["server"]
+        settings = load_settings({"data_dir": ctx.obj["data_dir"], "config": ctx.obj["config"]})
+        hint = elsewhere_hint(settings, server)
+        raise click.ClickException(unreachable(server, exc) + hint) from exc
     except (httpx.HTTPError, OSError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
 

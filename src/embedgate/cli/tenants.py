@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from embedgate.cli.backup import export_tenant, import_tenant
-from embedgate.cli.common import remember, target_options
+from embedgate.cli.common import remember, target_flags_after, target_options
 from embedgate.cli.target import run
 
 
@@ -37,22 +37,28 @@ def _policy(value: str | None) -> dict[str, Any] | None:
 @click.option("--plan")
 @click.option("--policy", help="Policy overrides as JSON, e.g. '{\"rpm\": 600}'.")
 @click.pass_context
+@target_flags_after
 def create_tenant(ctx: click.Context, tenant_id: str, name: str | None, plan: str | None,
                   policy: str | None) -> None:  # fmt: skip
+    """Create tenant TENANT_ID (lowercase letters, digits, dashes) on a plan."""
     run(ctx, "create_tenant", tenant_id=tenant_id, name=name, plan=plan,
         policy=_policy(policy) or {})  # fmt: skip
 
 
 @tenants.command("list")
 @click.pass_context
+@target_flags_after
 def list_tenants(ctx: click.Context) -> None:
+    """List every tenant with its plan, status and effective policy."""
     run(ctx, "list_tenants")
 
 
 @tenants.command("show")
 @click.argument("tenant_id")
 @click.pass_context
+@target_flags_after
 def show_tenant(ctx: click.Context, tenant_id: str) -> None:
+    """Show one tenant with its effective policy."""
     run(ctx, "show_tenant", tenant_id=tenant_id)
 
 
@@ -63,8 +69,10 @@ def show_tenant(ctx: click.Context, tenant_id: str) -> None:
 @click.option("--status", type=click.Choice(["active", "suspended"]))
 @click.option("--policy", help="Replacement policy overrides as JSON.")
 @click.pass_context
+@target_flags_after
 def update_tenant(ctx: click.Context, tenant_id: str, name: str | None, plan: str | None,
                   status: str | None, policy: str | None) -> None:  # fmt: skip
+    """Change a tenant's name, plan, status or policy overrides."""
     run(ctx, "update_tenant", tenant_id=tenant_id, name=name, plan=plan, status=status,
         policy=_policy(policy))  # fmt: skip
 
@@ -73,7 +81,9 @@ def update_tenant(ctx: click.Context, tenant_id: str, name: str | None, plan: st
 @click.argument("tenant_id")
 @click.confirmation_option(prompt="Delete this tenant and everything it owns?")
 @click.pass_context
+@target_flags_after
 def delete_tenant(ctx: click.Context, tenant_id: str) -> None:
+    """Delete a tenant with its keys, collections and documents (usage records stay)."""
     run(ctx, "delete_tenant", tenant_id=tenant_id)
 
 

@@ -239,7 +239,7 @@ class Settings(BaseSettings):
         default=20,
         ge=0,
         description="Tenants with their own label on per-tenant metrics; the rest are "
-        "counted as `other`.",
+        "counted as `_other`.",
     )
     auth_failures_per_minute: int = Field(
         default=10,

@@ -106,7 +106,7 @@ export function keysSection(tenant, onChanged) {
     h("h3", { class: "section-title" }, "API keys"),
     form, status, reveal,
     h("div", { class: "table-wrap" },
-      h("table", { class: "table" },
+      h("table", { class: "table keys-table" },
         h("thead", {}, h("tr", {}, ["Key", "Scopes", "Created", "Last used", ""].map((t) =>
           h("th", { scope: "col" }, t)))),
         rows)));

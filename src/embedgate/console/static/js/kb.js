@@ -6,9 +6,10 @@ import { batches, fromFile, fromLines, shortEntries, SHORT, unique } from "./ent
 import { button, card, notice, progress, spinner } from "./ui.js";
 
 const BATCH = 64;
+const DEFAULT_COLLECTION = "knowledge-base";
 const RETRIES = 8;
 
-export function knowledgeBase({ state, onIndexed }) {
+export function knowledgeBase({ state, onIndexed, ensureCollection }) {
   const input = h("textarea", {
     id: "kb-input",
     rows: 12,
@@ -35,6 +36,8 @@ export function knowledgeBase({ state, onIndexed }) {
     "aria-live": "polite" }, h("div", { class: "progress-line" }, spinner(), progressText), bar);
   const status = notice();
   status.setAttribute("data-testid", "kb-status");
+  // Said inline, not on hover: a first-time tenant has no collection, and indexing makes one.
+  const firstRun = h("p", { class: "hint first-run", "data-testid": "kb-first-run", hidden: true });
 
   const allDocs = () => unique([...fromLines(input.value), ...fileDocs]);
 
@@ -50,7 +53,10 @@ export function knowledgeBase({ state, onIndexed }) {
         h("span", { class: "short-list" }, short.slice(0, 8).map((text) => h("q", {}, text))),
         short.length > 8 ? ` and ${short.length - 8} more` : "");
     }
-    submit.disabled = !docs.length || !state.collection;
+    submit.disabled = !docs.length;
+    firstRun.hidden = Boolean(state.collection);
+    replace(firstRun, "No collection yet: ", h("strong", {}, "Index entries"),
+      ` creates “${DEFAULT_COLLECTION}” first.`);
   }
 
   function setFile(name, docs) {
@@ -102,7 +108,6 @@ export function knowledgeBase({ state, onIndexed }) {
   }
 
   async function index() {
-    const collection = state.collection;
     const docs = allDocs();
     const counts = { created: 0, updated: 0, unchanged: 0 };
     let tokens = 0;
@@ -112,7 +117,9 @@ export function knowledgeBase({ state, onIndexed }) {
     progressBox.classList.remove("done");
     bar.set(0, docs.length);
     submit.disabled = true;
+    let collection = state.collection;
     try {
+      collection ??= await ensureCollection(DEFAULT_COLLECTION);
       for (const batch of batches(docs, BATCH)) {
         progressText.textContent = `Indexing ${fmtNumber(done)} of ${fmtNumber(docs.length)} entries…`;
         const out = await upsert(collection, batch);
@@ -144,6 +151,7 @@ export function knowledgeBase({ state, onIndexed }) {
     warning,
     progressBox,
     status,
+    firstRun,
     h("div", { class: "form-actions" },
       h("span", { class: "hint" }, h("kbd", {}, "Ctrl"), "+", h("kbd", {}, "Enter"), " to index"),
       submit),
@@ -166,7 +174,6 @@ export function knowledgeBase({ state, onIndexed }) {
       if (collection?.name !== current) status.clear(); // a reload keeps the last result
       current = collection?.name;
       update();
-      submit.title = collection ? "" : "Create a collection first";
     },
   };
 }

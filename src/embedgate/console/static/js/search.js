@@ -6,6 +6,10 @@ import { fmtNumber, h, replace, s, uid } from "./dom.js";
 import { busy, button, card, emptyState, field, notice, spinner } from "./ui.js";
 
 const DIMS_SHOWN = 50;
+// The default bar per model, from where its right answers score (cosine): all-MiniLM-L6-v2
+// scored right answers 0.34-0.84 and wrong ones 0.00-0.36 on a small handbook (docs/console.md).
+const THRESHOLDS = { "all-minilm-l6-v2": 0.3 };
+const THRESHOLD = 0.4;
 const MODES = [
   ["vector", "Vector (meaning)"],
   ["keyword", "Keyword (BM25)"],
@@ -19,8 +23,10 @@ export function searchPanel({ state, onSearched }) {
     "data-testid": "top-k" });
   const mode = h("select", { "data-testid": "search-mode" },
     MODES.map(([value, label]) => h("option", { value }, label)));
-  const threshold = h("input", { type: "number", min: 0, max: 1, step: 0.05, value: "0.4",
+  const threshold = h("input", { type: "number", min: 0, max: 1, step: 0.05, value: String(THRESHOLD),
     inputmode: "decimal", "data-testid": "threshold" });
+  const thresholdNote = h("p", { class: "hint threshold-note", "data-testid": "threshold-note" });
+  let thresholdTouched = false;
   const submit = button("Search", { type: "submit", class: "btn primary", "data-testid": "search-submit" });
   const summary = h("p", { class: "results-summary", "aria-live": "polite" });
   const results = h("ol", { class: "results", "aria-label": "Search results" });
@@ -32,7 +38,7 @@ export function searchPanel({ state, onSearched }) {
 
   function thresholdValue() {
     const value = Number.parseFloat(threshold.value);
-    return Number.isFinite(value) ? value : 0.4;
+    return Number.isFinite(value) ? value : THRESHOLD;
   }
 
   function paint() {
@@ -154,12 +160,23 @@ export function searchPanel({ state, onSearched }) {
         h("span", { class: "swatch above" }), "at or above",
         h("span", { class: "swatch below" }), "below"),
     ),
+    thresholdNote,
   );
   form.addEventListener("submit", (event) => {
     event.preventDefault();
     run();
   });
-  threshold.addEventListener("input", paint);
+  threshold.addEventListener("input", () => {
+    thresholdTouched = true;
+    paint();
+  });
+
+  function defaultThreshold(collection) {
+    const model = collection?.model;
+    const value = THRESHOLDS[model] ?? THRESHOLD;
+    if (!thresholdTouched) threshold.value = String(value);
+    thresholdNote.textContent = `Green: score at or above the threshold. In vector mode the score is the cosine similarity, whose scale depends on the model${model ? `: the default ${value} suits ${model}` : ""}.`;
+  }
 
   const el = card({
     title: "Search",
@@ -172,6 +189,7 @@ export function searchPanel({ state, onSearched }) {
     el,
     setCollection(collection) {
       submit.disabled = !collection;
+      defaultThreshold(collection);
       if (last && last.collection !== collection?.name) {
         last = null;
         summary.textContent = "";

@@ -14,7 +14,7 @@ export function render(root, { session, onLogout }) {
   const state = { collection: null, collections: [], models: [] };
   const limits = planCard();
   const picker = collectionPicker(state, (collection) => select(collection));
-  const kb = knowledgeBase({ state, onIndexed: () => refresh() });
+  const kb = knowledgeBase({ state, onIndexed: () => refresh(), ensureCollection: (name) => picker.create(name) });
   const search = searchPanel({ state, onSearched: () => limits.refresh() });
 
   function select(collection) {
@@ -124,7 +124,16 @@ function collectionPicker(state, onSelect) {
     form,
     status,
   );
-  return { el, reload };
+  /** The first index of a tenant with no collection: make one, with the default model. */
+  async function create(name) {
+    const created = await post("/v1/collections", { name });
+    toast(`Collection ${created.name} created.`, "success");
+    setFormOpen(false);
+    await reload(created.name);
+    return state.collection;
+  }
+
+  return { el, reload, create };
 }
 
 const LIMITS = [
