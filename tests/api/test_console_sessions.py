@@ -115,6 +115,30 @@ async def test_a_session_is_limited_and_metered_as_its_key(app_factory: Any) -> 
     assert usage["tokens"] > 0
 
 
+async def test_opening_the_console_makes_no_usage_record_but_counts_against_limits(
+    app_factory: Any,
+) -> None:
+    """The console drawing its pages (GET /v1/me, /v1/collections, /v1/models) is not the
+    tenant's usage; what it does through the console (an embedding, a search) is."""
+    app = await app_factory(warmup=False, plans={"default": {"rpm": 100}})
+    async with browser(app) as client:
+        session = await login(client, app.key)
+        for path in ("/v1/me", "/v1/collections", "/v1/models"):
+            page = await client.get(path)
+            assert page.status_code == 200, page.text
+            assert page.headers["x-ratelimit-limit-requests"] == "100"
+        remaining = int(page.headers["x-ratelimit-remaining-requests"])
+        assert remaining <= 100 - 3  # each counted against the rate limit
+        usage = (await client.get("/v1/me")).json()["usage"]
+        assert usage["requests"] == 0
+        csrf = {"X-CSRF-Token": session["csrf_token"]}
+        assert (await client.post("/v1/embeddings", json={"input": "hi"}, headers=csrf)).is_success
+        assert (await client.get("/v1/me")).json()["usage"]["requests"] == 1
+    # The same reads with the key itself are API calls, metered as always.
+    await app.http.get("/v1/collections")
+    assert (await app.http.get("/v1/me")).json()["usage"]["requests"] == 2  # (and /v1/me next)
+
+
 async def test_the_admin_key_opens_the_admin_view_only(app: AppClient) -> None:
     async with browser(app) as client:
         session = await login(client, ADMIN_KEY)

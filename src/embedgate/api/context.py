@@ -46,6 +46,7 @@ class RequestContext:
     rate_headers: dict[str, str] | None = None  # else the tenant's current state is sent
     usage: Metered = Metered()
     error_code: str | None = None  # of the error answered, for metrics and the audit
+    console: bool = False  # the caller is a console session (its page reads go unmetered)
 
     @classmethod
     def of(cls, request: HTTPConnection) -> RequestContext:

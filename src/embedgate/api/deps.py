@@ -107,6 +107,7 @@ async def authenticate(request: Request) -> Caller:
             caller = await auth.from_proxy(proxy_secret, tenant_id, client_ip(request))
         elif (session := session_token(request)) is not None:
             csrf = request.headers.get(CSRF_HEADER)
+            context.console = True
             caller = await runtime.sessions.caller(
                 session, request.method, csrf, client_ip(request)
             )

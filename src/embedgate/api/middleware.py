@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from embedgate.api.context import Metered, RequestContext
+from embedgate.api.context import RequestContext
 from embedgate.errors import EmbedgateError
 from embedgate.observability.metrics import Metrics
 from embedgate.storage.faults import client_error, reason
@@ -77,7 +77,7 @@ class ObservabilityMiddleware:
         if caller is not None:
             self.metrics.record_tenant(caller.tenant.id, status, elapsed, context.usage.tokens,
                                        code)  # fmt: skip
-            _meter(scope, caller, route, status, elapsed, context.usage, code)
+            _meter(scope, caller, route, status, elapsed, context, code)
         access_log.info(
             "%s %s %d %.1fms %s tenant=%s key=%s", scope["method"], route, status,
             elapsed * 1000, context.request_id, context.tenant_id, context.key_prefix,
@@ -115,20 +115,23 @@ async def _rate_headers(
 
 def _meter(
     scope: Scope, caller: Caller, route: str, status: int, elapsed: float,
-    usage: Metered, code: str | None,
+    context: RequestContext, code: str | None,
 ) -> None:  # fmt: skip
-    """One usage record per tenant request (never its content), and denials to the audit."""
+    """One usage record per tenant request (never its content), and denials to the audit.
+    A console session's GET requests are the console drawing its pages (the tenant's own
+    keys, collections, usage): they count against its limits, but make no usage record."""
     runtime = getattr(scope["app"].state, "runtime", None)
     if runtime is None:
         return
-    ok = status < 400
-    runtime.control.usage.record(UsageRecord(
-        tenant_id=caller.tenant.id, key_id=caller.key.id, model=usage.model,
-        route=route, inputs=usage.inputs if ok else 0,
-        tokens=usage.tokens if ok else 0, dimensions=usage.dimensions,
-        status=status, latency_ms=round(elapsed * 1000, 3), at=datetime.now(UTC),
-        tenant_uid=caller.tenant.uid,
-    ))  # fmt: skip
+    ok, usage = status < 400, context.usage
+    if not (context.console and scope["method"] == "GET"):
+        runtime.control.usage.record(UsageRecord(
+            tenant_id=caller.tenant.id, key_id=caller.key.id, model=usage.model,
+            route=route, inputs=usage.inputs if ok else 0,
+            tokens=usage.tokens if ok else 0, dimensions=usage.dimensions,
+            status=status, latency_ms=round(elapsed * 1000, 3), at=datetime.now(UTC),
+            tenant_uid=caller.tenant.uid,
+        ))  # fmt: skip
     if status in (403, 429) and code:
         client = scope.get("client")
         runtime.denials.note(
