@@ -11,7 +11,8 @@ engine: a capacity-limited engine, played by a second `embedgate serve` of this 
   `hi` (priority 4) and `lo` (priority 1).
   - light alone: one client, one short text per request, sequentially: p50, p99;
   - light under flood: the same, while `flood` runs 32 clients of 8 texts per request;
-    the figure is light p99 under flood / alone (target <= 1.5);
+    the figure is light p99 under flood / alone (target <= 1.5); and for comparison the
+    same flood and light client straight at the engine (what a passthrough would give);
   - shares: `hi` and `lo`, 16 clients each of 4 texts per request, both saturating: texts
     served per tenant; the figure is hi/lo (target 4 within 10%);
   - throughput: 32 clients of 8 texts per request, straight to the engine and through
@@ -140,15 +141,17 @@ def wait_listening(port: int, proc: subprocess.Popen[bytes], log_path: Path) -> 
 
 @contextlib.contextmanager
 def gateway(
-    engine_port: int, engine_key: str, tenants: dict[str, float]
+    engine_port: int, engine_key: str, tenants: dict[str, float], **window: int
 ) -> Iterator[tuple[int, dict[str, str]]]:
-    """An `embedgate serve` forwarding its one model to ``engine_port``; tenant keys."""
+    """An `embedgate serve` forwarding its one model to ``engine_port``; tenant keys.
+    ``window``: `min_in_flight` / `max_in_flight` of the model, where not the defaults."""
     model = {
         "backend": "openai",
         "base_urls": [f"http://127.0.0.1:{engine_port}/v1"],
         "dimensions": DIMENSIONS,
         "api_key_env": "BENCH_ENGINE_KEY",
         "max_retries": 0,
+        **window,
     }
     env = {
         **NO_CACHE,
@@ -218,6 +221,17 @@ def engine_round(
         )
         out["light_under_flood"] = summary(under)
         out["flood"] = summary(heavy, 8)
+        # The same flood straight at the engine, as a passthrough gateway would let it: the
+        # light request waits behind all of it in the engine's FIFO queue.
+        light_direct = post_requests(eport, "/v1/embeddings", single, ekey)
+        flood_direct = post_requests(eport, "/v1/embeddings", eights, ekey)
+        under_direct, _ = asyncio.run(
+            together(
+                run_load(eport, light_direct, concurrency=1, seconds=seconds, warmup=3.0),
+                run_load(eport, flood_direct, concurrency=32, seconds=seconds, warmup=3.0),
+            )
+        )
+        out["light_under_flood_direct"] = summary(under_direct)
         hi = post_requests(gport, "/v1/embeddings", fours, keys["hi"])
         lo = post_requests(gport, "/v1/embeddings", fours, keys["lo"])
         r_hi, r_lo = asyncio.run(
@@ -286,6 +300,9 @@ def engine_report(rounds: list[dict[str, Any]]) -> dict[str, Any]:
         "light_p99_ms": {
             "alone": median(rounds, "light_alone", "p99_ms"),
             "under_flood": median(rounds, "light_under_flood", "p99_ms"),
+            "under_flood_straight_at_the_engine": median(
+                rounds, "light_under_flood_direct", "p99_ms"
+            ),
         },
         "hi_lo_share": round(statistics.median(shares), 2),
         "throughput_ratio": round(statistics.median(through), 3),
@@ -335,7 +352,8 @@ def run_engine(args: argparse.Namespace, texts: list[str]) -> dict[str, Any]:
     with serve("engine", engine_env) as eport:
         ekey = issue_key(eport, "gateway")
         tenants = {"light": 1.0, "flood": 1.0, "hi": 4.0, "lo": 1.0}
-        with gateway(eport, ekey, tenants) as gw:
+        window = {"min_in_flight": args.min_in_flight} if args.min_in_flight else {}
+        with gateway(eport, ekey, tenants, **window) as gw:
             rounds = []
             for index in range(args.rounds):
                 log(f"engine round {index + 1}/{args.rounds}")
@@ -388,6 +406,10 @@ def main() -> None:
         help="the engine's max_batch_tokens (default: its own, 1024 on CPU): a batch, once "
         "started, is not interrupted, so its duration bounds how soon a light request runs",
     )  # fmt: skip
+    parser.add_argument(
+        "--min-in-flight", type=int, default=0,
+        help="the gateway model's min_in_flight (default: its own, 16)",
+    )  # fmt: skip
     args = parser.parse_args()
     texts = build_corpus(4096, seed=7)
     report: dict[str, Any] = {
@@ -397,6 +419,7 @@ def main() -> None:
     if args.only in (None, "engine"):
         report["engine"] = run_engine(args, texts)
         report["engine"]["engine_batch_tokens"] = args.engine_batch_tokens or "default"
+        report["engine"]["min_in_flight"] = args.min_in_flight or "default"
     if args.only in (None, "standin"):
         report["standin"] = run_standin(args, texts)
     print(json.dumps(report))
