@@ -38,6 +38,10 @@ class ServedModel:
         return self.backend.info
 
     @property
+    def task(self) -> str:
+        return self.spec.task
+
+    @property
     def dimensions(self) -> int:
         # local: read from the model; openai: the entry's `dimensions` (UpstreamBackend.info)
         return self.info.dimensions

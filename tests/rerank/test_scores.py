@@ -1,0 +1,85 @@
+"""Scores through the server equal hand-written references: the Qwen3-Reranker model card's
+recipe on transformers, and sentence-transformers' own ``CrossEncoder.predict``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from sentence_transformers import CrossEncoder
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+QUERY = "What is the capital of France?"
+DOCUMENTS = [
+    "Paris is the capital and most populous city of France.",
+    "The cat sat quietly on the warm windowsill.",
+    "Water boils at 100 degrees Celsius at sea level.",
+    "北京是中国的首都。",
+    "Interest rates were raised by a quarter of a percentage point.",
+]
+DEFAULT_TASK = "Given a web search query, retrieve relevant passages that answer the query"
+
+
+def qwen3_reference(path: Path, query: str, docs: list[str], task: str) -> list[float]:
+    """Qwen3-Reranker's model card, written out: one pair at a time."""
+    tokenizer = AutoTokenizer.from_pretrained(str(path), padding_side="left")
+    model = AutoModelForCausalLM.from_pretrained(str(path)).eval()
+    prefix = ("<|im_start|>system\nJudge whether the Document meets the requirements based on "
+              "the Query and the Instruct provided. Note that the answer can only be \"yes\" or "
+              "\"no\".<|im_end|>\n<|im_start|>user\n")  # fmt: skip
+    suffix = "<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
+    prefix_ids = tokenizer.encode(prefix, add_special_tokens=False)
+    suffix_ids = tokenizer.encode(suffix, add_special_tokens=False)
+    yes, no = tokenizer.convert_tokens_to_ids("yes"), tokenizer.convert_tokens_to_ids("no")
+    scores = []
+    for doc in docs:
+        pair = f"<Instruct>: {task}\n<Query>: {query}\n<Document>: {doc}"
+        ids = prefix_ids + tokenizer(pair)["input_ids"] + suffix_ids
+        with torch.no_grad():
+            logits = model(torch.tensor([ids])).logits[0, -1]
+        two = torch.stack([logits[no], logits[yes]])
+        scores.append(float(torch.softmax(two, dim=0)[1]))
+    return scores
+
+
+def by_index(body: dict[str, Any]) -> list[float]:
+    return [r["relevance_score"] for r in sorted(body["results"], key=lambda r: r["index"])]
+
+
+@pytest.mark.anyio
+async def test_qwen3_scores_match_the_model_card_recipe(
+    rerank_app: Any, tiny_reranker_dir: Path
+) -> None:
+    app = await rerank_app()
+    response = await app.http.post(
+        "/v1/rerank", json={"model": "qwen3-rerank", "query": QUERY, "documents": DOCUMENTS}
+    )
+    assert response.status_code == 200, response.text
+    expected = qwen3_reference(tiny_reranker_dir, QUERY, DOCUMENTS, DEFAULT_TASK)
+    assert by_index(response.json()) == pytest.approx(expected, abs=1e-5)
+    assert max(expected) - min(expected) > 1e-3  # the scores tell documents apart
+
+    task = "Find the passage about geography"
+    custom = await app.http.post("/v1/rerank", json={
+        "model": "qwen3-rerank", "query": QUERY, "documents": DOCUMENTS, "instruction": task,
+    })  # fmt: skip
+    expected = qwen3_reference(tiny_reranker_dir, QUERY, DOCUMENTS, task)
+    assert by_index(custom.json()) == pytest.approx(expected, abs=1e-5)
+
+
+@pytest.mark.anyio
+async def test_cross_encoder_scores_match_predict(
+    rerank_app: Any, tiny_cross_encoder_dir: Path
+) -> None:
+    app = await rerank_app()
+    response = await app.http.post(
+        "/v1/rerank", json={"model": "cross-alias", "query": QUERY, "documents": DOCUMENTS}
+    )
+    assert response.status_code == 200, response.text
+    reference = CrossEncoder(str(tiny_cross_encoder_dir), device="cpu")
+    expected = [float(s) for s in reference.predict([(QUERY, doc) for doc in DOCUMENTS])]
+    assert response.json()["model"] == "cross"
+    assert by_index(response.json()) == pytest.approx(expected, abs=1e-5)
+    assert max(expected) - min(expected) > 1e-3
