@@ -3,6 +3,7 @@ recipe on transformers, and sentence-transformers' own ``CrossEncoder.predict``.
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -83,3 +84,38 @@ async def test_cross_encoder_scores_match_predict(
     assert response.json()["model"] == "cross"
     assert by_index(response.json()) == pytest.approx(expected, abs=1e-5)
     assert max(expected) - min(expected) > 1e-3
+
+
+@pytest.mark.anyio
+async def test_cross_encoder_token_types_follow_the_pair_not_sep_ids(
+    rerank_app: Any, tiny_cross_encoder_dir: Path
+) -> None:
+    """A query that spells [SEP] still has one segment: the token types come from the
+    encoding (as predict's do), not from where a [SEP] id appears."""
+    app = await rerank_app()
+    query = "capital [SEP] of France"
+    response = await app.http.post(
+        "/v1/rerank", json={"model": "cross", "query": query, "documents": DOCUMENTS}
+    )
+    reference = CrossEncoder(str(tiny_cross_encoder_dir), device="cpu")
+    expected = [float(s) for s in reference.predict([(query, doc) for doc in DOCUMENTS])]
+    assert by_index(response.json()) == pytest.approx(expected, abs=1e-5)
+
+
+@pytest.mark.anyio
+async def test_concurrent_requests_share_batches_and_keep_their_scores(rerank_app: Any) -> None:
+    """Requests batched together by the scheduler (padding, the express lane) score each
+    pair as when it runs alone."""
+    app = await rerank_app()
+
+    async def one(model: str, docs: list[str]) -> list[float]:
+        body = {"model": model, "query": QUERY, "documents": docs}
+        response = await app.http.post("/v1/rerank", json=body)
+        assert response.status_code == 200, response.text
+        return by_index(response.json())
+
+    for model in ("qwen3-rerank", "cross"):
+        alone = [(await one(model, [doc]))[0] for doc in DOCUMENTS]
+        together = await asyncio.gather(*(one(model, DOCUMENTS[i:]) for i in range(4)))
+        for start, scores in enumerate(together):
+            assert scores == pytest.approx(alone[start:], abs=1e-5)
