@@ -191,3 +191,20 @@ async def test_usage_is_metered_under_the_rerank_route(rerank_app: Any) -> None:
     assert rows[0] == ("/v1/rerank", "qwen3-rerank", len(DOCUMENTS),
                        body["usage"]["total_tokens"], 200)  # fmt: skip
     assert rows[1][:3] == ("/v2/rerank", "cross", len(DOCUMENTS))
+
+
+async def test_a_collection_needs_an_embedding_model(rerank_app: Any) -> None:
+    app = await rerank_app()
+    response = await app.http.post("/v1/collections", json={"name": "kb", "model": "cross"})
+    assert_error(response, 400, "wrong_model_task", "model")
+    assert (await app.http.post("/v1/collections", json={"name": "kb"})).status_code == 201
+
+
+async def test_large_bodies_and_the_character_cap(rerank_app: Any) -> None:
+    app = await rerank_app(max_request_chars=100_000)
+    docs = [f"{i} {DOCUMENTS[i % len(DOCUMENTS)]} " * 8 for i in range(200)]  # over 64 KiB
+    response = await rerank(app, model="cross", documents=docs, top_n=3)
+    assert response.status_code == 200, response.text  # parsed on the parse pool
+    assert len(response.json()["results"]) == 3
+    over = await rerank(app, model="cross", documents=[{"text": "x" * 60_000}] * 2)
+    assert "100000" in assert_error(over, 400, "input_too_large", "documents")

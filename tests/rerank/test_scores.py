@@ -23,8 +23,11 @@ DOCUMENTS = [
 DEFAULT_TASK = "Given a web search query, retrieve relevant passages that answer the query"
 
 
-def qwen3_reference(path: Path, query: str, docs: list[str], task: str) -> list[float]:
-    """Qwen3-Reranker's model card, written out: one pair at a time."""
+def qwen3_reference(
+    path: Path, query: str, docs: list[str], task: str, max_length: int | None = None
+) -> list[float]:
+    """Qwen3-Reranker's model card, written out: one pair at a time (its truncation with
+    ``max_length``)."""
     tokenizer = AutoTokenizer.from_pretrained(str(path), padding_side="left")
     model = AutoModelForCausalLM.from_pretrained(str(path)).eval()
     prefix = ("<|im_start|>system\nJudge whether the Document meets the requirements based on "
@@ -37,7 +40,9 @@ def qwen3_reference(path: Path, query: str, docs: list[str], task: str) -> list[
     scores = []
     for doc in docs:
         pair = f"<Instruct>: {task}\n<Query>: {query}\n<Document>: {doc}"
-        ids = prefix_ids + tokenizer(pair)["input_ids"] + suffix_ids
+        room = None if max_length is None else max_length - len(prefix_ids) - len(suffix_ids)
+        encoded = tokenizer(pair, truncation=room is not None, max_length=room)["input_ids"]
+        ids = prefix_ids + encoded + suffix_ids
         with torch.no_grad():
             logits = model(torch.tensor([ids])).logits[0, -1]
         two = torch.stack([logits[no], logits[yes]])
@@ -119,3 +124,27 @@ async def test_concurrent_requests_share_batches_and_keep_their_scores(rerank_ap
         together = await asyncio.gather(*(one(model, DOCUMENTS[i:]) for i in range(4)))
         for start, scores in enumerate(together):
             assert scores == pytest.approx(alone[start:], abs=1e-5)
+
+
+LONG = "The quick brown fox jumps over the lazy dog. " * 120
+
+
+@pytest.mark.anyio
+async def test_truncation_follows_each_models_own_rule(
+    rerank_app: Any, tiny_reranker_dir: Path, tiny_cross_encoder_dir: Path
+) -> None:
+    """With truncate_inputs on, a too-long pair is cut as the references cut it: Qwen3 the
+    pair text to max_length - prefix - suffix; a CrossEncoder longest_first."""
+    app = await rerank_app(truncate_inputs=True)
+    docs = [LONG, DOCUMENTS[0]]
+    body = {"model": "qwen3-rerank", "query": QUERY, "documents": docs}
+    qwen3 = await app.http.post("/v1/rerank", json=body)
+    assert qwen3.status_code == 200, qwen3.text
+    expected = qwen3_reference(tiny_reranker_dir, QUERY, docs, DEFAULT_TASK, max_length=512)
+    assert by_index(qwen3.json()) == pytest.approx(expected, abs=1e-5)
+
+    cross = await app.http.post("/v1/rerank", json={**body, "model": "cross"})
+    reference = CrossEncoder(str(tiny_cross_encoder_dir), device="cpu")
+    assert reference.max_seq_length == 512
+    expected = [float(s) for s in reference.predict([(QUERY, doc) for doc in docs])]
+    assert by_index(cross.json()) == pytest.approx(expected, abs=1e-5)

@@ -16,11 +16,13 @@ from pydantic import ValidationError
 from embedgate.api.admission import EmbeddingsRoute
 from embedgate.api.context import RequestContext
 from embedgate.api.deps import EmbeddingsCallerDep, RerankDep
+from embedgate.api.embeddings import INLINE_BYTES
 from embedgate.api.input_caps import CODE
 from embedgate.api.schemas.rerank import RerankRequest, RerankResponse
 from embedgate.errors import from_validation_errors, invalid_json, invalid_request
 from embedgate.rerank.service import RerankJob, RerankResult
 from embedgate.runtime import Runtime
+from embedgate.tenancy.auth import Caller
 
 router = APIRouter(tags=["rerank"], route_class=EmbeddingsRoute)
 PATHS = ("/v1/rerank", "/rerank", "/v2/rerank")
@@ -30,6 +32,16 @@ REQUEST_SCHEMA = {
         "content": {"application/json": {"schema": RerankRequest.model_json_schema()}},
     }
 }
+
+
+async def parse_request(request: Request, caller: Caller) -> RerankRequest:
+    """As /v1/embeddings: a large body is parsed on the parse pool, in its tenant's turn."""
+    body = await request.body()
+    runtime: Runtime = request.app.state.runtime
+    cap = runtime.settings.max_request_chars
+    if len(body) <= INLINE_BYTES:
+        return parse_body(body, cap)
+    return await runtime.parsing.run(caller.tenant.uid, lambda: parse_body(body, cap))
 
 
 def parse_body(body: bytes, max_chars: int) -> RerankRequest:
@@ -72,8 +84,7 @@ def render(result: RerankResult, body: RerankRequest, request_id: str) -> bytes:
 async def create_rerank(
     request: Request, service: RerankDep, caller: EmbeddingsCallerDep
 ) -> Response:
-    runtime: Runtime = request.app.state.runtime
-    body = parse_body(await request.body(), runtime.settings.max_request_chars)
+    body = await parse_request(request, caller)
     job = RerankJob(model=body.model, query=body.query, documents=body.documents,
                     top_n=body.top_n, instruction=body.instruction)  # fmt: skip
     context = RequestContext.of(request)

@@ -22,6 +22,7 @@ import numpy as np
 import numpy.typing as npt
 from tokenizers import Tokenizer
 
+from embedgate.config.models import QWEN3_DEFAULT_INSTRUCTION
 from embedgate.engine.backends.base import ModelInput
 
 QWEN3_RERANK_PREFIX = (
@@ -38,15 +39,15 @@ class Qwen3Prompt:
     def __init__(self, tokenizer: Any) -> None:
         self.prefix = list(tokenizer.encode(QWEN3_RERANK_PREFIX, add_special_tokens=False))
         self.suffix = list(tokenizer.encode(QWEN3_RERANK_SUFFIX, add_special_tokens=False))
-        self.yes = int(tokenizer.convert_tokens_to_ids("yes"))
-        self.no = int(tokenizer.convert_tokens_to_ids("no"))
-        unknown = tokenizer.unk_token_id
-        if unknown is not None and unknown in (self.yes, self.no):
+        yes, no = tokenizer.convert_tokens_to_ids("yes"), tokenizer.convert_tokens_to_ids("no")
+        if None in (yes, no) or tokenizer.unk_token_id in (yes, no):
             raise ValueError("a Qwen3 reranker's tokenizer needs `yes` and `no` tokens")
+        self.yes, self.no = int(yes), int(no)
 
     @staticmethod
     def pair(instruction: str | None, query: str, doc: str) -> str:
-        return QWEN3_RERANK_PAIR.format(instruction=instruction, query=query, doc=doc)
+        task = QWEN3_DEFAULT_INSTRUCTION if instruction is None else instruction
+        return QWEN3_RERANK_PAIR.format(instruction=task, query=query, doc=doc)
 
     def room(self, max_tokens: int) -> int:
         """How long the pair part may be, for the whole sequence to fit ``max_tokens``."""
