@@ -208,3 +208,24 @@ async def test_large_bodies_and_the_character_cap(rerank_app: Any) -> None:
     assert len(response.json()["results"]) == 3
     over = await rerank(app, model="cross", documents=[{"text": "x" * 60_000}] * 2)
     assert "100000" in assert_error(over, 400, "input_too_large", "documents")
+
+
+async def test_pairs_count_against_the_token_quota(rerank_app: Any) -> None:
+    """A rerank request costs its pairs' tokens: the same quota as embeddings spends."""
+    app = await rerank_app()
+    cost = (await rerank(app, model="cross")).json()["usage"]["total_tokens"]
+    limited = await tenant_client(app, "quota", {"monthly_token_quota": 2 * cost + cost // 2})
+    async with limited:
+        payload = {"model": "cross", "query": QUERY, "documents": DOCUMENTS}
+        for _ in range(2):
+            assert (await limited.post("/v1/rerank", json=payload)).status_code == 200
+        refused = await limited.post("/v1/rerank", json=payload)  # half a request is left
+        assert_error(refused, 429, "insufficient_quota", None)
+        me = (await limited.get("/v1/me")).json()
+        assert me["usage"]["tokens"] == 2 * cost
+
+
+async def test_documents_never_exceed_what_the_queue_holds(rerank_app: Any) -> None:
+    app = await rerank_app(max_queue_inputs=3, max_inputs_per_request=3)
+    assert "at most 3" in assert_error(await rerank(app), 400, "invalid_value", "documents")
+    assert (await rerank(app, documents=DOCUMENTS[:3])).status_code == 200

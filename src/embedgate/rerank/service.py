@@ -129,8 +129,9 @@ class RerankService:
         return instruction
 
     def _check_count(self, count: int, policy: Policy) -> int:
-        limit, whose = tighter(self._settings.max_rerank_documents, "this server",
-                               policy.max_documents_per_rerank)  # fmt: skip
+        # More than the model's queue holds could never be queued: 400 now, not 503s forever.
+        server = min(self._settings.max_rerank_documents, self._settings.max_queue_inputs)
+        limit, whose = tighter(server, "this server", policy.max_documents_per_rerank)
         if count > limit:
             raise invalid_request(
                 f"Too many documents: {count}. {whose.capitalize()} allows at most {limit} "

@@ -30,7 +30,7 @@ class RerankRequest(BaseModel):
     query: StrictStr = Field(min_length=1, description="What the documents are ranked for.")
     documents: list[str] = Field(
         description="Strings, or objects with `text`; at least one.",
-        json_schema_extra={"items": {"anyOf": [
+        json_schema_extra={"type": "array", "items": {"anyOf": [
             {"type": "string", "minLength": 1},
             {"type": "object", "properties": {"text": {"type": "string", "minLength": 1}},
              "required": ["text"]},
