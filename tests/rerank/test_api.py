@@ -229,3 +229,24 @@ async def test_documents_never_exceed_what_the_queue_holds(rerank_app: Any) -> N
     app = await rerank_app(max_queue_inputs=3, max_inputs_per_request=3)
     assert "at most 3" in assert_error(await rerank(app), 400, "invalid_value", "documents")
     assert (await rerank(app, documents=DOCUMENTS[:3])).status_code == 200
+
+
+async def test_instructions_setting_of_rerank_models(
+    rerank_app: Any, tiny_reranker_dir: Any, tiny_cross_encoder_dir: Any
+) -> None:
+    """`instructions: false` turns a Qwen3 reranker's off; a CrossEncoder never takes one
+    (it has nowhere to put it), whatever the entry says."""
+    models = {
+        "all-minilm-l6-v2": {"backend": "local", "path": "bundled:all-minilm-l6-v2"},
+        "qwen3-rerank": {"backend": "local", "path": str(tiny_reranker_dir), "task": "rerank",
+                         "instructions": False},
+        "cross": {"backend": "local", "path": str(tiny_cross_encoder_dir), "task": "rerank",
+                  "instructions": True},
+    }  # fmt: skip
+    app = await rerank_app(models=models)
+    for model in ("qwen3-rerank", "cross"):
+        response = await rerank(app, model=model, instruction="Find recipes")
+        assert_error(response, 400, "instruction_not_supported", "instruction")
+    listed = {m["id"]: m["instructions"] for m in (await app.http.get("/v1/models")).json()["data"]}
+    assert listed == {"all-minilm-l6-v2": False, "qwen3-rerank": False, "cross": False}
+    assert (await rerank(app)).status_code == 200  # the default instruction still applies
