@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from tests.conftest import ADMIN_KEY, INVALID_KEY_BODY, AppClient
+from tests.rerank.conftest import rerank_models
 
 pytestmark = pytest.mark.anyio
 
@@ -250,3 +251,21 @@ async def test_instructions_setting_of_rerank_models(
     listed = {m["id"]: m["instructions"] for m in (await app.http.get("/v1/models")).json()["data"]}
     assert listed == {"all-minilm-l6-v2": False, "qwen3-rerank": False, "cross": False}
     assert (await rerank(app)).status_code == 200  # the default instruction still applies
+
+
+async def test_a_reserved_rerank_model_is_invisible_to_others(
+    rerank_app: Any, tiny_reranker_dir: Any, tiny_cross_encoder_dir: Any
+) -> None:
+    models = rerank_models(tiny_reranker_dir, tiny_cross_encoder_dir)
+    models["qwen3-rerank"]["tenants"] = ["test-tenant"]
+    app = await rerank_app(models=models)
+    assert (await rerank(app)).status_code == 200  # its own tenant
+    other = await tenant_client(app, "other", {})
+    async with other:
+        payload = {"model": "qwen3-rerank", "query": QUERY, "documents": DOCUMENTS}
+        hidden = await other.post("/v1/rerank", json=payload)
+        assert_error(hidden, 404, "model_not_found", "model")
+        unnamed = await other.post("/v1/rerank", json={"query": QUERY, "documents": DOCUMENTS})
+        assert unnamed.json()["model"] == "cross"  # the first rerank model it can see
+        listed = [m["id"] for m in (await other.get("/v1/models")).json()["data"]]
+        assert "qwen3-rerank" not in listed
