@@ -37,16 +37,18 @@ def assert_error(response: httpx.Response, status: int, code: str, param: str | 
     return str(error["message"])
 
 
-async def tenant_client(app: AppClient, tenant: str, policy: dict[str, Any]) -> httpx.AsyncClient:
-    """A client carrying the key of a new tenant with this policy."""
+async def tenant_client(
+    app: AppClient, tenant: str, policy: dict[str, Any], **key: Any
+) -> httpx.AsyncClient:
+    """A client carrying a key (``key``: its fields) of a new tenant with this policy."""
     created = await app.http.post(
         "/admin/tenants", json={"id": tenant, "policy": policy}, headers=ADMIN
     )
     assert created.status_code in (200, 201), created.text
-    key = await app.http.post(f"/admin/tenants/{tenant}/keys", json={}, headers=ADMIN)
+    issued = await app.http.post(f"/admin/tenants/{tenant}/keys", json=key, headers=ADMIN)
     return httpx.AsyncClient(
-        transport=app.http._transport, base_url="http://embedgate.test",
-        headers={"Authorization": f"Bearer {key.json()['key']}"},
+        transport=httpx.ASGITransport(app=app.app), base_url="http://embedgate.test",
+        headers={"Authorization": f"Bearer {issued.json()['key']}"},
     )  # fmt: skip
 
 
@@ -269,3 +271,12 @@ async def test_a_reserved_rerank_model_is_invisible_to_others(
         assert unnamed.json()["model"] == "cross"  # the first rerank model it can see
         listed = [m["id"] for m in (await other.get("/v1/models")).json()["data"]]
         assert "qwen3-rerank" not in listed
+
+
+async def test_the_embeddings_scope_is_needed(rerank_app: Any) -> None:
+    app = await rerank_app()
+    reader = await tenant_client(app, "reader", {}, scopes=["search:read"])
+    async with reader:
+        payload = {"model": "cross", "query": QUERY, "documents": DOCUMENTS}
+        assert_error(await reader.post("/v1/rerank", json=payload), 403, "permission_denied",
+                     None)  # fmt: skip
