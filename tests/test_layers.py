@@ -22,6 +22,7 @@ LAYERS: list[set[str]] = [
     {"tenancy"},
     {"limits"},
     {"embeddings"},
+    {"rerank"},
     {"search"},
     {"backup"},
     {"runtime"},

@@ -8,7 +8,17 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from embedgate import __version__
-from embedgate.api import admin, collections, console, console_pages, embeddings, me, models, system
+from embedgate.api import (
+    admin,
+    collections,
+    console,
+    console_pages,
+    embeddings,
+    me,
+    models,
+    rerank,
+    system,
+)
 from embedgate.api.error_handlers import install_error_handlers
 from embedgate.api.middleware import BodyLimitMiddleware, ObservabilityMiddleware
 from embedgate.config.settings import Settings
@@ -44,6 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(system.router)
     app.include_router(embeddings.router)
     app.include_router(models.router)
+    app.include_router(rerank.router)
     app.include_router(me.router)
     app.include_router(collections.router)
     app.include_router(admin.router)

@@ -18,6 +18,7 @@ from embedgate.keyfiles import ensure_data_dir, load_admin_key, load_server_secr
 from embedgate.limits.admission import Limits
 from embedgate.limits.memory import Limiter, MemoryLimiter
 from embedgate.observability.metrics import Metrics
+from embedgate.rerank.service import RerankService
 from embedgate.search.service import SearchService
 from embedgate.storage.base import StateStore
 from embedgate.storage.sql import SqlStateStore
@@ -108,6 +109,7 @@ class Runtime:
     admin_key: str
     sessions: ConsoleSessions
     background: asyncio.Task[None]
+    rerank: RerankService
     started: float = field(default_factory=time.monotonic)
     # Parsing of large /v1/embeddings bodies, off the event loop and fair between tenants.
     parsing: WorkPool = field(default_factory=lambda: WorkPool(PARSE_THREADS, "parse"))
@@ -149,6 +151,7 @@ class Runtime:
         return cls(
             settings, metrics, registry, embeddings, control, limits, cache,
             DenialAudit(control.audit), search, stores, admin_key, sessions, background,
+            RerankService(registry, settings, metrics, limits),
         )  # fmt: skip
 
     async def aclose(self) -> None:

@@ -81,5 +81,5 @@ class RequestContext:
         if headers:
             self.rate_headers = headers
 
-    def meter(self, model: str, inputs: int, tokens: int, dimensions: int) -> None:
+    def meter(self, model: str, inputs: int, tokens: int, dimensions: int | None) -> None:
         self.usage = Metered(model, inputs, tokens, dimensions)

@@ -17,6 +17,7 @@ from embedgate.api.context import RequestContext
 from embedgate.embeddings.service import EmbeddingService
 from embedgate.engine.registry import ModelRegistry
 from embedgate.limits.admission import Admission, Limits
+from embedgate.rerank.service import RerankService
 from embedgate.runtime import Runtime
 from embedgate.tenancy.auth import Caller, CallerDenied, invalid_api_key
 from embedgate.tenancy.keys import Scope
@@ -35,12 +36,17 @@ async def get_embeddings(request: Request) -> EmbeddingService:
     return (await get_runtime(request)).embeddings  # one dependency level on the hot path
 
 
+async def get_rerank(request: Request) -> RerankService:
+    return (await get_runtime(request)).rerank
+
+
 async def get_registry(request: Request) -> ModelRegistry:
     return (await get_runtime(request)).registry
 
 
 EmbeddingsDep = Annotated[EmbeddingService, Depends(get_embeddings)]
 RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
+RerankDep = Annotated[RerankService, Depends(get_rerank)]
 
 
 async def get_context(request: Request) -> RequestContext:

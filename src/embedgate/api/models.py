@@ -21,6 +21,7 @@ def describe(model: ServedModel) -> ModelObject:
         max_tokens=model.max_tokens,
         aliases=list(model.spec.aliases),
         instructions=model.supports_instructions,
+        task=model.task,
     )
 
 

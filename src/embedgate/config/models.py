@@ -24,10 +24,16 @@ class ModelBase(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    family: Literal["auto", "generic", "qwen3"] = Field(
+    task: Literal["embed", "rerank"] = Field(
+        default="embed",
+        description="`embed`: served by /v1/embeddings; `rerank`: by /v1/rerank (docs/rerank.md).",
+    )
+    family: Literal["auto", "generic", "qwen3", "cross-encoder"] = Field(
         default="auto",
         description="`qwen3` applies Qwen3-Embedding rules (query instruction, last-token "
-        "pooling, left padding); `auto` detects Qwen3 from the model config.",
+        "pooling, left padding), or for `task: rerank` Qwen3-Reranker's (yes/no prompt); "
+        "`cross-encoder` (rerank only): a sentence-transformers CrossEncoder; `auto` "
+        "detects Qwen3 from the model config, else `generic` (embed) or `cross-encoder`.",
     )
     min_dimensions: int = Field(default=32, description="Smallest `dimensions` a client may ask.")
     max_tokens: int | None = Field(
@@ -48,6 +54,16 @@ class ModelBase(BaseModel):
         description="Reserve this model for these tenant ids: no other tenant can list or "
         "call it (dedicated capacity). Default: every tenant whose plan allows it.",
     )
+
+    @model_validator(mode="after")
+    def _check_task(self) -> ModelBase:
+        if self.task == "embed" and self.family == "cross-encoder":
+            raise ValueError("family `cross-encoder` is for `task: rerank` models")
+        if self.task == "rerank" and self.family == "generic":
+            raise ValueError("a rerank model's family is `qwen3`, `cross-encoder` or `auto`")
+        if self.task == "rerank" and self.query_template is not None:
+            raise ValueError("`query_template` applies to embedding models only")
+        return self
 
 
 class LocalModel(ModelBase):
@@ -122,6 +138,11 @@ class UpstreamModel(ModelBase):
             return data
         if not data.get("base_urls"):
             raise ValueError("an openai upstream model needs `base_urls`")
+        if data.get("task") == "rerank":
+            raise ValueError(
+                "rerank through an upstream engine is not supported yet; "
+                "serve the rerank model with `backend: local`"
+            )
         if data.get("dimensions") is None:
             raise ValueError("an openai upstream model needs `dimensions`")
         return _without_other_backends_fields(cls, data)

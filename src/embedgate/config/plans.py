@@ -31,6 +31,7 @@ class Policy(BaseModel):
     blocked_terms: list[str] | None = None
     max_inputs_per_request: int | None = Field(default=None, ge=1)
     max_tokens_per_input: int | None = Field(default=None, ge=1)
+    max_documents_per_rerank: int | None = Field(default=None, ge=1)
     rpm: int | None = Field(default=None, ge=0)
     tpm: int | None = Field(default=None, ge=0)
     key_rpm: int | None = Field(default=None, ge=0)  # each of the tenant's keys, on its own

@@ -77,6 +77,9 @@ class Settings(BaseSettings):
     max_inputs_per_request: int = Field(
         default=2048, ge=1, le=2048, description="Most inputs in one embeddings request."
     )
+    max_rerank_documents: int = Field(
+        default=1000, ge=1, le=10000, description="Most documents in one rerank request."
+    )
     max_request_bytes: int = Field(
         default=64 * 1024 * 1024,
         ge=1024,
@@ -276,6 +279,10 @@ class Settings(BaseSettings):
             raise ValueError(f"model names or aliases used twice: {', '.join(duplicates)}")
         if self.default_model not in names:
             raise ValueError(f"default_model {self.default_model!r} is not in `models`")
+        default = next(spec for model, spec in self.models.items()
+                       if self.default_model in (model, *spec.aliases))  # fmt: skip
+        if default.task != "embed":
+            raise ValueError(f"default_model {self.default_model!r} is a rerank model")
         try:
             self.proxy_networks()
         except ValueError as exc:

@@ -75,6 +75,9 @@ class EmbeddingService:
         was read (api/admission.py)."""
         policy = caller.policy
         model = self._registry.resolve_for(caller.tenant.id, job.model)
+        if model.task != "embed":
+            raise invalid_request(f"The model `{model.name}` is a rerank model; use /v1/rerank "
+                                  "with it.", "model", code="wrong_model_task")  # fmt: skip
         self._check_dimensions(job.dimensions, model)
         enforce_request(
             policy, model=model.name, dimensions=job.dimensions or model.dimensions,

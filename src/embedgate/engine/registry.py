@@ -38,6 +38,10 @@ class ServedModel:
         return self.backend.info
 
     @property
+    def task(self) -> str:
+        return self.spec.task
+
+    @property
     def dimensions(self) -> int:
         # local: read from the model; openai: the entry's `dimensions` (UpstreamBackend.info)
         return self.info.dimensions
@@ -48,6 +52,8 @@ class ServedModel:
 
     @property
     def supports_instructions(self) -> bool:
+        if self.task == "rerank":  # only Qwen3-Reranker's prompt has a place for one
+            return self.info.family == "qwen3" and self.spec.instructions is not False
         if self.spec.instructions is not None:
             return self.spec.instructions
         return self.info.family == "qwen3" or self.spec.query_template is not None

@@ -111,6 +111,10 @@ class SearchService:
         store = await self._stores.get()
         check_name(name)
         served = self._registry.resolve_for(caller.tenant.id, model)
+        if served.task != "embed":  # a collection's vectors come from an embedding model
+            raise invalid_request(f"The model `{served.name}` is a rerank model; a collection "
+                                  "needs an embedding model.", "model",
+                                  code="wrong_model_task")  # fmt: skip
         check_model(caller.policy, served.name)
         dims = dimensions if dimensions is not None else served.dimensions
         low, high = served.spec.min_dimensions, served.dimensions

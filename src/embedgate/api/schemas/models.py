@@ -16,6 +16,7 @@ class ModelObject(BaseModel):
     max_tokens: int
     aliases: list[str]
     instructions: bool
+    task: Literal["embed", "rerank"] = "embed"
 
 
 class ModelList(BaseModel):

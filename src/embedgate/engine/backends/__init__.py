@@ -8,6 +8,10 @@ from embedgate.engine.backends.base import Backend
 
 
 def create_backend(name: str, spec: ModelSpec, settings: Settings) -> Backend:
+    if isinstance(spec, LocalModel) and spec.task == "rerank":
+        from embedgate.engine.backends.rerank import RerankBackend
+
+        return RerankBackend(name, spec, device=settings.device, warmup=settings.warmup)
     if isinstance(spec, LocalModel):
         from embedgate.engine.backends.local import LocalBackend
 

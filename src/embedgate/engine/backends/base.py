@@ -20,6 +20,9 @@ class ModelInput:
     text: str | None
     token_ids: Sequence[int] | None
     n_tokens: int  # exact when token_ids is set, an estimate otherwise
+    # A (query, document) pair of a cross-encoder: where the second segment (token type 1)
+    # starts in token_ids. None: one segment.
+    second_segment: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

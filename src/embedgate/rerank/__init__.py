@@ -1,0 +1,1 @@
+"""Reranking: score (query, document) pairs with a rerank model, through the scheduler."""
