@@ -1,11 +1,9 @@
-"""In-process sentence-transformers backend: tokenize on the caller, infer on one thread."""
+"""In-process sentence-transformers embedding backend: tokenize on the caller, infer on a lane."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -13,7 +11,8 @@ import numpy as np
 from embedgate.config.models import BUNDLED_MINILM, LocalModel
 from embedgate.engine.backends.base import BackendInfo, Embedded, ModelInput, Vectors, l2_normalize
 from embedgate.engine.backends.decoding import TokenDecoder
-from embedgate.engine.backends.devices import gpu_memory, pick_device, pick_dtype
+from embedgate.engine.backends.devices import pick_device, pick_dtype
+from embedgate.engine.backends.inprocess import InProcessBackend
 from embedgate.engine.backends.tokenizing import TokenizerRunner, pad
 
 log = logging.getLogger("embedgate.engine.backends.local")
@@ -30,92 +29,34 @@ def resolve_model_path(path: str) -> str:
     return path
 
 
-def detect_family(path: str, declared: str) -> str:
+def detect_family(path: str, declared: str, otherwise: str = "generic") -> str:
+    """``declared`` unless it is ``auto``: then ``qwen3`` for a Qwen3 checkpoint, else
+    ``otherwise``."""
     if declared != "auto":
         return declared
     from transformers import AutoConfig
 
     model_type = getattr(AutoConfig.from_pretrained(path), "model_type", "")
-    return "qwen3" if str(model_type).startswith("qwen3") else "generic"
+    return "qwen3" if str(model_type).startswith("qwen3") else otherwise
 
 
-class LocalBackend:
-    """A sentence-transformers model, run on two worker threads (lanes): on one the
-    scheduler's batches, one after another in the order they came, so that the next batch
-    can wait queued behind the running one; on the other at most one small express batch."""
-
-    coalesce = True
-    lanes = 2  # a batch, and beside it an express batch (engine/scheduler.py)
-    pipelined = True
+class LocalBackend(InProcessBackend):
+    """A sentence-transformers embedding model, on the two lanes of ``InProcessBackend``."""
 
     def __init__(self, name: str, spec: LocalModel, *, device: str, warmup: bool) -> None:
-        self.name = name
-        self._spec = spec
-        self._device_setting = spec.device or device
-        self._warmup = warmup
-        self._lanes = [
-            ThreadPoolExecutor(1, thread_name_prefix=f"embedgate-infer-{name}-{lane}")
-            for lane in range(self.lanes)
-        ]
-        self._model: Any = None
-        self._tokenizer: TokenizerRunner | None = None
-        self._decoder: TokenDecoder | None = None
-        self._pad_id = 0
+        super().__init__(name, spec, device=device, warmup=warmup)
         self._pad_left = False
-        self._info: BackendInfo | None = None
-        self._device = "unloaded"
-        self._dtype = "unloaded"
-
-    @property
-    def info(self) -> BackendInfo:
-        if self._info is None:
-            raise RuntimeError(f"model {self.name} is not loaded")
-        return self._info
 
     async def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._lanes[0], self._load)
+        await self._on_lane(0, self._load)
         if self._warmup:
             ids = await self.tokenize(["warm-up"], truncate_to=None)
             await self.embed([ModelInput(None, ids[0], len(ids[0]))])
 
-    async def aclose(self) -> None:
-        for executor in self._lanes:
-            executor.shutdown(wait=True, cancel_futures=True)
-        for runner in (self._tokenizer, self._decoder):
-            if runner is not None:
-                runner.close()
-        self._model = None
-
-    def can_tokenize(self) -> bool:
-        return True
-
-    async def tokenize(
-        self, texts: Sequence[str], truncate_to: int | None, tenant: str = ""
-    ) -> list[list[int]]:
-        assert self._tokenizer is not None, "backend not started"
-        return await self._tokenizer(texts, truncate_to, tenant)
-
-    async def decode(self, id_lists: Sequence[Sequence[int]]) -> list[str]:
-        assert self._decoder is not None, "backend not started"
-        return await self._decoder(id_lists)
-
     async def embed(self, inputs: Sequence[ModelInput], *, lane: int = 0) -> Embedded:
         id_lists = [list(item.token_ids or ()) for item in inputs]
-        loop = asyncio.get_running_loop()
-        vectors = await loop.run_in_executor(self._lanes[lane], self._forward, id_lists)
+        vectors = await self._on_lane(lane, self._forward, id_lists)
         return Embedded(vectors, sum(len(ids) for ids in id_lists))
-
-    def health(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "backend": "local",
-            "ready": self._model is not None,
-            "device": self._device,
-            "dtype": self._dtype,
-        }
-        if self._device.startswith("cuda"):
-            out["gpu_memory"] = gpu_memory(self._device)
-        return out
 
     def _load(self) -> None:
         import torch

@@ -4,15 +4,14 @@ sentence-transformers ``CrossEncoder``.
 A rerank input is one token sequence per (query, document) pair, a ``ModelInput`` like an
 embedding's, so the batch scheduler serves pairs unchanged (fair queuing, express lane,
 pipeline, cost in tokens); ``embed`` answers one 1-wide row per pair: its relevance score.
-Like ``LocalBackend``: two single-thread lanes, tokenization off the inference threads.
+Like ``LocalBackend`` (both are ``InProcessBackend``s): two single-thread lanes,
+tokenization off the inference threads.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -20,8 +19,9 @@ import numpy as np
 from embedgate.config.models import LocalModel
 from embedgate.engine.backends.base import BackendInfo, Embedded, ModelInput, Vectors
 from embedgate.engine.backends.decoding import TokenDecoder
-from embedgate.engine.backends.devices import gpu_memory, pick_device, pick_dtype
-from embedgate.engine.backends.local import resolve_model_path
+from embedgate.engine.backends.devices import pick_device, pick_dtype
+from embedgate.engine.backends.inprocess import InProcessBackend
+from embedgate.engine.backends.local import detect_family, resolve_model_path
 from embedgate.engine.backends.rerank_prompts import PairEncoder, Qwen3Prompt, pad_pairs
 from embedgate.engine.backends.tokenizing import TokenizerRunner
 
@@ -31,73 +31,26 @@ QWEN3_RERANK_MAX_TOKENS = 8192  # the model card's max_length
 
 
 def detect_rerank_family(path: str, declared: str) -> str:
-    if declared != "auto":
-        return declared
-    from transformers import AutoConfig
-
-    model_type = getattr(AutoConfig.from_pretrained(path), "model_type", "")
-    return "qwen3" if str(model_type).startswith("qwen3") else "cross-encoder"
+    return detect_family(path, declared, otherwise="cross-encoder")
 
 
-class RerankBackend:
-    """A rerank model on two worker threads (lanes), as ``LocalBackend`` runs embedders."""
-
-    coalesce = True
-    lanes = 2
-    pipelined = True
+class RerankBackend(InProcessBackend):
+    """A rerank model on the two lanes of ``InProcessBackend``, as ``LocalBackend`` runs
+    embedders."""
 
     def __init__(self, name: str, spec: LocalModel, *, device: str, warmup: bool) -> None:
-        self.name = name
-        self._spec = spec
-        self._device_setting = spec.device or device
-        self._warmup = warmup
-        self._lanes = [
-            ThreadPoolExecutor(1, thread_name_prefix=f"embedgate-rerank-{name}-{lane}")
-            for lane in range(self.lanes)
-        ]
-        self._model: Any = None
+        super().__init__(name, spec, device=device, warmup=warmup)
         self._activation: Any = None  # a CrossEncoder's, on its logits
         self._prompt: Qwen3Prompt | None = None
         self._pairs: PairEncoder | None = None
-        self._tokenizer: TokenizerRunner | None = None
-        self._decoder: TokenDecoder | None = None
-        self._pad_id = 0
-        self._info: BackendInfo | None = None
-        self._device = "unloaded"
-        self._dtype = "unloaded"
-
-    @property
-    def info(self) -> BackendInfo:
-        if self._info is None:
-            raise RuntimeError(f"model {self.name} is not loaded")
-        return self._info
 
     async def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._lanes[0], self._load)
+        await self._on_lane(0, self._load)
         if self._warmup:
             await self.embed(await self.tokenize_pairs("warm-up", ["warm-up"], None, None))
 
-    async def aclose(self) -> None:
-        for executor in self._lanes:
-            executor.shutdown(wait=True, cancel_futures=True)
-        for runner in (self._tokenizer, self._decoder, self._pairs):
-            if runner is not None:
-                runner.close()
-        self._model = None
-
-    def can_tokenize(self) -> bool:
-        return True
-
-    async def tokenize(
-        self, texts: Sequence[str], truncate_to: int | None, tenant: str = ""
-    ) -> list[list[int]]:
-        assert self._tokenizer is not None, "backend not started"
-        return await self._tokenizer(texts, truncate_to, tenant)
-
-    async def decode(self, id_lists: Sequence[Sequence[int]]) -> list[str]:
-        assert self._decoder is not None, "backend not started"
-        return await self._decoder(id_lists)
+    def _runners(self) -> Sequence[Any]:
+        return (*super()._runners(), self._pairs)
 
     async def tokenize_pairs(
         self, query: str, documents: Sequence[str], instruction: str | None,
@@ -115,17 +68,11 @@ class RerankBackend:
         return [ModelInput(None, ids, len(ids), second) for ids, second in encoded]
 
     async def embed(self, inputs: Sequence[ModelInput], *, lane: int = 0) -> Embedded:
-        loop = asyncio.get_running_loop()
-        scores = await loop.run_in_executor(self._lanes[lane], self._forward, list(inputs))
+        scores = await self._on_lane(lane, self._forward, list(inputs))
         return Embedded(scores, sum(item.n_tokens for item in inputs))
 
     def health(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"backend": "local", "task": "rerank",
-                               "ready": self._model is not None, "device": self._device,
-                               "dtype": self._dtype}  # fmt: skip
-        if self._device.startswith("cuda"):
-            out["gpu_memory"] = gpu_memory(self._device)
-        return out
+        return {**super().health(), "task": "rerank"}
 
     def _load(self) -> None:
         from transformers.utils import logging as hf_logging
