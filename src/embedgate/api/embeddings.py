@@ -9,21 +9,19 @@ import numpy as np
 import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from pydantic import ValidationError
 
 from embedgate.api.admission import EmbeddingsRoute
+from embedgate.api.bodies import read_body
 from embedgate.api.context import RequestContext
 from embedgate.api.deps import EmbeddingsCallerDep, EmbeddingsDep
 from embedgate.api.input_caps import RequestCaps
 from embedgate.api.schemas.embeddings import EmbeddingRequest, EmbeddingResponse
 from embedgate.embeddings.service import EmbeddingJob, EmbeddingResult
 from embedgate.engine.backends.base import Vectors
-from embedgate.errors import from_validation_errors, invalid_json
 from embedgate.runtime import Runtime
 from embedgate.tenancy.auth import Caller
 
 router = APIRouter(prefix="/v1", tags=["embeddings"], route_class=EmbeddingsRoute)
-INLINE_BYTES = 64 * 1024  # parsed on the event loop: cheaper than a thread hop
 
 
 def encode_vectors(vectors: Vectors, encoding_format: str) -> list[Any]:
@@ -51,30 +49,6 @@ def render(result: EmbeddingResult, encoding_format: str) -> bytes:
     return orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
-async def parse_request(request: Request, caller: Caller) -> EmbeddingRequest:
-    """JSON whatever the Content-Type says (curl -d sends form-encoded), parsed by orjson,
-    which also refuses NaN, invalid UTF-8 and pathological nesting. A large body is parsed
-    and validated on the parse pool, in its tenant's turn, not on the event loop."""
-    body = await request.body()
-    runtime: Runtime = request.app.state.runtime
-    caps = RequestCaps.of(runtime.settings)
-    if len(body) <= INLINE_BYTES:
-        return parse_body(body, caps)
-    return await runtime.parsing.run(caller.tenant.uid, lambda: parse_body(body, caps))
-
-
-def parse_body(body: bytes, caps: RequestCaps) -> EmbeddingRequest:
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        raise invalid_json() from None
-    caps.check(data)  # before validation: the caps bound its work too
-    try:
-        return EmbeddingRequest.model_validate(data)
-    except ValidationError as exc:
-        raise from_validation_errors(exc.errors()) from None
-
-
 REQUEST_SCHEMA = {
     "requestBody": {
         "required": True,
@@ -87,7 +61,8 @@ REQUEST_SCHEMA = {
 async def create_embeddings(
     request: Request, service: EmbeddingsDep, caller: EmbeddingsCallerDep
 ) -> Response:
-    body = await parse_request(request, caller)
+    caps = RequestCaps.of(request.app.state.runtime.settings)
+    body = await read_body(request, caller, EmbeddingRequest, caps.check)
     texts = body.input if body.input and isinstance(body.input[0], str) else None
     job = EmbeddingJob(
         model=body.model,

@@ -6,23 +6,21 @@ work, so a key that may embed may rerank); metered under its own route.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from pydantic import ValidationError
 
 from embedgate.api.admission import EmbeddingsRoute
+from embedgate.api.bodies import read_body
 from embedgate.api.context import RequestContext
 from embedgate.api.deps import EmbeddingsCallerDep, RerankDep
-from embedgate.api.embeddings import INLINE_BYTES
 from embedgate.api.input_caps import CODE
 from embedgate.api.schemas.rerank import RerankRequest, RerankResponse
-from embedgate.errors import from_validation_errors, invalid_json, invalid_request
+from embedgate.errors import invalid_request
 from embedgate.rerank.service import RerankJob, RerankResult
-from embedgate.runtime import Runtime
-from embedgate.tenancy.auth import Caller
 
 router = APIRouter(tags=["rerank"], route_class=EmbeddingsRoute)
 PATHS = ("/v1/rerank", "/rerank", "/v2/rerank")
@@ -32,28 +30,6 @@ REQUEST_SCHEMA = {
         "content": {"application/json": {"schema": RerankRequest.model_json_schema()}},
     }
 }
-
-
-async def parse_request(request: Request, caller: Caller) -> RerankRequest:
-    """As /v1/embeddings: a large body is parsed on the parse pool, in its tenant's turn."""
-    body = await request.body()
-    runtime: Runtime = request.app.state.runtime
-    cap = runtime.settings.max_request_chars
-    if len(body) <= INLINE_BYTES:
-        return parse_body(body, cap)
-    return await runtime.parsing.run(caller.tenant.uid, lambda: parse_body(body, cap))
-
-
-def parse_body(body: bytes, max_chars: int) -> RerankRequest:
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        raise invalid_json() from None
-    check_chars(data, max_chars)  # before validation: the cap bounds its work too
-    try:
-        return RerankRequest.model_validate(data)
-    except ValidationError as exc:
-        raise from_validation_errors(exc.errors()) from None
 
 
 def check_chars(data: Any, cap: int) -> None:
@@ -84,7 +60,8 @@ def render(result: RerankResult, body: RerankRequest, request_id: str) -> bytes:
 async def create_rerank(
     request: Request, service: RerankDep, caller: EmbeddingsCallerDep
 ) -> Response:
-    body = await parse_request(request, caller)
+    cap = request.app.state.runtime.settings.max_request_chars
+    body = await read_body(request, caller, RerankRequest, functools.partial(check_chars, cap=cap))
     job = RerankJob(model=body.model, query=body.query, documents=body.documents,
                     top_n=body.top_n, instruction=body.instruction)  # fmt: skip
     context = RequestContext.of(request)
