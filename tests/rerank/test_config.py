@@ -38,11 +38,12 @@ def test_invalid_local_entries(entry: dict[str, Any], message: str) -> None:
         LocalModel(path="x", **entry)
 
 
-def test_rerank_upstreams_are_refused_for_now(tmp_path: Path) -> None:
-    upstream = {"backend": "openai", "base_urls": ["http://x/v1"], "dimensions": 1,
-                "task": "rerank"}  # fmt: skip
-    with pytest.raises(ValidationError, match="not supported yet"):
-        settings(tmp_path, up=upstream)
+def test_a_rerank_upstream_has_one_score_per_pair(tmp_path: Path) -> None:
+    upstream = {"backend": "openai", "base_urls": ["http://x/v1"], "task": "rerank",
+                "rerank_api": "tei"}  # fmt: skip
+    assert settings(tmp_path, up=upstream).models["up"].dimensions == 1
+    with pytest.raises(ValidationError, match="one score per pair"):
+        settings(tmp_path, up={**upstream, "dimensions": 768})
 
 
 def test_the_default_model_must_embed(tmp_path: Path) -> None:

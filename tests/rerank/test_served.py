@@ -8,7 +8,7 @@ import httpx
 import yaml
 from sentence_transformers import CrossEncoder
 
-from tests.conftest import ADMIN_KEY
+from tests.conftest import ADMIN_KEY, issue_key
 from tests.helpers import start_server
 from tests.rerank.conftest import rerank_models
 
@@ -50,3 +50,41 @@ def test_rerank_on_a_served_process(
         log = server.log()
         assert QUERY not in log
         assert DOCUMENTS[0] not in log
+
+
+def test_rerank_through_an_upstream_embedgate(
+    tmp_path: Path, tiny_reranker_dir: Path, tiny_cross_encoder_dir: Path
+) -> None:
+    """A real `embedgate serve` whose rerank model is another real `embedgate serve` (the
+    `cohere` shape, as vLLM's): the same ranking and scores as asking the engine directly."""
+    engine_config = tmp_path / "engine.yaml"
+    engine_config.write_text(yaml.safe_dump(
+        {"models": rerank_models(tiny_reranker_dir, tiny_cross_encoder_dir)}))  # fmt: skip
+    engine_env = {"EMBEDGATE_ADMIN_KEY": ADMIN_KEY, "EMBEDGATE_CONFIG": str(engine_config),
+                  "EMBEDGATE_WARMUP": "false"}  # fmt: skip
+    with start_server(tmp_path / "engine", env=engine_env) as engine:
+        engine_key = issue_key(engine.url)
+        front_config = tmp_path / "front.yaml"
+        remote = {"backend": "openai", "task": "rerank", "base_urls": [f"{engine.url}/v1"],
+                  "upstream_model": "cross", "api_key_env": "RERANK_ENGINE_KEY"}  # fmt: skip
+        front_config.write_text(yaml.safe_dump({"models": {
+            "all-minilm-l6-v2": {"backend": "local", "path": "bundled:all-minilm-l6-v2"},
+            "remote-rerank": remote}}))  # fmt: skip
+        front_env = {"EMBEDGATE_ADMIN_KEY": ADMIN_KEY, "EMBEDGATE_CONFIG": str(front_config),
+                     "RERANK_ENGINE_KEY": engine_key}  # fmt: skip
+        with start_server(tmp_path / "front", env=front_env) as front:
+            front_key = issue_key(front.url)
+            body = {"query": QUERY, "documents": DOCUMENTS}
+            direct = httpx.post(
+                f"{engine.url}/v1/rerank",
+                json={**body, "model": "cross"},
+                headers={"Authorization": f"Bearer {engine_key}"},
+                timeout=30,
+            )
+            through = httpx.post(f"{front.url}/v1/rerank", json=body, timeout=30,
+                                 headers={"Authorization": f"Bearer {front_key}"})  # fmt: skip
+            assert through.status_code == 200, through.text
+            assert through.json()["model"] == "remote-rerank"  # the default rerank model
+            assert through.json()["results"] == direct.json()["results"]
+            assert through.json()["usage"] == direct.json()["usage"]  # the engine's count
+            assert QUERY not in front.log()

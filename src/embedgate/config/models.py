@@ -92,11 +92,19 @@ class LocalModel(ModelBase):
 
 
 class UpstreamModel(ModelBase):
-    """A pool of OpenAI-compatible embedding servers (SGLang, vLLM, TEI, ...)."""
+    """A pool of OpenAI-compatible embedding servers (SGLang, vLLM, TEI, ...), or of rerank
+    servers in one of three shapes (``rerank_api``)."""
 
     backend: Literal["openai"] = Field(default="openai", description="Upstream servers.")
     base_urls: list[str] = Field(description="Base URLs ending in /v1, tried in order.")
-    dimensions: int = Field(description="The upstream's native output dimensions.")
+    dimensions: int = Field(
+        description="The upstream's native output dimensions (a rerank model: leave out)."
+    )
+    rerank_api: Literal["cohere", "sglang", "tei"] = Field(
+        default="cohere",
+        description="A rerank model's request shape, at `{base_url}/rerank`: `cohere` (vLLM, "
+        "Infinity, LiteLLM, embedgate), `sglang` or `tei` (docs/rerank.md#upstream-engines).",
+    )
     upstream_model: str | None = Field(
         default=None, description="Model name the upstream expects (default: public)."
     )
@@ -139,12 +147,12 @@ class UpstreamModel(ModelBase):
         if not data.get("base_urls"):
             raise ValueError("an openai upstream model needs `base_urls`")
         if data.get("task") == "rerank":
-            raise ValueError(
-                "rerank through an upstream engine is not supported yet; "
-                "serve the rerank model with `backend: local`"
-            )
-        if data.get("dimensions") is None:
+            if data.setdefault("dimensions", 1) != 1:
+                raise ValueError("a rerank model gives one score per pair: leave out `dimensions`")
+        elif data.get("dimensions") is None:
             raise ValueError("an openai upstream model needs `dimensions`")
+        elif "rerank_api" in data:
+            raise ValueError("`rerank_api` applies to `task: rerank` models only")
         return _without_other_backends_fields(cls, data)
 
     @model_validator(mode="after")

@@ -11,7 +11,7 @@ import numpy as np
 
 from embedgate.config.settings import Settings
 from embedgate.embeddings.cache import EmbeddingCache
-from embedgate.engine.backends.base import ModelInput, Vectors, l2_normalize
+from embedgate.engine.backends.base import ModelInput, Vectors, estimate_tokens, l2_normalize
 from embedgate.engine.queue_shares import Reservation
 from embedgate.engine.registry import ModelRegistry, ServedModel
 from embedgate.errors import EmbedgateError, invalid_request
@@ -48,11 +48,6 @@ def truncate_and_normalize(vectors: Vectors, dimensions: int | None) -> Vectors:
     if dimensions is None or dimensions >= vectors.shape[1]:
         return vectors
     return l2_normalize(np.ascontiguousarray(vectors[:, :dimensions]))
-
-
-def estimate_tokens(text: str) -> int:
-    """For upstreams without a local tokenizer: about four UTF-8 bytes per token."""
-    return max(1, len(text.encode("utf-8")) // 4)
 
 
 class EmbeddingService:

@@ -12,11 +12,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
 from embedgate.config.settings import Settings
 from embedgate.embeddings.service import tighter
-from embedgate.engine.backends.base import ModelInput
-from embedgate.engine.backends.rerank import RerankBackend
+from embedgate.engine.backends.base import ModelInput, PairTokenizer
 from embedgate.engine.queue_shares import Reservation
 from embedgate.engine.registry import ModelRegistry, ServedModel
 from embedgate.errors import EmbedgateError, invalid_request
@@ -146,8 +146,7 @@ class RerankService:
     ) -> list[ModelInput]:  # fmt: skip
         """One input per pair, within the tighter of the model's and the plan's token limit
         (cut to it by the model's own rule when truncation is on, else 400)."""
-        backend = model.backend
-        assert isinstance(backend, RerankBackend), "a rerank model has a rerank backend"
+        backend = cast(PairTokenizer, model.backend)  # a rerank model's backend
         limit, whose = tighter(model.max_tokens, f"model `{model.name}`",
                                policy.max_tokens_per_input)  # fmt: skip
         truncate_to = limit if self._settings.truncate_inputs else None

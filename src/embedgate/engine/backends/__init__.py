@@ -16,6 +16,10 @@ def create_backend(name: str, spec: ModelSpec, settings: Settings) -> Backend:
         from embedgate.engine.backends.local import LocalBackend
 
         return LocalBackend(name, spec, device=settings.device, warmup=settings.warmup)
+    if spec.task == "rerank":
+        from embedgate.engine.backends.upstream_rerank import UpstreamRerankBackend
+
+        return UpstreamRerankBackend(name, spec)
     from embedgate.engine.backends.upstream import UpstreamBackend
 
     return UpstreamBackend(name, spec)

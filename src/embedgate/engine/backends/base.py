@@ -14,6 +14,16 @@ Vectors = npt.NDArray[np.float32]
 
 
 @dataclass(frozen=True, slots=True)
+class PairQuery:
+    """The query side of rerank pairs sent to an upstream engine, which reads the query and
+    each document apart: every pair of one request shares one."""
+
+    text: str  # the query, formatted by embedgate where the engine does not (Qwen3)
+    instruction: str | None = None  # sent as the engine's own field (SGLang's `instruct`)
+    truncate: bool = False  # ask the engine to cut pairs to its limit, where it can
+
+
+@dataclass(frozen=True, slots=True)
 class ModelInput:
     """One input ready for a model: prompt-formatted text and/or its token ids."""
 
@@ -23,6 +33,8 @@ class ModelInput:
     # A (query, document) pair of a cross-encoder: where the second segment (token type 1)
     # starts in token_ids. None: one segment.
     second_segment: int | None = None
+    # A rerank pair for an upstream engine: ``text`` is the document, this the query.
+    query: PairQuery | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +87,23 @@ class Backend(Protocol):
         ...
 
     def health(self) -> dict[str, Any]: ...
+
+
+class PairTokenizer(Protocol):
+    """What a rerank backend adds: one model input per (query, document) pair."""
+
+    async def tokenize_pairs(
+        self, query: str, documents: Sequence[str], instruction: str | None,
+        truncate_to: int | None, tenant: str = "",
+    ) -> list[ModelInput]:  # fmt: skip
+        """Each at most ``truncate_to`` tokens long when set (the model's own truncation
+        rule), else whole."""
+        ...
+
+
+def estimate_tokens(text: str) -> int:
+    """For upstreams without a local tokenizer: about four UTF-8 bytes per token."""
+    return max(1, len(text.encode("utf-8")) // 4)
 
 
 def l2_normalize(vectors: npt.NDArray[Any]) -> Vectors:

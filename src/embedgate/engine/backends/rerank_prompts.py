@@ -31,7 +31,9 @@ QWEN3_RERANK_PREFIX = (
     "<|im_start|>user\n"
 )
 QWEN3_RERANK_SUFFIX = "<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
-QWEN3_RERANK_PAIR = "<Instruct>: {instruction}\n<Query>: {query}\n<Document>: {doc}"
+QWEN3_RERANK_QUERY = "<Instruct>: {instruction}\n<Query>: {query}\n"
+QWEN3_RERANK_DOCUMENT = "<Document>: {doc}"
+QWEN3_RERANK_PAIR = QWEN3_RERANK_QUERY + QWEN3_RERANK_DOCUMENT
 INLINE_PAIRS = 32  # fewer pairs than this are encoded on the event loop
 
 
@@ -62,6 +64,15 @@ class Qwen3Prompt:
 
         two = torch.stack([last_logits[:, self.no], last_logits[:, self.yes]], dim=1)
         return torch.nn.functional.log_softmax(two.float(), dim=1)[:, 1].exp()
+
+
+def qwen3_split_pair(instruction: str | None, query: str) -> tuple[str, str]:
+    """Qwen3-Reranker's whole prompt as the query and document texts of an engine that joins
+    the two (vLLM's recipe for the model): the query text, and the document template
+    (``{doc}``); query + document is exactly ``prefix + pair + suffix``."""
+    task = QWEN3_DEFAULT_INSTRUCTION if instruction is None else instruction
+    head = QWEN3_RERANK_PREFIX + QWEN3_RERANK_QUERY.format(instruction=task, query=query)
+    return head, QWEN3_RERANK_DOCUMENT + QWEN3_RERANK_SUFFIX
 
 
 class PairEncoder:

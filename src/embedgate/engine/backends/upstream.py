@@ -46,6 +46,8 @@ class UpstreamBackend:
     coalesce = False
     lanes = 1  # requests pass through; the upstream engine schedules them
     pipelined = False
+    answers = "embeddings"  # what the engines answer, for error messages
+    inputs_param = "input"  # the request field an engine's 4xx is about
 
     def __init__(self, name: str, spec: UpstreamModel) -> None:
         self.name = name
@@ -131,7 +133,7 @@ class UpstreamBackend:
             "input": _wire_inputs(inputs),
             "encoding_format": "base64",
         }
-        return self._parse(await self._post(url, payload), len(inputs), inputs)
+        return self._parse(await self._post(url, "/embeddings", payload), len(inputs), inputs)
 
     def health(self) -> dict[str, Any]:
         up = {url: entry["healthy"] for url, entry in self.pool.status().items()}
@@ -156,10 +158,10 @@ class UpstreamBackend:
         return await send(self.pool, self.embed_at, endpoint, chunk, full=full,
                           retries=self._spec.max_retries)  # fmt: skip
 
-    async def _post(self, url: str, payload: dict[str, Any]) -> Any:
+    async def _post(self, url: str, path: str, payload: dict[str, Any]) -> Any:
         assert self._client is not None, "backend not started"
         try:
-            status, body = await self._client.post(f"{url}/embeddings", orjson.dumps(payload))
+            status, body = await self._client.post(url + path, orjson.dumps(payload))
         except Unreachable as exc:
             log.warning("upstream %s unreachable: %s", url, exc)
             raise UpstreamUnreachable("connection refused or timed out") from exc
@@ -180,18 +182,18 @@ class UpstreamBackend:
                 502, f"The upstream server failed (HTTP {status}).", code="upstream_error"
             )
         if status >= 400:
-            raise _client_error(status, body)
+            raise _client_error(status, body, self.inputs_param)
         try:
             return orjson.loads(body)
         except orjson.JSONDecodeError as exc:
-            raise _malformed() from exc
+            raise malformed(self.answers) from exc
 
     def _parse(self, body: Any, expected: int, chunk: Sequence[ModelInput]) -> Embedded:
         try:
             rows = sorted(body["data"], key=lambda row: row["index"])
             vectors = np.stack([_decode(row["embedding"]) for row in rows])
         except (KeyError, TypeError, ValueError) as exc:
-            raise _malformed() from exc
+            raise malformed(self.answers) from exc
         if vectors.shape != (expected, self._info.dimensions):
             raise EmbedgateError(
                 502,
@@ -225,21 +227,32 @@ def _decode(embedding: Any) -> Vectors:
     return np.asarray(embedding, dtype=np.float32)
 
 
-def _malformed() -> EmbedgateError:
+def malformed(answers: str) -> EmbedgateError:
     return EmbedgateError(
-        502, "The upstream server sent a malformed embeddings response.", code="upstream_error"
+        502, f"The upstream server sent a malformed {answers} response.", code="upstream_error"
     )
 
 
-def _client_error(status: int, body: bytes) -> EmbedgateError:
+def _client_error(status: int, body: bytes, param: str) -> EmbedgateError:
     if status in (401, 403):
         return EmbedgateError(
             502, "The upstream server refused embedgate's credentials; check the upstream key.",
             code="upstream_auth_error",
         )  # fmt: skip
-    try:
-        message = str(orjson.loads(body)["error"]["message"])[:500]
-    except (ValueError, KeyError, TypeError):
-        message = f"HTTP {status}"
+    message = _error_message(body) or f"HTTP {status}"
     return EmbedgateError(400, f"The upstream server rejected the input: {message}",
-                          param="input", code="upstream_rejected")  # fmt: skip
+                          param=param, code="upstream_rejected")  # fmt: skip
+
+
+def _error_message(body: bytes) -> str | None:
+    """The engine's own words: OpenAI's ``{"error": {"message"}}``, TEI's ``{"error": str}``,
+    or vLLM's older ``{"message"}``."""
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(parsed, dict):
+        return None
+    error = parsed.get("error")
+    message = error.get("message") if isinstance(error, dict) else error or parsed.get("message")
+    return str(message)[:500] if message else None
