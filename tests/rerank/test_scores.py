@@ -92,6 +92,48 @@ async def test_cross_encoder_scores_match_predict(
 
 
 @pytest.mark.anyio
+async def test_many_cross_encoder_pairs_are_tokenized_on_the_pool_the_same_way(
+    rerank_app: Any, tiny_cross_encoder_dir: Path
+) -> None:
+    """150 documents: past the inline limit, encoded in chunks on the work pool's threads
+    (each with its own tokenizer), in order, with the same ids as predict's."""
+    documents = [f"{DOCUMENTS[i % len(DOCUMENTS)]} number {i}" for i in range(150)]
+    app = await rerank_app()
+    response = await app.http.post(
+        "/v1/rerank", json={"model": "cross", "query": QUERY, "documents": documents}
+    )
+    assert response.status_code == 200, response.text
+    reference = CrossEncoder(str(tiny_cross_encoder_dir), device="cpu")
+    expected = [float(s) for s in reference.predict([(QUERY, doc) for doc in documents])]
+    assert by_index(response.json()) == pytest.approx(expected, abs=1e-5)
+
+
+@pytest.mark.anyio
+async def test_pair_tokenizing_is_shared_fairly_between_tenants(
+    tiny_cross_encoder_dir: Path,
+) -> None:
+    """One thread, a tenant with 20 chunks queued first: another tenant's one chunk is
+    encoded after at most one of them, not after all 20."""
+    from embedgate.engine.backends.rerank_prompts import PairEncoder
+
+    encoder = PairEncoder(CrossEncoder(str(tiny_cross_encoder_dir)).tokenizer, "t", threads=1)
+    done: list[str] = []
+
+    async def run(tenant: str, count: int) -> None:
+        await encoder(QUERY, DOCUMENTS * (count // len(DOCUMENTS)), None, tenant)
+        done.append(tenant)
+
+    try:
+        heavy = asyncio.create_task(run("heavy", 64 * 20))
+        await asyncio.sleep(0)  # its 20 chunks are queued first
+        await run("light", 64)
+        assert done == ["light"]  # before the heavy tenant's request finished
+        await heavy
+    finally:
+        encoder.close()
+
+
+@pytest.mark.anyio
 async def test_cross_encoder_token_types_follow_the_pair_not_sep_ids(
     rerank_app: Any, tiny_cross_encoder_dir: Path
 ) -> None:

@@ -64,7 +64,7 @@ class RerankBackend(InProcessBackend):
             room = None if truncate_to is None else self._prompt.room(truncate_to)
             return [self._prompt.wrap(ids) for ids in await self._tokenizer(texts, room, tenant)]
         assert self._pairs is not None, "backend not started"
-        encoded = await self._pairs(query, documents, truncate_to)
+        encoded = await self._pairs(query, documents, truncate_to, tenant)
         return [ModelInput(None, ids, len(ids), second) for ids, second in encoded]
 
     async def embed(self, inputs: Sequence[ModelInput], *, lane: int = 0) -> Embedded:

@@ -14,8 +14,10 @@ which a query could spell.
 from __future__ import annotations
 
 import asyncio
+import os
+import threading
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -24,6 +26,8 @@ from tokenizers import Tokenizer
 
 from embedgate.config.models import QWEN3_DEFAULT_INSTRUCTION
 from embedgate.engine.backends.base import ModelInput
+from embedgate.engine.backends.tokenizing import chunks
+from embedgate.engine.workpool import WorkPool
 
 QWEN3_RERANK_PREFIX = (
     "<|im_start|>system\nJudge whether the Document meets the requirements based on the Query "
@@ -77,32 +81,46 @@ def qwen3_split_pair(instruction: str | None, query: str) -> tuple[str, str]:
 
 class PairEncoder:
     """A CrossEncoder tokenizer's pair encoding, on the Rust tokenizer: on the event loop for
-    a few pairs, else on one thread of its own (a Rust tokenizer is not shared between
-    threads, so each place has its own copy)."""
+    a few pairs, else in chunks on the tenant-fair work pool (as ``TokenizerRunner`` does for
+    embedding inputs), so one tenant's thousand documents delay another's few by about one
+    chunk. A Rust tokenizer is not shared between threads: each has its own copy."""
 
     token_types = True  # whether the model reads token_type_ids
 
-    def __init__(self, tokenizer: Any, name: str) -> None:
-        json = tokenizer.backend_tokenizer.to_str()
-        self._inline = Tokenizer.from_str(json)
-        self._threaded = Tokenizer.from_str(json)
-        for rust in (self._inline, self._threaded):
-            rust.no_padding()
-            rust.no_truncation()
-        self._thread = ThreadPoolExecutor(1, thread_name_prefix=f"embedgate-pairs-{name}")
+    def __init__(self, tokenizer: Any, name: str, threads: int | None = None) -> None:
+        self._json = tokenizer.backend_tokenizer.to_str()
+        self._inline = self._fresh()
+        self._local = threading.local()  # each pool thread's own tokenizer
+        self._pool = WorkPool(threads or min(4, os.cpu_count() or 1), f"pairs-{name}")
 
     async def __call__(
-        self, query: str, documents: Sequence[str], truncate_to: int | None
+        self, query: str, documents: Sequence[str], truncate_to: int | None, tenant: str = ""
     ) -> list[tuple[list[int], int | None]]:
         if len(documents) < INLINE_PAIRS:
             return _encode(self._inline, query, documents, truncate_to)
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
-            self._thread, _encode, self._threaded, query, documents, truncate_to
-        )
+        parts = await asyncio.gather(*(
+            self._pool.run(tenant, partial(self._encode_here, query, chunk, truncate_to))
+            for chunk in chunks(documents)
+        ))  # fmt: skip
+        return [pair for part in parts for pair in part]
 
     def close(self) -> None:
-        self._thread.shutdown(wait=False, cancel_futures=True)
+        self._pool.close()
+
+    def _fresh(self) -> Tokenizer:
+        rust = Tokenizer.from_str(self._json)
+        rust.no_padding()
+        rust.no_truncation()
+        return rust
+
+    def _encode_here(
+        self, query: str, documents: Sequence[str], truncate_to: int | None
+    ) -> list[tuple[list[int], int | None]]:
+        """On a pool thread, with that thread's own tokenizer."""
+        rust: Tokenizer | None = getattr(self._local, "rust", None)
+        if rust is None:
+            rust = self._local.rust = self._fresh()
+        return _encode(rust, query, documents, truncate_to)
 
 
 def _encode(
