@@ -5,14 +5,18 @@ the tiny rerankers beside the bundled model, and once on a real `embedgate serve
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 import yaml
 
 from tests.conftest import ADMIN_KEY, AppClient
+from tests.docstore.pg_fixtures import *  # noqa: F403  (the fixtures)
+from tests.docstore.pg_fixtures import OWNER, new_database, url_for
 from tests.helpers import start_server
 from tests.rerank.conftest import rerank_models
 from tests.rerank.test_api import assert_error, tenant_client
@@ -71,19 +75,14 @@ def usage_rows(app: AppClient, route_like: str) -> list[tuple[Any, ...]]:
         ).fetchall()  # fmt: skip
 
 
-@pytest.mark.parametrize("mode", ["vector", "keyword", "hybrid"])
-@pytest.mark.parametrize("model", ["qwen3-rerank", "cross"])
-async def test_results_are_the_rerank_of_the_retrieved_candidates(
-    app: AppClient, mode: str, model: str
-) -> None:
+async def assert_reranks_the_candidates(client: httpx.AsyncClient, mode: str, model: str) -> None:
     """The same as retrieving `candidates` by the mode, then calling /v1/rerank on them."""
-    candidates = ok(await search(app.http, mode=mode, top_k=7))["data"]
+    candidates = ok(await search(client, mode=mode, top_k=7))["data"]
     assert len(candidates) == 7
-    reference = ok(await app.http.post("/v1/rerank", json={
+    reference = ok(await client.post("/v1/rerank", json={
         "model": model, "query": QUERY, "documents": [c["text"] for c in candidates],
     }))  # fmt: skip
-    body = ok(await search(app.http, mode=mode, top_k=3,
-                           rerank={"model": model, "candidates": 7}))  # fmt: skip
+    body = ok(await search(client, mode=mode, top_k=3, rerank={"model": model, "candidates": 7}))
     expected = reference["results"][:3]
     assert [h["id"] for h in body["data"]] == [candidates[r["index"]]["id"] for r in expected]
     for hit, ranked in zip(body["data"], expected, strict=True):
@@ -100,9 +99,40 @@ async def test_results_are_the_rerank_of_the_retrieved_candidates(
     usage = body["usage"]
     assert usage["rerank_tokens"] == reference["usage"]["total_tokens"]
     assert usage["prompt_tokens"] == (0 if mode == "keyword" else ok(
-        await search(app.http, mode=mode, top_k=1))["usage"]["prompt_tokens"])  # fmt: skip
+        await search(client, mode=mode, top_k=1))["usage"]["prompt_tokens"])  # fmt: skip
     assert usage["total_tokens"] == usage["prompt_tokens"] + usage["rerank_tokens"]
     assert list(usage) == ["prompt_tokens", "rerank_tokens", "total_tokens"]
+
+
+@pytest.mark.parametrize("mode", ["vector", "keyword", "hybrid"])
+@pytest.mark.parametrize("model", ["qwen3-rerank", "cross"])
+async def test_results_are_the_rerank_of_the_retrieved_candidates(
+    app: AppClient, mode: str, model: str
+) -> None:
+    await assert_reranks_the_candidates(app.http, mode, model)
+
+
+@pytest.fixture
+def pg_database(pg_server: Any, pg_superuser_url: str, pgvector_url: str) -> Iterator[str]:
+    """A database of its own on PostgreSQL + pgvector, for state and documents alike."""
+    name = new_database(pg_superuser_url, owner=OWNER)
+    with psycopg.connect(url_for(pg_server, "postgres", name), autocommit=True) as admin:
+        admin.execute("CREATE EXTENSION vector")
+    try:
+        yield url_for(pg_server, OWNER, name)
+    finally:
+        with psycopg.connect(pg_superuser_url, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+async def test_on_postgresql_and_pgvector(pg_database: str, rerank_app: Any) -> None:
+    # pg_database first: it outlives the app, which closes its connections at teardown.
+    app = await rerank_app(database_url=pg_database, secret_key="two-stage-" + "x" * 32)
+    store = await app.app.state.runtime.stores.get()
+    assert store.backend == "pgvector"
+    await kb(app.http)
+    for mode in ("vector", "keyword", "hybrid"):
+        await assert_reranks_the_candidates(app.http, mode, "cross")
 
 
 async def test_without_rerank_the_answer_is_unchanged(app: AppClient) -> None:

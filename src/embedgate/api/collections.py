@@ -64,12 +64,12 @@ def hit_json(hit: Hit, rerank_score: float | None = None) -> dict[str, Any]:
 def found_json(found: Found) -> dict[str, Any]:
     """The hits and usage; with a rerank stage each hit's ``rerank_score`` too, and the
     rerank tokens apart (``total_tokens`` is the query's and the rerank's together)."""
-    reranked = found.reranked
-    usage = {"prompt_tokens": found.prompt_tokens, "total_tokens": found.prompt_tokens}
+    reranked, tokens = found.reranked, found.prompt_tokens
     if reranked is None:
+        usage = {"prompt_tokens": tokens, "total_tokens": tokens}
         return {"object": "list", "data": [hit_json(h) for h in found.hits], "usage": usage}
-    usage = {"prompt_tokens": found.prompt_tokens, "rerank_tokens": reranked.tokens,
-             "total_tokens": found.prompt_tokens + reranked.tokens}  # fmt: skip
+    usage = {"prompt_tokens": tokens, "rerank_tokens": reranked.tokens,
+             "total_tokens": tokens + reranked.tokens}  # fmt: skip
     data = [hit_json(h, s) for h, s in zip(found.hits, reranked.scores, strict=True)]
     return {"object": "list", "data": data, "usage": usage}
 

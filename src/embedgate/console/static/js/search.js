@@ -225,7 +225,7 @@ export function searchPanel({ state, onSearched }) {
  * and how many candidates to rerank. Disabled, with the reason, when there is none. */
 function rerankOptions() {
   const model = h("select", { "data-testid": "rerank-model" }, h("option", { value: "" }, "Off"));
-  const candidates = h("input", { type: "number", min: 1, max: 1000, inputmode: "numeric",
+  const candidates = h("input", { type: "number", min: 1, inputmode: "numeric",
     placeholder: "4 × top-k", "data-testid": "rerank-candidates", disabled: true });
   const note = h("p", { class: "hint rerank-note", "data-testid": "rerank-note" });
   let known = null;
