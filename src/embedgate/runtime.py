@@ -20,6 +20,7 @@ from embedgate.limits.memory import Limiter, MemoryLimiter
 from embedgate.observability.metrics import Metrics
 from embedgate.rerank.service import RerankService
 from embedgate.search.service import SearchService
+from embedgate.search.two_stage import TwoStage
 from embedgate.storage.base import StateStore
 from embedgate.storage.sql import SqlStateStore
 from embedgate.tenancy.admin import KeyAdmin
@@ -141,7 +142,9 @@ class Runtime:
         stores = StoreHolder(settings)
         await stores.start()
         await stores.sweep(control.store.tenants.uids)
-        search = SearchService(stores, embeddings, registry, utcnow)
+        rerank = RerankService(registry, settings, metrics, limits)
+        two_stage = TwoStage(rerank, registry, settings)
+        search = SearchService(stores, embeddings, registry, utcnow, two_stage)
         sessions = ConsoleSessions(
             control.store.sessions, control.auth, control.audit, control.keys.digest, admin_key,
             settings.console_session_ttl,
@@ -151,7 +154,7 @@ class Runtime:
         return cls(
             settings, metrics, registry, embeddings, control, limits, cache,
             DenialAudit(control.audit), search, stores, admin_key, sessions, background,
-            RerankService(registry, settings, metrics, limits),
+            rerank,
         )  # fmt: skip
 
     async def aclose(self) -> None:

@@ -13,7 +13,8 @@ from embedgate.api.routing import StrictJsonRoute
 from embedgate.api.schemas.collections import CollectionCreate, DocumentsUpsert, SearchRequest
 from embedgate.docstore.base import Collection, Document, Hit
 from embedgate.errors import EmbedgateError
-from embedgate.search.service import MAX_ID_CHARS, NAME, SearchService, check_name
+from embedgate.search.service import MAX_ID_CHARS, NAME, Found, SearchService, check_name
+from embedgate.search.two_stage import RerankStage
 from embedgate.tenancy.auth import Caller
 
 
@@ -53,8 +54,24 @@ def document_json(document: Document) -> dict[str, Any]:
             "metadata": document.metadata}  # fmt: skip
 
 
-def hit_json(hit: Hit) -> dict[str, Any]:
-    return {"id": hit.id, "text": hit.text, "score": hit.score, "metadata": hit.metadata}
+def hit_json(hit: Hit, rerank_score: float | None = None) -> dict[str, Any]:
+    body = {"id": hit.id, "text": hit.text, "score": hit.score, "metadata": hit.metadata}
+    if rerank_score is not None:
+        body["rerank_score"] = rerank_score
+    return body
+
+
+def found_json(found: Found) -> dict[str, Any]:
+    """The hits and usage; with a rerank stage each hit's ``rerank_score`` too, and the
+    rerank tokens apart (``total_tokens`` is the query's and the rerank's together)."""
+    reranked, tokens = found.reranked, found.prompt_tokens
+    if reranked is None:
+        usage = {"prompt_tokens": tokens, "total_tokens": tokens}
+        return {"object": "list", "data": [hit_json(h) for h in found.hits], "usage": usage}
+    usage = {"prompt_tokens": tokens, "rerank_tokens": reranked.tokens,
+             "total_tokens": tokens + reranked.tokens}  # fmt: skip
+    data = [hit_json(h, s) for h, s in zip(found.hits, reranked.scores, strict=True)]
+    return {"object": "list", "data": data, "usage": usage}
 
 
 @router.post("", status_code=201)
@@ -135,17 +152,21 @@ async def delete_document(name: Name, doc_id: DocId, caller: Writer, search: Sea
 async def search_collection(
     name: Name, body: SearchRequest, caller: Reader, search: SearchDep, context: ContextDep
 ) -> Any:
-    rate: dict[str, str] = {}  # filled when the query was embedded
+    rate: dict[str, str] = {}  # filled when the query was embedded or reranked
+    stage = None if body.rerank is None else RerankStage(body.rerank.model, body.rerank.candidates)
     found = await search.search(
         caller, name, body.query, top_k=body.top_k, mode=body.mode, filter=body.filter,
         min_score=body.min_score, instruction=body.instruction, rate_headers=rate,
+        rerank=stage,
     )  # fmt: skip
     context.rate_limit(rate)
     inputs = 0 if body.mode == "keyword" else 1
     collection = found.collection
     context.meter(collection.model, inputs, found.prompt_tokens, collection.dimensions)
-    usage = {"prompt_tokens": found.prompt_tokens, "total_tokens": found.prompt_tokens}
-    return {"object": "list", "data": [hit_json(h) for h in found.hits], "usage": usage}
+    reranked = found.reranked
+    if reranked is not None and reranked.documents:  # metered apart: docs/metering.md
+        context.meter_stage("rerank", reranked.model, reranked.documents, reranked.tokens)
+    return found_json(found)
 
 
 @router.api_route("/{rest:path}", methods=["GET", "POST", "DELETE"], include_in_schema=False)

@@ -45,6 +45,9 @@ class RequestContext:
     key_prefix: str = "-"
     rate_headers: dict[str, str] | None = None  # else the tenant's current state is sent
     usage: Metered = Metered()
+    # Work of another kind within the request (a search's rerank), each metered apart under
+    # the route plus its name: (name, what it used).
+    stages: list[tuple[str, Metered]] = field(default_factory=list)
     error_code: str | None = None  # of the error answered, for metrics and the audit
     console: bool = False  # the caller is a console session (its page reads go unmetered)
 
@@ -83,3 +86,12 @@ class RequestContext:
 
     def meter(self, model: str, inputs: int, tokens: int, dimensions: int | None) -> None:
         self.usage = Metered(model, inputs, tokens, dimensions)
+
+    def meter_stage(self, name: str, model: str, inputs: int, tokens: int) -> None:
+        """A stage's own usage record, route ``<route>/<name>`` (docs/metering.md)."""
+        self.stages.append((name, Metered(model, inputs, tokens)))
+
+    @property
+    def tokens(self) -> int:
+        """Every token the request used, its stages' included."""
+        return self.usage.tokens + sum(used.tokens for _, used in self.stages)

@@ -75,7 +75,7 @@ class ObservabilityMiddleware:
             self.metrics.errors.labels(str(code or status)).inc()
         caller = context.caller
         if caller is not None:
-            self.metrics.record_tenant(caller.tenant.id, status, elapsed, context.usage.tokens,
+            self.metrics.record_tenant(caller.tenant.id, status, elapsed, context.tokens,
                                        code)  # fmt: skip
             _meter(scope, caller, route, status, elapsed, context, code)
         access_log.info(
@@ -117,21 +117,24 @@ def _meter(
     scope: Scope, caller: Caller, route: str, status: int, elapsed: float,
     context: RequestContext, code: str | None,
 ) -> None:  # fmt: skip
-    """One usage record per tenant request (never its content), and denials to the audit.
-    A console session's GET requests are the console drawing its pages (the tenant's own
-    keys, collections, usage): they count against its limits, but make no usage record."""
+    """One usage record per tenant request (never its content), one more per stage of a
+    successful request (a search's rerank), and denials to the audit. A console session's
+    GET requests are the console drawing its pages (the tenant's own keys, collections,
+    usage): they count against its limits, but make no usage record."""
     runtime = getattr(scope["app"].state, "runtime", None)
     if runtime is None:
         return
-    ok, usage = status < 400, context.usage
+    ok, at = status < 400, datetime.now(UTC)
     if not (context.console and scope["method"] == "GET"):
-        runtime.control.usage.record(UsageRecord(
-            tenant_id=caller.tenant.id, key_id=caller.key.id, model=usage.model,
-            route=route, inputs=usage.inputs if ok else 0,
-            tokens=usage.tokens if ok else 0, dimensions=usage.dimensions,
-            status=status, latency_ms=round(elapsed * 1000, 3), at=datetime.now(UTC),
-            tenant_uid=caller.tenant.uid,
-        ))  # fmt: skip
+        stages = context.stages if ok else []  # a failed request is one error, not more
+        for where, usage in [(route, context.usage), *((f"{route}/{n}", u) for n, u in stages)]:
+            runtime.control.usage.record(UsageRecord(
+                tenant_id=caller.tenant.id, key_id=caller.key.id, model=usage.model,
+                route=where, inputs=usage.inputs if ok else 0,
+                tokens=usage.tokens if ok else 0, dimensions=usage.dimensions,
+                status=status, latency_ms=round(elapsed * 1000, 3), at=at,
+                tenant_uid=caller.tenant.uid,
+            ))  # fmt: skip
     if status in (403, 429) and code:
         client = scope.get("client")
         runtime.denials.note(

@@ -3,7 +3,8 @@
 Documents are embedded as documents (no instruction), queries as queries (the request's
 instruction, else the model's default), both through ``EmbeddingService``: the tenant's
 policy, rate limits, quota, fair scheduling and metering apply exactly as on
-/v1/embeddings. A collection of another tenant does not exist: 404, never 403.
+/v1/embeddings. A collection of another tenant does not exist: 404, never 403. A search
+with a rerank stage retrieves more candidates and reranks them (search/two_stage.py).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from embedgate.docstore.base import (
 from embedgate.embeddings.service import EmbeddingJob, EmbeddingService
 from embedgate.engine.registry import ModelRegistry
 from embedgate.errors import EmbedgateError, invalid_request
+from embedgate.search.two_stage import Reranked, RerankStage, TwoStage
 from embedgate.tenancy.auth import Caller
 from embedgate.tenancy.policy import check_model, check_texts, denied
 
@@ -92,17 +94,19 @@ class Found:
     collection: Collection
     hits: list[Hit]
     prompt_tokens: int
+    reranked: Reranked | None = None  # with a rerank stage: its scores, one per hit
 
 
 class SearchService:
     def __init__(
         self, stores: StoreHolder, embeddings: EmbeddingService, registry: ModelRegistry,
-        clock: Any,
+        clock: Any, two_stage: TwoStage,
     ) -> None:  # fmt: skip
         self._stores = stores
         self._embeddings = embeddings
         self._registry = registry
         self._clock = clock
+        self._two_stage = two_stage
 
     async def create_collection(
         self, caller: Caller, name: str, *, model: str | None, dimensions: int | None,
@@ -251,18 +255,27 @@ class SearchService:
     async def search(
         self, caller: Caller, name: str, query: str, *, top_k: int, mode: SearchMode,
         filter: Filter | None, min_score: float | None, instruction: str | None,
-        rate_headers: dict[str, str] | None = None,
+        rate_headers: dict[str, str] | None = None, rerank: RerankStage | None = None,
     ) -> Found:  # fmt: skip
-        """``rate_headers`` receives the x-ratelimit-* headers when the query is embedded."""
+        """``rate_headers`` receives the x-ratelimit-* headers when the query is embedded or
+        reranked. With ``rerank``, the mode retrieves the stage's candidates and the rerank
+        model keeps the best ``top_k`` of them."""
+        planned = None if rerank is None else self._two_stage.plan(caller, rerank, top_k)
         handle, collection = await self._open(caller, name)
         check_texts(caller.policy, [query])  # keyword searches embed nothing
+        depth = top_k if planned is None else planned.candidates
         try:
-            return await self._search(handle, caller, collection, query, top_k=top_k, mode=mode,
-                                      filter=filter, min_score=min_score,
-                                      instruction=instruction,
-                                      rate_headers=rate_headers)  # fmt: skip
+            found = await self._search(handle, caller, collection, query, top_k=depth,
+                                       mode=mode, filter=filter, min_score=min_score,
+                                       instruction=instruction,
+                                       rate_headers=rate_headers)  # fmt: skip
         except ValueError as exc:  # a filter the store cannot evaluate
             raise invalid_request(f"Invalid filter: {exc}", "filter") from None
+        if planned is None:
+            return found
+        hits, reranked = await self._two_stage.rerank(caller, planned, query, found.hits, top_k,
+                                                      rate_headers)  # fmt: skip
+        return Found(collection, hits, found.prompt_tokens, reranked)
 
     async def _search(
         self, handle: CollectionHandle, caller: Caller, collection: Collection, query: str, *,

@@ -43,6 +43,22 @@ class DocumentsUpsert(BaseModel):
     documents: list[DocumentIn] = Field(min_length=1, max_length=MAX_DOCUMENTS)
 
 
+class RerankOptions(BaseModel):
+    """A search's rerank stage: retrieve ``candidates`` by the mode, rerank them, keep
+    ``top_k`` (docs/search.md#two-stage-search)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: StrictStr | None = Field(
+        default=None, min_length=1, description="Rerank model name or alias; the first "
+        "rerank model the tenant may use when omitted.",
+    )  # fmt: skip
+    candidates: StrictInt | None = Field(
+        default=None, ge=1, description="How many results the mode retrieves for the "
+        "reranker: at least `top_k`, at most the rerank document limits (default 4 x top_k).",
+    )  # fmt: skip
+
+
 class SearchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -52,6 +68,7 @@ class SearchRequest(BaseModel):
     min_score: StrictFloat | None = None  # integers too, but never strings or booleans
     mode: Literal["vector", "keyword", "hybrid"] = "vector"
     instruction: StrictStr | None = None
+    rerank: RerankOptions | None = None
 
     @field_validator("filter")
     @classmethod

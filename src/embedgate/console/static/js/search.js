@@ -1,5 +1,6 @@
-// The search column: query, top-k, mode and threshold; ranked results with a score bar;
-// a click on a result shows the first 50 dimensions of that document's vector.
+// The search column: query, top-k, mode, threshold and an optional rerank stage; ranked
+// results with a score bar (the rerank score too, when reranked); a click on a result shows
+// the first 50 dimensions of that document's vector.
 
 import { collectionPath, get, post } from "./api.js";
 import { fmtNumber, h, replace, s, uid } from "./dom.js";
@@ -26,6 +27,7 @@ export function searchPanel({ state, onSearched }) {
   const threshold = h("input", { type: "number", min: 0, max: 1, step: 0.05, value: String(THRESHOLD),
     inputmode: "decimal", "data-testid": "threshold" });
   const thresholdNote = h("p", { class: "hint threshold-note", "data-testid": "threshold-note" });
+  const rerank = rerankOptions();
   let thresholdTouched = false;
   const submit = button("Search", { type: "submit", class: "btn primary", "data-testid": "search-submit" });
   const summary = h("p", { class: "results-summary", "aria-live": "polite" });
@@ -34,7 +36,7 @@ export function searchPanel({ state, onSearched }) {
   const placeholder = emptyState("No results yet",
     "Index a few entries, then ask a question. Results are ranked by score, best first.");
   const resultsBox = h("div", { class: "results-box" }, placeholder);
-  let last = null; // {hits, mode, collection}
+  let last = null; // {hits, mode, collection, reranked}
 
   function thresholdValue() {
     const value = Number.parseFloat(threshold.value);
@@ -48,8 +50,10 @@ export function searchPanel({ state, onSearched }) {
     results.querySelectorAll("[data-testid=search-result]").forEach((item, index) => {
       const hit = last.hits[index];
       // Cosine scores are read as they are; keyword and fusion scores have no fixed scale,
-      // so their bars (and the threshold) use the score relative to the best hit.
-      const value = last.mode === "vector" ? hit.score : best > 0 ? hit.score / best : 0;
+      // so their bars (and the threshold) use the score relative to the best hit. Reranked
+      // results are ranked by the rerank score (a relevance between 0 and 1): the bar's.
+      const value = last.reranked ? hit.rerank_score
+        : last.mode === "vector" ? hit.score : best > 0 ? hit.score / best : 0;
       const fill = item.querySelector(".score-fill");
       fill.style.width = `${Math.max(0, Math.min(1, value)) * 100}%`;
       const above = value >= cut;
@@ -57,6 +61,20 @@ export function searchPanel({ state, onSearched }) {
       item.classList.toggle("below", !above);
       item.dataset.above = String(above);
     });
+  }
+
+  function scoreBox(hit) {
+    const bar = h("div", { class: "score-bar", "aria-hidden": "true" }, h("div", { class: "score-fill" }));
+    if (hit.rerank_score === undefined) {
+      return h("div", { class: "score" },
+        h("span", { class: "score-value", "data-testid": "score" }, hit.score.toFixed(3)), bar);
+    }
+    return h("div", { class: "score reranked" },
+      h("span", { class: "score-value", "data-testid": "rerank-score", title: "Rerank score" },
+        hit.rerank_score.toFixed(3)),
+      bar,
+      h("span", { class: "score-retrieval", title: "Retrieval score of the mode" }, "retrieval ",
+        h("span", { "data-testid": "score" }, hit.score.toFixed(3))));
   }
 
   function resultItem(hit, rank, collection) {
@@ -68,6 +86,7 @@ export function searchPanel({ state, onSearched }) {
       "aria-expanded": "false",
       "data-testid": "search-result",
       "data-score": String(hit.score),
+      "data-rerank-score": hit.rerank_score === undefined ? null : String(hit.rerank_score),
       "data-id": hit.id,
     },
       h("div", { class: "result-main" },
@@ -80,10 +99,7 @@ export function searchPanel({ state, onSearched }) {
               h("span", { class: "tag" }, `${key}: ${typeof value === "string" ? value : JSON.stringify(value)}`)),
           ),
         ),
-        h("div", { class: "score" },
-          h("span", { class: "score-value", "data-testid": "score" }, hit.score.toFixed(3)),
-          h("div", { class: "score-bar", "aria-hidden": "true" }, h("div", { class: "score-fill" })),
-        ),
+        scoreBox(hit),
       ),
       detail,
     );
@@ -124,17 +140,21 @@ export function searchPanel({ state, onSearched }) {
       return status.show("error", "Type a question or a few words to search for.");
     }
     const k = Math.min(100, Math.max(1, Number.parseInt(topK.value, 10) || 5));
+    const body = { query: text, top_k: k, mode: mode.value };
+    const stage = rerank.value();
+    if (stage) body.rerank = stage;
     status.clear();
     resultsBox.classList.add("loading");
     const started = performance.now();
     try {
-      const out = await busy(submit, () =>
-        post(collectionPath(collection, "/search"), { query: text, top_k: k, mode: mode.value }));
+      const out = await busy(submit, () => post(collectionPath(collection, "/search"), body));
       const ms = Math.round(performance.now() - started);
-      last = { hits: out.data, mode: mode.value, collection: collection.name };
+      last = { hits: out.data, mode: mode.value, collection: collection.name, reranked: Boolean(stage) };
       replace(results, out.data.map((hit, index) => resultItem(hit, index + 1, collection)));
+      const usage = out.usage ?? {};
+      const reranked = stage ? ` (${fmtNumber(usage.rerank_tokens ?? 0)} reranking)` : "";
       replace(summary, out.data.length
-        ? `${out.data.length} ${out.data.length === 1 ? "result" : "results"} · ${ms} ms · ${fmtNumber(out.usage?.total_tokens ?? 0)} tokens`
+        ? `${out.data.length} ${out.data.length === 1 ? "result" : "results"} · ${ms} ms · ${fmtNumber(usage.total_tokens ?? 0)} tokens${reranked}`
         : "");
       replace(resultsBox, out.data.length ? results
         : emptyState("Nothing found", "The collection has no documents yet, or none match these keywords."));
@@ -160,6 +180,7 @@ export function searchPanel({ state, onSearched }) {
         h("span", { class: "swatch above" }), "at or above",
         h("span", { class: "swatch below" }), "below"),
     ),
+    rerank.el,
     thresholdNote,
   );
   form.addEventListener("submit", (event) => {
@@ -190,6 +211,7 @@ export function searchPanel({ state, onSearched }) {
     setCollection(collection) {
       submit.disabled = !collection;
       defaultThreshold(collection);
+      rerank.setModels(state.models);
       if (last && last.collection !== collection?.name) {
         last = null;
         summary.textContent = "";
@@ -197,6 +219,55 @@ export function searchPanel({ state, onSearched }) {
       }
     },
   };
+}
+
+/** The rerank stage's options: off, or a rerank model the tenant may use (from /v1/models)
+ * and how many candidates to rerank. Disabled, with the reason, when there is none. */
+function rerankOptions() {
+  const model = h("select", { "data-testid": "rerank-model" }, h("option", { value: "" }, "Off"));
+  const candidates = h("input", { type: "number", min: 1, inputmode: "numeric",
+    placeholder: "4 × top-k", "data-testid": "rerank-candidates", disabled: true });
+  const note = h("p", { class: "hint rerank-note", "data-testid": "rerank-note" });
+  let known = null;
+  model.addEventListener("change", () => {
+    candidates.disabled = !model.value;
+    describe();
+  });
+
+  function describe() {
+    note.textContent = !model.options.length || model.disabled
+      ? "Rerank is not available: this server has no rerank model your plan allows."
+      : model.value
+        ? "Retrieves the candidates by the mode, then reranks them with the model: results are ranked by the rerank score (shown with the retrieval score)."
+        : "Rerank: off. Pick a rerank model to rerank the retrieved candidates.";
+  }
+
+  function setModels(models) {
+    const names = models.filter((m) => m.task === "rerank").map((m) => m.id);
+    if (known !== null && names.join("\n") === known) return;
+    known = names.join("\n");
+    const keep = model.value;
+    replace(model, h("option", { value: "" }, "Off"), names.map((name) => h("option", { value: name }, name)));
+    model.value = names.includes(keep) ? keep : "";
+    model.disabled = !names.length;
+    candidates.disabled = !model.value;
+    describe();
+  }
+
+  function value() {
+    if (model.disabled || !model.value) return null;
+    const stage = { model: model.value };
+    const count = Number.parseInt(candidates.value, 10);
+    if (Number.isFinite(count)) stage.candidates = count;
+    return stage;
+  }
+
+  describe();
+  const el = h("div", { class: "search-options rerank-options" },
+    field("Rerank", model, { cls: "compact rerank-model" }),
+    field("Candidates", candidates, { cls: "compact" }),
+    note);
+  return { el, setModels, value };
 }
 
 /** The first dimensions of a vector: a small bar chart around zero, then the numbers. */

@@ -101,7 +101,8 @@ function collectionPicker(state, onSelect) {
     ]);
     state.collections = list.data;
     state.models = models.data;
-    replace(modelSelect, state.models.map((m) =>
+    // A collection embeds: rerank models (the search's rerank option) are not offered.
+    replace(modelSelect, state.models.filter((m) => m.task !== "rerank").map((m) =>
       h("option", { value: m.id }, `${m.id} (${m.dimensions} dims)`)));
     const keep = preferred ?? state.collection?.name;
     replace(selectEl, state.collections.length
