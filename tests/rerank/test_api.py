@@ -165,8 +165,16 @@ async def test_auth_and_allowed_models(rerank_app: Any) -> None:
         assert_error(denied, 403, "model_not_allowed", "model")
         listed = (await limited.get("/v1/models")).json()["data"]
         assert [m["id"] for m in listed] == ["all-minilm-l6-v2"]
+        unnamed = await limited.post("/v1/rerank", json={"query": QUERY, "documents": ["d"]})
+        assert_error(unnamed, 403, "model_not_allowed", "model")  # none it may use: named
     tasks = {m["id"]: m["task"] for m in (await app.http.get("/v1/models")).json()["data"]}
     assert tasks == {"all-minilm-l6-v2": "embed", "qwen3-rerank": "rerank", "cross": "rerank"}
+    # without `model`: the first rerank model the plan allows, not the first configured
+    cross_only = await tenant_client(app, "cross-only", {"allowed_models": ["cross"]})
+    async with cross_only:
+        answer = await cross_only.post("/v1/rerank", json={"query": QUERY, "documents": ["d"]})
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["model"] == "cross"
 
 
 async def test_blocked_terms_apply_to_query_and_documents(rerank_app: Any) -> None:

@@ -67,7 +67,8 @@ class RerankService:
         self, caller: Caller, job: RerankJob, rate_headers: dict[str, str] | None = None
     ) -> RerankResult:
         policy = caller.policy
-        model = self._resolve(caller.tenant.id, job.model)
+        name = job.model or self.default_model(caller)
+        model = self._registry.resolve_for(caller.tenant.id, name)
         if model.task != "rerank":
             raise wrong_task(model, "/v1/embeddings")
         instruction = self._instruction(job.instruction, model)
@@ -107,14 +108,22 @@ class RerankService:
             ) from None  # fmt: skip
         return [float(row[0]) for row in embedded.vectors], embedded.prompt_tokens
 
-    def _resolve(self, tenant: str, name: str | None) -> ServedModel:
-        """The named model, or without a name the first rerank model the tenant can see."""
-        if name is None:
-            name = next((m.name for m in self._registry.all()
-                         if m.task == "rerank" and m.visible_to(tenant)), None)  # fmt: skip
-            if name is None:
-                raise invalid_request("This server has no rerank model.", "model")
-        return self._registry.resolve_for(tenant, name)
+    def default_model(self, caller: Caller, param: str = "model") -> str:
+        """The first rerank model the tenant may use; else the first it can see (which its
+        plan then refuses, naming it)."""
+        tenant, allowed = caller.tenant.id, caller.policy.allowed_models
+        visible = [m.name for m in self._registry.all()
+                   if m.task == "rerank" and m.visible_to(tenant)]  # fmt: skip
+        if not visible:
+            raise invalid_request("This server has no rerank model.", param)
+        usable = [name for name in visible if allowed is None or name in allowed]
+        return (usable or visible)[0]
+
+    def document_limit(self, policy: Policy) -> tuple[int, str]:
+        """Most documents per rerank request, and whose limit it is. More than the model's
+        queue holds could never be queued: 400 at once, not 503s forever."""
+        server = min(self._settings.max_rerank_documents, self._settings.max_queue_inputs)
+        return tighter(server, "this server", policy.max_documents_per_rerank)
 
     def _instruction(self, instruction: str | None, model: ServedModel) -> str | None:
         if instruction is None:
@@ -129,9 +138,7 @@ class RerankService:
         return instruction
 
     def _check_count(self, count: int, policy: Policy) -> int:
-        # More than the model's queue holds could never be queued: 400 now, not 503s forever.
-        server = min(self._settings.max_rerank_documents, self._settings.max_queue_inputs)
-        limit, whose = tighter(server, "this server", policy.max_documents_per_rerank)
+        limit, whose = self.document_limit(policy)
         if count > limit:
             raise invalid_request(
                 f"Too many documents: {count}. {whose.capitalize()} allows at most {limit} "

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 
 from embedgate.config.settings import Settings
 from embedgate.docstore.base import Hit
-from embedgate.embeddings.service import tighter
 from embedgate.engine.registry import ModelRegistry, ServedModel
 from embedgate.errors import EmbedgateError, invalid_request
 from embedgate.rerank.service import RerankJob, RerankService
@@ -60,8 +59,7 @@ class TwoStage:
     def plan(self, caller: Caller, stage: RerankStage, top_k: int) -> Planned:
         """The stage's model and candidates, or the 400/403/404 that refuses it."""
         model = self._model(caller, stage.model)
-        server = min(self._settings.max_rerank_documents, self._settings.max_queue_inputs)
-        limit, whose = tighter(server, "this server", caller.policy.max_documents_per_rerank)
+        limit, whose = self._service.document_limit(caller.policy)
         if top_k > limit:
             raise invalid_request(
                 f"`top_k` is {top_k}, but {whose} reranks at most {limit} documents per "
@@ -100,7 +98,9 @@ class TwoStage:
     def _model(self, caller: Caller, name: str | None) -> ServedModel:
         tenant = caller.tenant.id
         try:
-            model = self._registry.resolve_for(tenant, name or self._default(caller))
+            model = self._registry.resolve_for(
+                tenant, name or self._service.default_model(caller, "rerank.model")
+            )
             if model.task != "rerank":
                 raise invalid_request(f"The model `{model.name}` is an embedding model; "
                                       "`rerank.model` needs a rerank model.", "rerank.model",
@@ -110,17 +110,6 @@ class TwoStage:
             exc.param = "rerank.model" if exc.param == "model" else exc.param
             raise
         return model
-
-    def _default(self, caller: Caller) -> str:
-        """The first rerank model the tenant may use; else the first it can see (which its
-        plan then refuses, naming it)."""
-        tenant, allowed = caller.tenant.id, caller.policy.allowed_models
-        visible = [m.name for m in self._registry.all()
-                   if m.task == "rerank" and m.visible_to(tenant)]  # fmt: skip
-        if not visible:
-            raise invalid_request("This server has no rerank model.", "rerank.model")
-        usable = [name for name in visible if allowed is None or name in allowed]
-        return (usable or visible)[0]
 
 
 def _in_stage(error: EmbedgateError, hits: Sequence[Hit]) -> EmbedgateError:
