@@ -17,6 +17,7 @@ pytestmark = pytest.mark.anyio
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
 DAY = datetime(2026, 11, 21, tzinfo=UTC)
+NO_RERANK = {"rerank_requests": 0, "rerank_inputs": 0, "rerank_tokens": 0}
 
 
 def usage(tenant_id: str, at: datetime, *, tokens: int = 10, status: int = 200,
@@ -61,9 +62,9 @@ async def test_usage_per_tenant_and_day_or_hour_in_json(app: AppClient) -> None:
     assert (body["start"], body["end"]) == ("2026-11-21T00:00:00Z", "2026-11-23T00:00:00Z")
     assert body["data"] == [
         {"tenant": "a", "start": "2026-11-21T00:00:00Z", "end": "2026-11-22T00:00:00Z",
-         "requests": 3, "errors": 1, "inputs": 4, "tokens": 15},
+         "requests": 3, "errors": 1, "inputs": 4, "tokens": 15, **NO_RERANK},
         {"tenant": "b", "start": "2026-11-22T00:00:00Z", "end": "2026-11-23T00:00:00Z",
-         "requests": 1, "errors": 0, "inputs": 2, "tokens": 10},
+         "requests": 1, "errors": 0, "inputs": 2, "tokens": 10, **NO_RERANK},
     ]  # fmt: skip
     hourly = await app.http.get(
         "/admin/usage", params={**params, "tenant": "a", "granularity": "hour"}, headers=ADMIN
@@ -87,10 +88,11 @@ async def test_usage_as_csv_for_billing(app: AppClient) -> None:
     assert response.headers["content-type"].startswith("text/csv")
     assert "attachment" in response.headers["content-disposition"]
     rows = list(csv.reader(io.StringIO(response.text)))
+    header = ["tenant", "start", "end", "requests", "errors", "inputs", "tokens"]
     assert rows == [
-        ["tenant", "start", "end", "requests", "errors", "inputs", "tokens"],
-        ["a", "2026-11-21T00:00:00Z", "2026-11-22T00:00:00Z", "1", "0", "2", "10"],
-        ["b", "2026-11-21T00:00:00Z", "2026-11-22T00:00:00Z", "1", "0", "2", "7"],
+        [*header, "rerank_requests", "rerank_inputs", "rerank_tokens"],
+        ["a", "2026-11-21T00:00:00Z", "2026-11-22T00:00:00Z", "1", "0", "2", "10", "0", "0", "0"],
+        ["b", "2026-11-21T00:00:00Z", "2026-11-22T00:00:00Z", "1", "0", "2", "7", "0", "0", "0"],
     ]
 
 

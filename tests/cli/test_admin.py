@@ -118,9 +118,20 @@ def test_usage_export_on_the_data_dir(tmp_path: Path) -> None:
     window = ["--start", "2026-11-21", "--end", "2026-11-23"]
     text = cli_text("usage", *target, "export", *window)
     assert list(csv.reader(io.StringIO(text))) == [
-        ["tenant", "start", "end", "requests", "errors", "inputs", "tokens"],
-        ["a", "2026-11-21T00:00:00Z", "2026-11-22T00:00:00Z", "2", "0", "2", "15"],
-        ["b", "2026-11-22T00:00:00Z", "2026-11-23T00:00:00Z", "1", "0", "1", "7"],
+        [
+            "tenant",
+            "start",
+            "end",
+            "requests",
+            "errors",
+            "inputs",
+            "tokens",
+            "rerank_requests",
+            "rerank_inputs",
+            "rerank_tokens",
+        ],
+        ["a", "2026-11-21T00:00:00Z", "2026-11-22T00:00:00Z", "2", "0", "2", "15", "0", "0", "0"],
+        ["b", "2026-11-22T00:00:00Z", "2026-11-23T00:00:00Z", "1", "0", "1", "7", "0", "0", "0"],
     ]
     # the target flags may follow the subcommand too
     hourly = cli("usage", "export", *target, *window, "--tenant", "a", "--granularity", "hour",
@@ -200,7 +211,9 @@ def test_exports_from_a_running_server(served: ServerProcess,
     assert tenants[:2] == ["export-2", "export-1"]
     assert len(set(tenants)) == len(tenants)
     text = cli_text("usage", "export", "--start", "2026-01-01", env=env)
-    assert text.splitlines()[0] == "tenant,start,end,requests,errors,inputs,tokens"
+    assert text.splitlines()[0] == (
+        "tenant,start,end,requests,errors,inputs,tokens,rerank_requests,rerank_inputs,rerank_tokens"
+    )
     assert cli("usage", "export", "--format", "json", "--start", "2999-01-01", "--end",
                "2999-01-02", env=env) == []  # fmt: skip
     bad = cli("usage", "export", "--granularity", "hour", "--start", "x", env=env, ok=False)

@@ -303,6 +303,21 @@ async def test_metered_as_the_search_and_its_rerank_stage(app: AppClient) -> Non
     ]  # fmt: skip
     after = ok(await app.http.get("/v1/me"))["usage"]
     assert after["tokens"] - before["tokens"] == usage["total_tokens"]
+    assert after["requests"] - before["requests"] == 3  # the first /v1/me and the two searches
+    assert after["rerank_requests"] - before["rerank_requests"] == 1
+    assert after["rerank_inputs"] - before["rerank_inputs"] == 5
+    assert after["rerank_tokens"] - before["rerank_tokens"] == usage["rerank_tokens"]
+    reranked = ok(
+        await app.http.post(
+            "/v1/rerank", json={"model": "cross", "query": "q", "documents": ["a", "b"]}
+        )
+    )["usage"]["total_tokens"]
+    admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    report = ok(await app.http.get("/admin/usage", headers=admin))["data"]
+    total = {k: sum(row[k] for row in report) for k in report[0] if k.startswith(("re", "to"))}
+    assert total["rerank_requests"] == after["rerank_requests"] + 1
+    assert total["rerank_tokens"] == after["rerank_tokens"] + reranked
+    assert total["tokens"] - total["rerank_tokens"] == after["tokens"] - after["rerank_tokens"]
 
 
 async def test_rerank_tokens_count_against_the_quota(rerank_app: Any) -> None:

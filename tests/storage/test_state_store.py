@@ -17,6 +17,7 @@ from embedgate.storage.records import (
     UsageTotals,
 )
 from embedgate.storage.sql import SqlStateStore
+from embedgate.tenancy.usage import add
 
 pytestmark = pytest.mark.anyio
 
@@ -193,6 +194,29 @@ async def test_usage_totals_count_only_successful_tokens(store: SqlStateStore) -
     assert await store.usage.totals("a", HOUR, HOUR + timedelta(days=1)) == UsageTotals(2, 1, 2, 10)
     assert await store.usage.totals("c", HOUR) == UsageTotals()
     await store.usage.add([])
+
+
+async def test_usage_shows_reranking_apart_and_a_stage_is_no_request_of_its_own(
+    store: SqlStateStore,
+) -> None:
+    search, stage = "/v1/collections/{name}/search", "/v1/collections/{name}/search/rerank"
+    records = [
+        usage("a", HOUR, tokens=10),
+        usage("a", HOUR, route="/v1/rerank", inputs=5, tokens=300),
+        usage("a", HOUR, route="/rerank", inputs=2, tokens=90, status=413),  # an error
+        usage("a", HOUR, route="/v2/rerank", inputs=1, tokens=40),
+        usage("a", HOUR, route=search, inputs=1, tokens=6),  # a two-stage search ...
+        usage("a", HOUR, route=stage, inputs=8, tokens=500),  # ... and its stage
+        usage("a", HOUR, route="/v1/rerankings", inputs=1, tokens=1),  # no rerank route
+    ]
+    await store.usage.add(records)
+    expected = UsageTotals(requests=6, errors=1, inputs=18, tokens=857,
+                           rerank_requests=4, rerank_inputs=14, rerank_tokens=840)  # fmt: skip
+    assert await store.usage.totals("a", HOUR) == expected
+    assert await store.usage.buckets("a", HOUR, HOUR + timedelta(hours=1), "hour") == [
+        UsageBucket("a", HOUR, expected)
+    ]
+    assert add(UsageTotals(), records) == expected  # the unwritten records count the same
 
 
 async def test_usage_is_pruned_by_age_and_holds_no_long_names(store: SqlStateStore) -> None:

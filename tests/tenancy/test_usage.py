@@ -22,6 +22,8 @@ pytestmark = pytest.mark.anyio
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 
+NO_RERANK = {"rerank_requests": 0, "rerank_inputs": 0, "rerank_tokens": 0}
+
 
 class Clock:
     def __init__(self) -> None:
@@ -185,9 +187,9 @@ async def test_reports_flush_first_and_bucket_by_day(flaky: FlakyStore) -> None:
     rows = await meter.report(meter.query(start="2026-11-01"))
     assert rows == [
         {"tenant": "a", "start": "2026-11-20T00:00:00Z", "end": "2026-11-21T00:00:00Z",
-         "requests": 1, "errors": 0, "inputs": 2, "tokens": 10},
+         "requests": 1, "errors": 0, "inputs": 2, "tokens": 10, **NO_RERANK},
         {"tenant": "b", "start": "2026-11-21T00:00:00Z", "end": "2026-11-22T00:00:00Z",
-         "requests": 1, "errors": 0, "inputs": 2, "tokens": 10},
+         "requests": 1, "errors": 0, "inputs": 2, "tokens": 10, **NO_RERANK},
     ]  # fmt: skip
     assert meter.pending == 0
 

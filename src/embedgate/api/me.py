@@ -23,6 +23,8 @@ async def usage_this_month(meter: UsageMeter, tenant_uid: str) -> dict[str, Any]
     return {
         "period": f"{start:%Y-%m}", "start": isoformat(start), "requests": totals.requests,
         "tokens": totals.tokens, "inputs": totals.inputs,
+        "rerank_requests": totals.rerank_requests, "rerank_inputs": totals.rerank_inputs,
+        "rerank_tokens": totals.rerank_tokens,
     }  # fmt: skip
 
 

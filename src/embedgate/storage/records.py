@@ -108,15 +108,27 @@ class UsageRecord:
         return self.tenant_uid or self.tenant_id
 
 
+# Records of reranking (docs/metering.md): the rerank API under each of its routes, and the
+# rerank stage of a two-stage search. A stage's record is a second record of one request.
+RERANK_ROUTES = frozenset({"/v1/rerank", "/rerank", "/v2/rerank"})
+STAGE_ROUTES = frozenset({"/v1/collections/{name}/search/rerank"})
+
+
 @dataclass(frozen=True, slots=True)
 class UsageTotals:
-    """Requests and errors (status >= 400) count every request; inputs and tokens count only
-    successful ones (status < 400): what was delivered, and what quotas and bills charge."""
+    """Requests and errors (status >= 400) count every request (a stage's record is no
+    request of its own); inputs and tokens count only successful ones (status < 400): what
+    was delivered, and what quotas and bills charge. The ``rerank_`` counts are the part of
+    them that was reranking: requests that reranked (a ``/v1/rerank`` call, or a search
+    with a rerank stage), their documents and their rerank tokens."""
 
     requests: int = 0
     errors: int = 0
     inputs: int = 0
     tokens: int = 0
+    rerank_requests: int = 0
+    rerank_inputs: int = 0
+    rerank_tokens: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,7 @@ from sqlalchemy import (
     Integer,
     Row,
     String,
+    and_,
     case,
     delete,
     func,
@@ -21,7 +22,13 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from embedgate.storage.base import Granularity
-from embedgate.storage.records import UsageBucket, UsageRecord, UsageTotals
+from embedgate.storage.records import (
+    RERANK_ROUTES,
+    STAGE_ROUTES,
+    UsageBucket,
+    UsageRecord,
+    UsageTotals,
+)
 from embedgate.storage.schema import usage_records
 
 BUCKET_HOURS: dict[Granularity, int] = {"hour": 1, "day": 24}
@@ -108,12 +115,18 @@ def _usage_row(record: UsageRecord) -> dict[str, Any]:
 
 
 def _sums() -> list[ColumnElement[Any]]:
-    ok = usage_records.c.status < 400
+    """The sums of ``UsageTotals``, in its order (``add`` is the same over records)."""
+    c = usage_records.c
+    ok, stage = c.status < 400, c.route.in_(sorted(STAGE_ROUTES))
+    rerank = c.route.in_(sorted(RERANK_ROUTES | STAGE_ROUTES))
     return [
-        func.count(),
-        func.sum(case((usage_records.c.status >= 400, 1), else_=0)),
-        func.sum(case((ok, usage_records.c.inputs), else_=0)),
-        func.sum(case((ok, usage_records.c.tokens), else_=0)),
+        func.sum(case((stage, 0), else_=1)),
+        func.sum(case((and_(c.status >= 400, ~stage), 1), else_=0)),
+        func.sum(case((ok, c.inputs), else_=0)),
+        func.sum(case((ok, c.tokens), else_=0)),
+        func.sum(case((rerank, 1), else_=0)),
+        func.sum(case((and_(ok, rerank), c.inputs), else_=0)),
+        func.sum(case((and_(ok, rerank), c.tokens), else_=0)),
     ]
 
 
@@ -129,8 +142,7 @@ def _window(
 
 
 def _totals(values: Sequence[Any]) -> UsageTotals:
-    requests, errors, inputs, tokens = (int(v or 0) for v in values)
-    return UsageTotals(requests, errors, inputs, tokens)
+    return UsageTotals(*(int(v or 0) for v in values))
 
 
 def _usage(row: Row[Any]) -> UsageRecord:

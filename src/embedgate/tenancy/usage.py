@@ -20,13 +20,20 @@ from typing import Any
 
 from embedgate.errors import invalid_request
 from embedgate.storage.base import Granularity, UsageStore
-from embedgate.storage.records import UsageBucket, UsageRecord, UsageTotals
+from embedgate.storage.records import (
+    RERANK_ROUTES,
+    STAGE_ROUTES,
+    UsageBucket,
+    UsageRecord,
+    UsageTotals,
+)
 
 log = logging.getLogger("embedgate.usage")
 
 MAX_PENDING = 100_000
 GRANULARITIES: dict[str, timedelta] = {"hour": timedelta(hours=1), "day": timedelta(days=1)}
-CSV_COLUMNS = ("tenant", "start", "end", "requests", "errors", "inputs", "tokens")
+CSV_COLUMNS = ("tenant", "start", "end", "requests", "errors", "inputs", "tokens",
+               "rerank_requests", "rerank_inputs", "rerank_tokens")  # fmt: skip
 
 
 def month_start(now: datetime) -> datetime:
@@ -135,16 +142,21 @@ class UsageMeter:
 
 
 def add(totals: UsageTotals, records: Iterable[UsageRecord]) -> UsageTotals:
-    requests, errors, inputs, tokens = (totals.requests, totals.errors, totals.inputs,
-                                        totals.tokens)  # fmt: skip
+    counts = {name: getattr(totals, name) for name in UsageTotals.__slots__}
     for rec in records:
-        requests += 1
-        if rec.status >= 400:
-            errors += 1
-        else:
-            inputs += rec.inputs
-            tokens += rec.tokens
-    return UsageTotals(requests, errors, inputs, tokens)
+        stage, ok = rec.route in STAGE_ROUTES, rec.status < 400
+        if not stage:  # a stage's record is part of its request's
+            counts["requests"] += 1
+            counts["errors"] += not ok
+        if ok:
+            counts["inputs"] += rec.inputs
+            counts["tokens"] += rec.tokens
+        if stage or rec.route in RERANK_ROUTES:
+            counts["rerank_requests"] += 1
+            if ok:
+                counts["rerank_inputs"] += rec.inputs
+                counts["rerank_tokens"] += rec.tokens
+    return UsageTotals(**counts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,7 +208,8 @@ def bucket_json(bucket: UsageBucket, granularity: Granularity) -> dict[str, Any]
         "tenant": bucket.tenant_id, "start": isoformat(bucket.start),
         "end": isoformat(bucket.start + GRANULARITIES[granularity]),
         "requests": totals.requests, "errors": totals.errors, "inputs": totals.inputs,
-        "tokens": totals.tokens,
+        "tokens": totals.tokens, "rerank_requests": totals.rerank_requests,
+        "rerank_inputs": totals.rerank_inputs, "rerank_tokens": totals.rerank_tokens,
     }  # fmt: skip
 
 
