@@ -23,6 +23,7 @@ from sentence_transformers import CrossEncoder
 from tests.conftest import ADMIN_KEY, issue_key
 from tests.helpers import start_server
 from tests.rerank.conftest import rerank_models
+from tests.rerank.test_scores import DEFAULT_TASK, qwen3_reference
 
 QUERY = "how do vaccines train the immune system?"
 DOCUMENTS = [
@@ -41,6 +42,7 @@ class Served:
     key: str
     best: list[int]  # the model's own ranking, best first, TOP_N of them
     scores: list[float]  # the model's own score of each document
+    qwen3: Path  # the tiny Qwen3-Reranker's folder
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +58,7 @@ def served(tmp_path_factory: pytest.TempPathFactory, tiny_cross_encoder_dir: Pat
     scores = [float(s) for s in reference.predict([(QUERY, doc) for doc in DOCUMENTS])]
     best = sorted(range(len(DOCUMENTS)), key=lambda i: -scores[i])[:TOP_N]
     with start_server(root / "data", env=env) as server:
-        yield Served(server.url, issue_key(server.url), best, scores)
+        yield Served(server.url, issue_key(server.url), best, scores, tiny_reranker_dir)
 
 
 def assert_model_ranking(served: Served, indexes: list[int], scores: list[float]) -> None:
@@ -70,6 +72,25 @@ def test_cohere_sdk_v2(served: Served) -> None:
     assert_model_ranking(served, [r.index for r in answer.results],
                          [r.relevance_score for r in answer.results])  # fmt: skip
     assert answer.id
+
+
+def test_qwen3_reranker_on_the_served_process(served: Served) -> None:
+    """The tiny Qwen3-Reranker over a socket: the model card's scores, the default
+    instruction through the SDK and an own one through the `instruction` extension."""
+    client = cohere.ClientV2(api_key=served.key, base_url=served.url)
+    answer = client.rerank(model="qwen3-rerank", query=QUERY, documents=DOCUMENTS)
+    expected = qwen3_reference(served.qwen3, QUERY, DOCUMENTS, DEFAULT_TASK)
+    assert [r.index for r in answer.results] == sorted(range(len(DOCUMENTS)),
+                                                        key=lambda i: -expected[i])  # fmt: skip
+    assert [r.relevance_score for r in answer.results] == pytest.approx(
+        [expected[r.index] for r in answer.results], abs=1e-4)  # fmt: skip
+    task = "Given a question, find passages about medicine"
+    body = {"model": "qwen3-rerank", "query": QUERY, "documents": DOCUMENTS, "instruction": task}
+    own = httpx.post(f"{served.url}/rerank", json=body, timeout=60,
+                     headers={"Authorization": f"Bearer {served.key}"})  # fmt: skip
+    assert own.status_code == 200, own.text
+    scores = [r["relevance_score"] for r in sorted(own.json()["results"], key=lambda r: r["index"])]
+    assert scores == pytest.approx(qwen3_reference(served.qwen3, QUERY, DOCUMENTS, task), abs=1e-4)
 
 
 def test_cohere_sdk_v1(served: Served) -> None:
