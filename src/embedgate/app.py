@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -26,7 +26,10 @@ from embedgate.observability.metrics import Metrics
 from embedgate.runtime import Runtime
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None, *, on_started: Callable[[], None] | None = None
+) -> FastAPI:
+    """The app; ``on_started`` runs once its runtime (models, stores) is up."""
     settings = settings or Settings()
     metrics = Metrics(settings.metrics_tenant_labels)
 
@@ -34,6 +37,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         runtime = await Runtime.start(settings, metrics)
         app.state.runtime = runtime
+        if on_started is not None:
+            on_started()
         try:
             yield
         finally:

@@ -99,9 +99,10 @@ def _run(settings: Settings, sock: socket.socket) -> None:
     from embedgate.api.connections import Gate
     from embedgate.api.slow_clients import GuardedProtocol
     from embedgate.app import create_app
+    from embedgate.cli import gc_policy
 
     config = uvicorn.Config(
-        create_app(settings),
+        create_app(settings, on_started=gc_policy.settle),
         host=settings.host,
         port=settings.port,
         http=GuardedProtocol.configured(Gate.from_settings(settings)),
