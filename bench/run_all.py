@@ -56,6 +56,9 @@ BENCHES: dict[str, Bench] = {
     "hostile": Bench("hostile.py", ("--rounds", "1", "--seconds", "3", "--store-docs", "500"),
                      2400),
     "upstream": Bench("upstream.py", ("--rounds", "1", "--seconds", "4"), 1800),
+    "rerank": Bench("rerank.py", ("--rounds", "1", "--seconds", "4", "--search-seconds", "4",
+                    "--collection-docs", "128", "--raw-pairs", "256", "--batch-sizes", "16,32"),
+                    1200),
 }  # fmt: skip
 
 
@@ -120,6 +123,10 @@ TARGETS = [
            "standin.added_ms.p99", "<", 2.0),
     Target("upstream", "requests/s through the gateway, stand-in", "standin.requests_per_s.through",
            ">=", 5000),
+    Target("rerank", "served / raw cross-encoder pairs per second", "pairs.served_over_raw",
+           ">=", 0.9),
+    Target("rerank", "rerank errors", "pairs.errors", "=", 0),
+    Target("rerank", "two-stage search errors", "two_stage.errors", "=", 0),
 ]  # fmt: skip
 
 
