@@ -1,7 +1,8 @@
 """Rerank: pairs per second served vs the raw CrossEncoder, and two-stage search's cost.
 
     python bench/rerank.py [--rounds 3] [--seconds 10] [--concurrency 8] [--documents 32]
-                           [--collection-docs 400] [--searches-seconds 8] [--top-k 10]
+                           [--collection-docs 400] [--search-seconds 15] [--top-k 10]
+                           [--parts pairs,two_stage] [--env NAME=VALUE ...]
 
 The model is a real-sized cross-encoder built here, with no download: the bundled
 all-MiniLM-L6-v2 weights under a one-label sequence-classification head (seeded), which is
@@ -15,10 +16,11 @@ mean nothing, its cost is a real MiniLM cross-encoder's. Measured in one run, on
    same pairs in the same order. The two alternate in rounds (each idle while the other is
    measured); the figure is the median of the rounds' ratios. Target: served/raw >= 0.9.
 2. two-stage search: on the same server, a collection of `--collection-docs` corpus texts;
-   one client sends the same queries as plain vector searches (top `--top-k`) and as
-   two-stage searches (`"rerank": {"model"}`, candidates 4 x top_k), in alternating windows.
-   The added latency is the two-stage p50/p99 minus the plain one; beside it, the raw model's
-   time to score as many pairs of the same texts in one call (what the stage costs at least).
+   one client sends the same queries as plain vector searches (top `--top-k`), as two-stage
+   searches (`"rerank": {"model"}`, candidates 4 x top_k) and as `/v1/rerank` requests of
+   exactly those candidates, in alternating windows. The added latency is the two-stage
+   p50/p99 minus the plain one; beside it, the raw model's time to score the same candidates
+   at its best batch size (what the stage costs at least).
 
 The embedding cache is off (the rounds repeat their queries). Prints one JSON line; progress
 goes to stderr. The load generator (bench/loadgen.py: raw asyncio streams, requests encoded
@@ -310,9 +312,9 @@ def raw_sweep(raw: RawModel, args: argparse.Namespace) -> dict[int, float]:
 
 
 def pairs_part(
-    raw: RawModel, sweep: dict[int, float], port: int, key: str, args: argparse.Namespace
-) -> dict[str, Any]:
-    best = max(sweep, key=lambda b: sweep[b])
+    raw: RawModel, sweep: dict[int, float], best: int, port: int, key: str,
+    args: argparse.Namespace,
+) -> dict[str, Any]:  # fmt: skip
     rounds = []
     for index in range(args.rounds):
         entry: dict[str, Any] = {"raw_pairs_per_s": round(raw.pairs_per_s(best, args.raw_pairs), 1)}
@@ -367,10 +369,10 @@ def main() -> None:
         key = issue_key(port)
         report: dict[str, Any] = {"bench": "rerank", "model": MODEL, "env": args.env}
         sweep = raw_sweep(raw, args)
+        best = max(sweep, key=lambda b: sweep[b])
         if "pairs" in parts:
-            report["pairs"] = pairs_part(raw, sweep, port, key, args)
+            report["pairs"] = pairs_part(raw, sweep, best, port, key, args)
         if "two_stage" in parts:
-            best = max(sweep, key=lambda b: sweep[b])
             report["two_stage"] = two_stage(port, key, raw, best, args)
     report["machine"] = {
         "cpus": os.cpu_count(),
