@@ -64,6 +64,7 @@ class CpuShare:
 class LoadResult:
     window: tuple[float, float]  # monotonic start and end of the measured window
     ok: int = 0
+    units: float = 0.0  # what the completed requests were worth (run_load's ``units``)
     errors: dict[str, int] = field(default_factory=dict)
     latencies: list[float] = field(default_factory=list)
 
@@ -71,13 +72,20 @@ class LoadResult:
     def per_s(self) -> float:
         return self.ok / (self.window[1] - self.window[0])
 
-    def record(self, finished: float, latency: float, error: str | None) -> None:
+    @property
+    def units_per_s(self) -> float:
+        return self.units / (self.window[1] - self.window[0])
+
+    def record(
+        self, finished: float, latency: float, error: str | None, units: float = 1.0
+    ) -> None:
         if not self.window[0] <= finished < self.window[1]:
             return  # warm-up or drain
         if error is not None:
             self.errors[error] = self.errors.get(error, 0) + 1
             return
         self.ok += 1
+        self.units += units
         self.latencies.append(latency)
 
     def percentile_ms(self, q: int) -> float:
@@ -88,20 +96,22 @@ class LoadResult:
 
 async def _client(
     port: int, requests: Sequence[bytes], offset: int, stride: int, result: LoadResult,
-    expect: bytes,
+    expect: bytes, units: Sequence[float] | None,
 ) -> None:  # fmt: skip
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     index = offset
     try:
         while time.monotonic() < result.window[1]:
             started = time.monotonic()
-            writer.write(requests[index % len(requests)])
+            at = index % len(requests)
+            writer.write(requests[at])
             index += stride
             async with asyncio.timeout(REQUEST_TIMEOUT_S):
                 status, body = await read_response(reader)
             finished = time.monotonic()
             ok = status == 200 and expect in body
-            result.record(finished, finished - started, None if ok else f"HTTP {status}")
+            result.record(finished, finished - started, None if ok else f"HTTP {status}",
+                          1.0 if units is None else units[at])  # fmt: skip
     finally:
         writer.close()
         with contextlib.suppress(OSError):
@@ -110,13 +120,17 @@ async def _client(
 
 async def run_load(
     port: int, requests: Sequence[bytes], *, concurrency: int, seconds: float,
-    warmup: float = 2.0, expect: bytes = b'"embedding"',
+    warmup: float = 2.0, expect: bytes = b'"embedding"', units: Sequence[float] | None = None,
 ) -> LoadResult:  # fmt: skip
     """``concurrency`` clients in a closed loop; counts what completes in a ``seconds`` window
-    after ``warmup`` seconds of load (a response counts when 200 and holding ``expect``)."""
+    after ``warmup`` seconds of load (a response counts when 200 and holding ``expect``),
+    and what it was worth: ``units[i]`` for ``requests[i]`` (say its tokens), else 1."""
+    if units is not None and len(units) != len(requests):
+        raise ValueError("units must give one value per request")
     start = time.monotonic() + warmup
     result = LoadResult(window=(start, start + seconds))
-    clients = [_client(port, requests, i, concurrency, result, expect) for i in range(concurrency)]
+    clients = [_client(port, requests, i, concurrency, result, expect, units)
+               for i in range(concurrency)]  # fmt: skip
     for outcome in await asyncio.gather(*clients, return_exceptions=True):
         if isinstance(outcome, BaseException):
             key = type(outcome).__name__

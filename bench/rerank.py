@@ -37,7 +37,6 @@ import logging
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -51,6 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from corpus import build_corpus
 from loadgen import CpuShare, LoadResult, post_requests, run_load
 from throughput import issue_key, serve
+from worker import JsonWorker, answer_jobs
 
 MODEL = "minilm-cross"
 COLLECTION = "rerank-bench"
@@ -106,9 +106,8 @@ def raw_worker(n_requests: int, per_request: int, model_dir: str) -> None:
     firsts, seconds = [q for q, _ in pairs[:2000]], [d for _, d in pairs[:2000]]
     tokens = [len(ids) for ids in model.tokenizer(firsts, seconds)["input_ids"]]
     info = {"torch": torch.__version__, "threads": torch.get_num_threads(), "tokens": tokens}
-    print(json.dumps(info), flush=True)
-    for line in sys.stdin:
-        job = json.loads(line)
+
+    def answer(job: dict[str, Any]) -> dict[str, Any]:
         if "candidates" in job:  # each query's own candidates, at the best batch size
             took = []
             for query, docs in job["candidates"]:
@@ -116,46 +115,27 @@ def raw_worker(n_requests: int, per_request: int, model_dir: str) -> None:
                 started = time.perf_counter()
                 model.predict(chunk, batch_size=job["batch_size"], show_progress_bar=False)
                 took.append(time.perf_counter() - started)
-            print(json.dumps({"took": took}), flush=True)
-            continue
+            return {"took": took}
         started = time.perf_counter()
         model.predict(pairs[: job["n"]], batch_size=job["batch_size"], show_progress_bar=False)
-        print(json.dumps({"per_s": job["n"] / (time.perf_counter() - started)}), flush=True)
+        return {"per_s": job["n"] / (time.perf_counter() - started)}
+
+    answer_jobs(info, answer)
 
 
-class RawModel:
+class RawModel(JsonWorker):
     def __init__(self, args: argparse.Namespace, model_dir: Path) -> None:
-        command = [
+        super().__init__([
             sys.executable, __file__, "--raw-worker", "--model-dir", str(model_dir),
             "--requests", str(args.requests), "--documents", str(args.documents),
-        ]  # fmt: skip
-        self.proc = subprocess.Popen(
-            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-            env={**os.environ, "HF_HUB_OFFLINE": "1"},
-        )  # fmt: skip
-        self.info: dict[str, Any] = self._ask(None)
-
-    def _ask(self, job: dict[str, Any] | None) -> dict[str, Any]:
-        assert self.proc.stdin is not None
-        assert self.proc.stdout is not None
-        if job is not None:
-            self.proc.stdin.write(json.dumps(job) + "\n")
-            self.proc.stdin.flush()
-        line = self.proc.stdout.readline()
-        if not line:
-            raise RuntimeError("the raw worker died")
-        return dict(json.loads(line))
+        ])  # fmt: skip
 
     def pairs_per_s(self, batch_size: int, n: int) -> float:
-        return float(self._ask({"batch_size": batch_size, "n": n})["per_s"])
+        return float(self.ask({"batch_size": batch_size, "n": n})["per_s"])
 
     def latencies(self, candidates: list[tuple[str, list[str]]], batch_size: int) -> list[float]:
         job = {"candidates": candidates, "batch_size": batch_size}
-        return list(self._ask(job)["took"])
-
-    def close(self) -> None:
-        self.proc.kill()
-        self.proc.wait()
+        return list(self.ask(job)["took"])
 
 
 def ms(values: list[float], q: int) -> float:

@@ -44,6 +44,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from corpus import build_corpus
 from loadgen import CpuShare, post_requests, run_load
+from worker import JsonWorker, answer_jobs
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = "all-minilm-l6-v2"
@@ -64,39 +65,21 @@ def raw_worker(n_texts: int) -> None:
     model.encode(texts[:64], batch_size=16)
     tokens = [len(ids) for ids in model.tokenizer(texts)["input_ids"]]
     info = {"torch": torch.__version__, "threads": torch.get_num_threads(), "tokens": tokens}
-    print(json.dumps(info), flush=True)
-    for line in sys.stdin:
-        job = json.loads(line)
+
+    def answer(job: dict[str, Any]) -> dict[str, Any]:
         started = time.perf_counter()
         model.encode(texts[: job["n"]], batch_size=job["batch_size"])
-        print(json.dumps({"per_s": job["n"] / (time.perf_counter() - started)}), flush=True)
+        return {"per_s": job["n"] / (time.perf_counter() - started)}
+
+    answer_jobs(info, answer)
 
 
-class RawModel:
+class RawModel(JsonWorker):
     def __init__(self, n_texts: int) -> None:
-        command = [sys.executable, __file__, "--raw-worker", "--texts", str(n_texts)]
-        self.proc = subprocess.Popen(
-            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-            env={**os.environ, "HF_HUB_OFFLINE": "1"},
-        )  # fmt: skip
-        self.info: dict[str, Any] = json.loads(self._read())
-
-    def _read(self) -> str:
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        if not line:
-            raise RuntimeError("the raw worker died")
-        return line
+        super().__init__([sys.executable, __file__, "--raw-worker", "--texts", str(n_texts)])
 
     def measure(self, batch_size: int, n: int) -> float:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(json.dumps({"batch_size": batch_size, "n": n}) + "\n")
-        self.proc.stdin.flush()
-        return float(json.loads(self._read())["per_s"])
-
-    def close(self) -> None:
-        self.proc.kill()
-        self.proc.wait()
+        return float(self.ask({"batch_size": batch_size, "n": n})["per_s"])
 
 
 def free_port() -> int:

