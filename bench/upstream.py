@@ -378,7 +378,9 @@ def run_engine(args: argparse.Namespace, texts: list[str]) -> dict[str, Any]:
     with serve("engine", engine_env) as eport:
         ekey = issue_key(eport, "gateway")
         tenants = {"light": 1.0, "flood": 1.0, "hi": 4.0, "lo": 1.0}
-        window = {"min_in_flight": args.min_in_flight} if args.min_in_flight else {}
+        window = {name: value for name, value in (("min_in_flight", args.min_in_flight),
+                                                  ("max_in_flight", args.max_in_flight))
+                  if value}  # fmt: skip
         with gateway(eport, ekey, tenants, **window) as gw:
             rounds = []
             for index in range(args.rounds):
@@ -436,6 +438,10 @@ def main() -> None:
         "--min-in-flight", type=int, default=0,
         help="the gateway model's min_in_flight (default: its own, 16)",
     )  # fmt: skip
+    parser.add_argument(
+        "--max-in-flight", type=int, default=0,
+        help="the gateway model's max_in_flight (default: its own, 2048)",
+    )  # fmt: skip
     args = parser.parse_args()
     texts = build_corpus(4096, seed=7)
     report: dict[str, Any] = {
@@ -446,6 +452,7 @@ def main() -> None:
         report["engine"] = run_engine(args, texts)
         report["engine"]["engine_batch_tokens"] = args.engine_batch_tokens or "default"
         report["engine"]["min_in_flight"] = args.min_in_flight or "default"
+        report["engine"]["max_in_flight"] = args.max_in_flight or "default"
     if args.only in (None, "standin"):
         report["standin"] = run_standin(args, texts)
     print(json.dumps(report))
