@@ -180,13 +180,16 @@ def set_priority(port: int, tenant: str, priority: float) -> None:
     response.raise_for_status()
 
 
+def groups(count: int, per_request: int) -> list[slice]:
+    """Which of ``count`` texts each request holds: whole groups of ``per_request``."""
+    return [slice(i, i + per_request) for i in range(0, count - per_request + 1, per_request)]
+
+
 def bodies(texts: Sequence[str], per_request: int) -> list[dict[str, Any]]:
     if per_request == 1:
         return [{"model": MODEL, "input": t, "encoding_format": "base64"} for t in texts]
-    return [
-        {"model": MODEL, "input": list(texts[i : i + per_request]), "encoding_format": "base64"}
-        for i in range(0, len(texts) - per_request + 1, per_request)
-    ]
+    return [{"model": MODEL, "input": list(texts[group]), "encoding_format": "base64"}
+            for group in groups(len(texts), per_request)]  # fmt: skip
 
 
 def summary(result: LoadResult, per_request: int = 1) -> dict[str, Any]:
@@ -209,8 +212,7 @@ def token_counts(texts: Sequence[str]) -> list[int]:
 
 def request_tokens(tokens: Sequence[int], per_request: int) -> list[float]:
     """The tokens of each of ``bodies(texts, per_request)``."""
-    return [float(sum(tokens[i : i + per_request]))
-            for i in range(0, len(tokens) - per_request + 1, per_request)]  # fmt: skip
+    return [float(sum(tokens[group])) for group in groups(len(tokens), per_request)]
 
 
 async def together(*loads: Any) -> list[LoadResult]:
